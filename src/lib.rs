@@ -1,0 +1,10 @@
+//! # envault
+//!
+//! An envelope-encryption storage daemon: records are sealed by data keys (DEKs), every DEK is
+//! stored only wrapped by a root key, and destroying a root key cryptoshreds what it protects.
+//!
+//! # Layout
+//! - [`crypto`]: secret key types, the AES-256-GCM primitive and the sealed envelope format. No I/O.
+#![forbid(unsafe_code)]
+
+pub mod crypto;
