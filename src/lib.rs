@@ -4,7 +4,11 @@
 //! stored only wrapped by a root key, and destroying a root key cryptoshreds what it protects.
 //!
 //! # Layout
+//! - [`api`]: wire types of the socket API, shared by server and client.
+//! - [`config`]: configuration: embedded defaults, file, `ENVAULT_*` variables.
 //! - [`crypto`]: secret key types, the AES-256-GCM primitive and the sealed envelope format. No I/O.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod config;
 pub mod crypto;

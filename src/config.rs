@@ -1,0 +1,363 @@
+//! Daemon and CLI configuration: embedded defaults (`config/envault.toml`), then an optional
+//! file, then `ENVAULT_*` environment variables; the CLI applies its flags last.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The defaults, compiled in so that `envault serve` works with no file at all.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/envault.toml");
+
+/// Errors loading configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file named.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {origin}: {message}")]
+    Parse {
+        /// Which source (file path or "defaults").
+        origin: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value (duration, size, mode) is malformed.
+    #[error("invalid value for {key}: {value:?} ({expected})")]
+    Value {
+        /// The setting.
+        key: &'static str,
+        /// The offending value.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+}
+
+/// The whole configuration, as read (strings still unparsed where units apply).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Unix socket path.
+    pub socket: PathBuf,
+    /// Socket file mode, octal string.
+    pub socket_mode: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Instance name for CRNs.
+    pub instance: String,
+    /// Keystore settings.
+    pub keystore: KeystoreConfig,
+    /// Lifecycle settings.
+    pub lifecycle: LifecycleConfig,
+    /// Limits.
+    pub limits: LimitsConfig,
+    /// Backup settings.
+    pub backup: BackupConfig,
+}
+
+/// `[keystore]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoreConfig {
+    /// Backend name; only "file".
+    pub backend: String,
+    /// Master key file; empty = `<data_dir>/master.key`.
+    pub master_key_file: PathBuf,
+}
+
+/// `[lifecycle]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Soft-deletion period, e.g. "9d".
+    pub soft_delete_period: String,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest record value, e.g. "16MiB".
+    pub max_record_size: String,
+    /// Largest record key in bytes.
+    pub max_record_key: usize,
+    /// Concurrent connections.
+    pub max_connections: usize,
+    /// Per-request time limit, e.g. "30s".
+    pub request_timeout: String,
+}
+
+/// `[backup]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Backup directory; empty = `<data_dir>/backups`.
+    pub dir: PathBuf,
+}
+
+/// A partial file: every key optional, merged over the defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Overlay {
+    socket: Option<PathBuf>,
+    socket_mode: Option<String>,
+    data_dir: Option<PathBuf>,
+    instance: Option<String>,
+    keystore: Option<toml::Table>,
+    lifecycle: Option<toml::Table>,
+    limits: Option<toml::Table>,
+    backup: Option<toml::Table>,
+}
+
+impl Config {
+    /// Defaults, overlaid by `file` when given, then by `ENVAULT_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = parse_table(DEFAULT_CONFIG, "defaults")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let origin = path.display().to_string();
+            let overlay: toml::Table = parse_table(&text, &origin)?;
+            // Validate the overlay's shape early so a typo'd key is reported with its file.
+            overlay
+                .clone()
+                .try_into::<Overlay>()
+                .map_err(|e| ConfigError::Parse {
+                    origin: origin.clone(),
+                    message: e.to_string(),
+                })?;
+            merge(&mut table, overlay);
+        }
+        apply_env(&mut table, |name| std::env::var(name).ok());
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
+            origin: "merged configuration".into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.socket_mode()?;
+        self.soft_delete_period()?;
+        self.max_record_size()?;
+        self.request_timeout()?;
+        if self.keystore.backend != "file" {
+            return Err(ConfigError::Value {
+                key: "keystore.backend",
+                value: self.keystore.backend.clone(),
+                expected: "\"file\" (the only backend built so far)",
+            });
+        }
+        Ok(())
+    }
+
+    /// Socket mode as bits.
+    pub fn socket_mode(&self) -> Result<u32, ConfigError> {
+        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| ConfigError::Value {
+                key: "socket_mode",
+                value: self.socket_mode.clone(),
+                expected: "an octal mode such as \"0660\"",
+            })
+    }
+
+    /// Soft-deletion period.
+    pub fn soft_delete_period(&self) -> Result<Duration, ConfigError> {
+        parse_duration(&self.lifecycle.soft_delete_period).ok_or_else(|| ConfigError::Value {
+            key: "lifecycle.soft_delete_period",
+            value: self.lifecycle.soft_delete_period.clone(),
+            expected: "a duration such as \"9d\", \"12h\", \"30s\"",
+        })
+    }
+
+    /// Per-request time limit.
+    pub fn request_timeout(&self) -> Result<Duration, ConfigError> {
+        parse_duration(&self.limits.request_timeout).ok_or_else(|| ConfigError::Value {
+            key: "limits.request_timeout",
+            value: self.limits.request_timeout.clone(),
+            expected: "a duration such as \"30s\"",
+        })
+    }
+
+    /// Largest record value in bytes.
+    pub fn max_record_size(&self) -> Result<usize, ConfigError> {
+        parse_size(&self.limits.max_record_size).ok_or_else(|| ConfigError::Value {
+            key: "limits.max_record_size",
+            value: self.limits.max_record_size.clone(),
+            expected: "a size such as \"16MiB\", \"512KiB\", \"1048576\"",
+        })
+    }
+
+    /// Master key file path.
+    pub fn master_key_path(&self) -> PathBuf {
+        if self.keystore.master_key_file.as_os_str().is_empty() {
+            self.data_dir.join("master.key")
+        } else {
+            self.keystore.master_key_file.clone()
+        }
+    }
+
+    /// Backup directory path.
+    pub fn backup_dir(&self) -> PathBuf {
+        if self.backup.dir.as_os_str().is_empty() {
+            self.data_dir.join("backups")
+        } else {
+            self.backup.dir.clone()
+        }
+    }
+
+    /// The operator token file the daemon writes at first start and the CLI reads by default.
+    pub fn operator_token_path(&self) -> PathBuf {
+        self.data_dir.join("operator.token")
+    }
+}
+
+fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        origin: origin.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_sub)), toml::Value::Table(sub)) => merge(base_sub, sub),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// `ENVAULT_SOCKET` → `socket`, `ENVAULT_SOFT_DELETE_PERIOD` → `lifecycle.soft_delete_period`…
+const ENV_KEYS: &[(&str, &str, &str)] = &[
+    ("ENVAULT_SOCKET", "", "socket"),
+    ("ENVAULT_SOCKET_MODE", "", "socket_mode"),
+    ("ENVAULT_DATA_DIR", "", "data_dir"),
+    ("ENVAULT_INSTANCE", "", "instance"),
+    ("ENVAULT_KEYSTORE_BACKEND", "keystore", "backend"),
+    ("ENVAULT_MASTER_KEY_FILE", "keystore", "master_key_file"),
+    ("ENVAULT_SOFT_DELETE_PERIOD", "lifecycle", "soft_delete_period"),
+    ("ENVAULT_MAX_RECORD_SIZE", "limits", "max_record_size"),
+    ("ENVAULT_MAX_RECORD_KEY", "limits", "max_record_key"),
+    ("ENVAULT_MAX_CONNECTIONS", "limits", "max_connections"),
+    ("ENVAULT_REQUEST_TIMEOUT", "limits", "request_timeout"),
+    ("ENVAULT_BACKUP_DIR", "backup", "dir"),
+];
+
+fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {
+    for (var, section, key) in ENV_KEYS {
+        let Some(raw) = get(var) else { continue };
+        // Integers stay integers so that numeric settings deserialize.
+        let value = raw
+            .parse::<i64>()
+            .ok()
+            .filter(|_| !key.contains("mode"))
+            .map(toml::Value::Integer)
+            .unwrap_or(toml::Value::String(raw));
+        let target = if section.is_empty() {
+            Some(&mut *table)
+        } else {
+            table.get_mut(*section).and_then(|v| v.as_table_mut())
+        };
+        if let Some(target) = target {
+            target.insert((*key).to_string(), value);
+        }
+    }
+}
+
+/// Parses "30s", "5m", "12h", "9d" (or a bare number of seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+/// Parses "16MiB", "512KiB", "1GiB" or a bare byte count.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: usize = number.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.socket, PathBuf::from("envault.sock"));
+        assert_eq!(config.soft_delete_period().unwrap(), Duration::from_secs(9 * 86_400));
+        assert_eq!(config.max_record_size().unwrap(), 16 << 20);
+        assert_eq!(config.socket_mode().unwrap(), 0o660);
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_size("1KiB"), Some(1024));
+        assert_eq!(parse_size("3"), Some(3));
+        assert_eq!(parse_size("1TB"), None);
+    }
+
+    #[test]
+    fn env_overrides() {
+        let mut table = parse_table(DEFAULT_CONFIG, "defaults").unwrap();
+        apply_env(&mut table, |name| match name {
+            "ENVAULT_SOFT_DELETE_PERIOD" => Some("5s".into()),
+            "ENVAULT_MAX_RECORD_KEY" => Some("64".into()),
+            "ENVAULT_SOCKET_MODE" => Some("0600".into()),
+            _ => None,
+        });
+        let config: Config = table.try_into().unwrap();
+        assert_eq!(config.soft_delete_period().unwrap(), Duration::from_secs(5));
+        assert_eq!(config.limits.max_record_key, 64);
+        assert_eq!(config.socket_mode().unwrap(), 0o600);
+    }
+
+    #[test]
+    fn file_overlay_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "sockt = \"x\"\n").unwrap();
+        assert!(matches!(Config::load(Some(&path)), Err(ConfigError::Parse { .. })));
+        std::fs::write(&path, "[lifecycle]\nsoft_delete_period = \"3s\"\n").unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.soft_delete_period().unwrap(), Duration::from_secs(3));
+    }
+}
