@@ -103,7 +103,9 @@ pub struct BackupConfig {
     pub dir: PathBuf,
 }
 
-/// A partial file: every key optional, merged over the defaults.
+/// A partial file: every key optional, merged over the defaults. Deserialized only to
+/// validate a file's shape (unknown keys are errors), so its fields are never read.
+#[allow(dead_code)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Overlay {

@@ -7,8 +7,10 @@
 //! - [`api`]: wire types of the socket API, shared by server and client.
 //! - [`config`]: configuration: embedded defaults, file, `ENVAULT_*` variables.
 //! - [`crypto`]: secret key types, the AES-256-GCM primitive and the sealed envelope format. No I/O.
+//! - [`keystore`]: root-key material behind `RootKeyBackend`; the file backend sealed by the master key.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod config;
 pub mod crypto;
+pub mod keystore;
