@@ -8,9 +8,11 @@
 //! - [`config`]: configuration: embedded defaults, file, `ENVAULT_*` variables.
 //! - [`crypto`]: secret key types, the AES-256-GCM primitive and the sealed envelope format. No I/O.
 //! - [`keystore`]: root-key material behind `RootKeyBackend`; the file backend sealed by the master key.
+//! - [`store`]: the sled catalog and sealed records behind the `Store` trait.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod config;
 pub mod crypto;
 pub mod keystore;
+pub mod store;
