@@ -141,10 +141,12 @@ impl Config {
             merge(&mut table, overlay);
         }
         apply_env(&mut table, |name| std::env::var(name).ok());
-        let config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
-            origin: "merged configuration".into(),
-            message: e.to_string(),
-        })?;
+        let config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin: "merged configuration".into(),
+                message: e.to_string(),
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -253,7 +255,11 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_INSTANCE", "", "instance"),
     ("ENVAULT_KEYSTORE_BACKEND", "keystore", "backend"),
     ("ENVAULT_MASTER_KEY_FILE", "keystore", "master_key_file"),
-    ("ENVAULT_SOFT_DELETE_PERIOD", "lifecycle", "soft_delete_period"),
+    (
+        "ENVAULT_SOFT_DELETE_PERIOD",
+        "lifecycle",
+        "soft_delete_period",
+    ),
     ("ENVAULT_MAX_RECORD_SIZE", "limits", "max_record_size"),
     ("ENVAULT_MAX_RECORD_KEY", "limits", "max_record_key"),
     ("ENVAULT_MAX_CONNECTIONS", "limits", "max_connections"),
@@ -285,7 +291,9 @@ fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {
 /// Parses "30s", "5m", "12h", "9d" (or a bare number of seconds).
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().ok()?;
     let secs = match unit.trim() {
@@ -301,7 +309,9 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 /// Parses "16MiB", "512KiB", "1GiB" or a bare byte count.
 pub fn parse_size(text: &str) -> Option<usize> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: usize = number.parse().ok()?;
     let factor = match unit.trim() {
@@ -322,7 +332,10 @@ mod tests {
     fn defaults_load() {
         let config = Config::load(None).unwrap();
         assert_eq!(config.socket, PathBuf::from("envault.sock"));
-        assert_eq!(config.soft_delete_period().unwrap(), Duration::from_secs(9 * 86_400));
+        assert_eq!(
+            config.soft_delete_period().unwrap(),
+            Duration::from_secs(9 * 86_400)
+        );
         assert_eq!(config.max_record_size().unwrap(), 16 << 20);
         assert_eq!(config.socket_mode().unwrap(), 0o660);
     }
@@ -357,7 +370,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "sockt = \"x\"\n").unwrap();
-        assert!(matches!(Config::load(Some(&path)), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::load(Some(&path)),
+            Err(ConfigError::Parse { .. })
+        ));
         std::fs::write(&path, "[lifecycle]\nsoft_delete_period = \"3s\"\n").unwrap();
         let config = Config::load(Some(&path)).unwrap();
         assert_eq!(config.soft_delete_period().unwrap(), Duration::from_secs(3));

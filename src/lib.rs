@@ -8,11 +8,19 @@
 //! - [`config`]: configuration: embedded defaults, file, `ENVAULT_*` variables.
 //! - [`crypto`]: secret key types, the AES-256-GCM primitive and the sealed envelope format. No I/O.
 //! - [`keystore`]: root-key material behind `RootKeyBackend`; the file backend sealed by the master key.
+//! - [`service`]: the rules of DESIGN.md: keys, databases, records, tokens, DEK cache, durability.
 //! - [`store`]: the sled catalog and sealed records behind the `Store` trait.
+//! - [`server`]: the daemon: Unix-socket listener, routes, auth.
+//! - [`client`]: typed client of the socket API (HTTP/1.1 over the Unix socket).
+//! - [`cli`]: the `envault` command line: clap verbs, one file per group, table/JSON output.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod keystore;
+pub mod server;
+pub mod service;
 pub mod store;

@@ -81,7 +81,9 @@ impl Envelope {
     /// key (DEK generation or root key version) to open it with. Not authenticated by itself.
     pub fn label(self, sealed: &[u8]) -> Result<u32, CryptoError> {
         self.check_header(sealed)?;
-        Ok(u32::from_be_bytes([sealed[5], sealed[6], sealed[7], sealed[8]]))
+        Ok(u32::from_be_bytes([
+            sealed[5], sealed[6], sealed[7], sealed[8],
+        ]))
     }
 
     /// Opens `sealed` in place and returns (label, plaintext); the buffer is reused for the
@@ -156,7 +158,10 @@ mod tests {
         let sealed = env.seal(&c, 7, b"ctx", b"hello").unwrap();
         assert_eq!(sealed.len(), OVERHEAD + 5);
         assert_eq!(env.label(&sealed).unwrap(), 7);
-        assert_eq!(env.open(&c, b"ctx", sealed).unwrap(), (7, b"hello".to_vec()));
+        assert_eq!(
+            env.open(&c, b"ctx", sealed).unwrap(),
+            (7, b"hello".to_vec())
+        );
     }
 
     #[test]
@@ -174,10 +179,18 @@ mod tests {
     #[test]
     fn kinds_and_contexts_are_separated() {
         let c = cipher();
-        let sealed = Envelope(EnvelopeKind::Record).seal(&c, 1, b"a", b"x").unwrap();
-        assert!(Envelope(EnvelopeKind::AppWrap).open(&c, b"a", sealed.clone()).is_err());
-        assert!(Envelope(EnvelopeKind::Record).open(&c, b"b", sealed.clone()).is_err());
-        assert!(Envelope(EnvelopeKind::Record).open(&cipher(), b"a", sealed).is_err());
+        let sealed = Envelope(EnvelopeKind::Record)
+            .seal(&c, 1, b"a", b"x")
+            .unwrap();
+        assert!(Envelope(EnvelopeKind::AppWrap)
+            .open(&c, b"a", sealed.clone())
+            .is_err());
+        assert!(Envelope(EnvelopeKind::Record)
+            .open(&c, b"b", sealed.clone())
+            .is_err());
+        assert!(Envelope(EnvelopeKind::Record)
+            .open(&cipher(), b"a", sealed)
+            .is_err());
     }
 
     #[test]

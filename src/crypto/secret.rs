@@ -68,8 +68,14 @@ mod tests {
 
     #[test]
     fn rejects_wrong_lengths() {
-        assert_eq!(SecretKey::from_slice(&[0; 31]).err(), Some(CryptoError::KeyLength));
-        assert_eq!(SecretKey::from_slice(&[0; 33]).err(), Some(CryptoError::KeyLength));
+        assert_eq!(
+            SecretKey::from_slice(&[0; 31]).err(),
+            Some(CryptoError::KeyLength)
+        );
+        assert_eq!(
+            SecretKey::from_slice(&[0; 33]).err(),
+            Some(CryptoError::KeyLength)
+        );
         assert!(SecretKey::from_slice(&[0; 32]).is_ok());
     }
 

@@ -68,7 +68,9 @@ impl FileKeystore {
     fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, BTreeMap<u32, Version>>> {
         // A panic while holding this lock cannot leave the map half-updated (every mutation is a
         // single insert/remove after the file write), so a poisoned lock is still consistent.
-        self.keys.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.keys
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn recover(&self) -> Result<HashMap<Uuid, BTreeMap<u32, Version>>, KeystoreError> {
@@ -106,7 +108,10 @@ impl FileKeystore {
         self.path.parent().unwrap_or(Path::new("."))
     }
 
-    fn decode(&self, sealed: Vec<u8>) -> Result<HashMap<Uuid, BTreeMap<u32, Version>>, KeystoreError> {
+    fn decode(
+        &self,
+        sealed: Vec<u8>,
+    ) -> Result<HashMap<Uuid, BTreeMap<u32, Version>>, KeystoreError> {
         let corrupt = || KeystoreError::Corrupt(self.path.clone());
         let (_, plain) = Envelope(EnvelopeKind::Keystore)
             .open(&self.master, CONTEXT, sealed)
@@ -166,7 +171,10 @@ impl FileKeystore {
 impl RootKeyBackend for FileKeystore {
     fn insert(&self, key: RootKeyRef, material: SecretKey) -> Result<(), KeystoreError> {
         let mut keys = self.lock();
-        if keys.get(&key.key_id).is_some_and(|v| v.contains_key(&key.version)) {
+        if keys
+            .get(&key.key_id)
+            .is_some_and(|v| v.contains_key(&key.version))
+        {
             return Err(KeystoreError::VersionExists(key.key_id, key.version));
         }
         let cipher = Arc::new(Cipher::new(&material));
@@ -242,6 +250,10 @@ impl RootKeyBackend for FileKeystore {
             .map(|v| v.keys().copied().collect())
             .unwrap_or_default()
     }
+
+    fn key_ids(&self) -> Vec<Uuid> {
+        self.lock().keys().copied().collect()
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeystoreError + '_ {
@@ -273,7 +285,10 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
 
 fn overwrite_with_zeros(path: &Path) -> Result<(), KeystoreError> {
     let len = std::fs::metadata(path).map_err(io(path))?.len() as usize;
-    let mut file = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io(path))?;
     file.write_all(&vec![0u8; len]).map_err(io(path))?;
     file.sync_all().map_err(io(path))
 }
@@ -285,9 +300,7 @@ fn wipe_and_remove(path: &Path) -> Result<(), KeystoreError> {
 
 /// fsyncs a directory so that a rename or create inside it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), KeystoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 #[cfg(test)]
@@ -299,7 +312,10 @@ mod tests {
     }
 
     fn key(version: u32) -> RootKeyRef {
-        RootKeyRef { key_id: Uuid::from_u128(7), version }
+        RootKeyRef {
+            key_id: Uuid::from_u128(7),
+            version,
+        }
     }
 
     #[test]
@@ -308,19 +324,27 @@ mod tests {
         let material = [0x5Au8; 32];
         let sealed = {
             let ks = open(dir.path());
-            ks.insert(key(1), SecretKey::from_slice(&material).unwrap()).unwrap();
-            ks.seal(key(1), EnvelopeKind::AppWrap, b"c", b"dek").unwrap()
+            ks.insert(key(1), SecretKey::from_slice(&material).unwrap())
+                .unwrap();
+            ks.seal(key(1), EnvelopeKind::AppWrap, b"c", b"dek")
+                .unwrap()
         };
         let ks = open(dir.path());
         assert_eq!(ks.versions(key(1).key_id), vec![1]);
-        let plain = ks.open(key(1).key_id, EnvelopeKind::AppWrap, b"c", sealed.clone()).unwrap();
+        let plain = ks
+            .open(key(1).key_id, EnvelopeKind::AppWrap, b"c", sealed.clone())
+            .unwrap();
         assert_eq!(plain.as_slice(), b"dek");
         ks.destroy(key(1).key_id, None).unwrap();
-        assert!(ks.open(key(1).key_id, EnvelopeKind::AppWrap, b"c", sealed.clone()).is_err());
+        assert!(ks
+            .open(key(1).key_id, EnvelopeKind::AppWrap, b"c", sealed.clone())
+            .is_err());
         drop(ks);
         let ks = open(dir.path());
         assert!(ks.versions(key(1).key_id).is_empty());
-        assert!(ks.open(key(1).key_id, EnvelopeKind::AppWrap, b"c", sealed).is_err());
+        assert!(ks
+            .open(key(1).key_id, EnvelopeKind::AppWrap, b"c", sealed)
+            .is_err());
         for entry in std::fs::read_dir(dir.path()).unwrap() {
             let bytes = std::fs::read(entry.unwrap().path()).unwrap();
             assert!(!bytes.windows(32).any(|w| w == material));

@@ -80,4 +80,7 @@ pub trait RootKeyBackend: Send + Sync {
 
     /// Live versions of `key_id`, ascending.
     fn versions(&self, key_id: Uuid) -> Vec<u32>;
+
+    /// Every key id with live material.
+    fn key_ids(&self) -> Vec<Uuid>;
 }

@@ -33,6 +33,9 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// Catalog entries as (key, encoded value) pairs.
+pub type CatalogEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One change to the catalog; a list of them is applied atomically.
 #[derive(Debug, Clone)]
 pub enum CatalogOp {
@@ -54,9 +57,14 @@ pub trait Store: Send + Sync {
     /// Applies `ops` atomically: after a crash either all or none are visible.
     fn catalog_apply(&self, ops: Vec<CatalogOp>) -> Result<(), StoreError>;
     /// Every catalog entry whose key starts with `prefix`, in key order.
-    fn catalog_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn catalog_scan(&self, prefix: &[u8]) -> Result<CatalogEntries, StoreError>;
     /// Stores a sealed record.
-    fn record_put(&self, database: &[u8; 16], key: &[u8], sealed: Vec<u8>) -> Result<(), StoreError>;
+    fn record_put(
+        &self,
+        database: &[u8; 16],
+        key: &[u8],
+        sealed: Vec<u8>,
+    ) -> Result<(), StoreError>;
     /// Reads a sealed record.
     fn record_get(&self, database: &[u8; 16], key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Removes a record; `true` if it existed.

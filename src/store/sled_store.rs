@@ -22,7 +22,11 @@ impl SledStore {
         let db = sled::Config::new().path(dir).open()?;
         let catalog = db.open_tree("catalog")?;
         let records = db.open_tree("records")?;
-        Ok(Self { db, catalog, records })
+        Ok(Self {
+            db,
+            catalog,
+            records,
+        })
     }
 }
 
@@ -45,7 +49,7 @@ impl Store for SledStore {
         Ok(self.catalog.apply_batch(batch)?)
     }
 
-    fn catalog_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn catalog_scan(&self, prefix: &[u8]) -> Result<super::CatalogEntries, StoreError> {
         self.catalog
             .scan_prefix(prefix)
             .map(|item| {
@@ -55,13 +59,21 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn record_put(&self, database: &[u8; 16], key: &[u8], sealed: Vec<u8>) -> Result<(), StoreError> {
+    fn record_put(
+        &self,
+        database: &[u8; 16],
+        key: &[u8],
+        sealed: Vec<u8>,
+    ) -> Result<(), StoreError> {
         self.records.insert(record_key(database, key), sealed)?;
         Ok(())
     }
 
     fn record_get(&self, database: &[u8; 16], key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.records.get(record_key(database, key))?.map(|v| v.to_vec()))
+        Ok(self
+            .records
+            .get(record_key(database, key))?
+            .map(|v| v.to_vec()))
     }
 
     fn record_delete(&self, database: &[u8; 16], key: &[u8]) -> Result<bool, StoreError> {
@@ -82,7 +94,11 @@ impl Store for SledStore {
                 // Start strictly after `after`: its successor in byte order is `after || 0x00`.
                 let mut start = record_key(database, after);
                 start.push(0);
-                let start = if start > full_prefix { start } else { full_prefix.clone() };
+                let start = if start > full_prefix {
+                    start
+                } else {
+                    full_prefix.clone()
+                };
                 self.records.range(start..)
             }
             None => self.records.range(full_prefix.clone()..),

@@ -1,0 +1,77 @@
+//! `envault authz …`: authorizations letting a source service use keys.
+
+use clap::Subcommand;
+
+use super::output::{self, Table};
+use super::{CliError, Context};
+
+/// Authorization verbs.
+#[derive(Debug, Subcommand)]
+pub enum AuthzCommand {
+    /// Let a source service use a key (or every key, with --target '*').
+    Grant {
+        /// The service using the key.
+        #[arg(long, value_parser = ["databases", "backups"])]
+        source: String,
+        /// Key name, id or CRN, or `*` for all keys.
+        #[arg(long, value_name = "KEY|*")]
+        target: String,
+        /// Role to grant; repeat for several [default: Reader].
+        #[arg(long = "role", value_name = "ROLE", value_parser = ["Reader", "AuthorizationDelegator"])]
+        roles: Vec<String>,
+    },
+    /// List authorizations, delegated ones included.
+    List,
+    /// Remove an authorization.
+    Revoke {
+        /// Authorization id.
+        id: String,
+    },
+}
+
+pub(super) async fn run(ctx: &Context, command: AuthzCommand) -> Result<(), CliError> {
+    let client = &ctx.client;
+    match command {
+        AuthzCommand::Grant {
+            source,
+            target,
+            mut roles,
+        } => {
+            if roles.is_empty() {
+                roles.push("Reader".into());
+            }
+            let answer = client.grant(&source, &target, &roles).await?;
+            if ctx.json {
+                return output::json(&answer);
+            }
+            output::line(&format!(
+                "granted {} on {target} to {source} ({})",
+                roles.join(","),
+                output::cell(&answer, "id")
+            ))
+        }
+        AuthzCommand::List => {
+            let answer = client.list_authorizations().await?;
+            if ctx.json {
+                return output::json(&answer);
+            }
+            let mut table = Table::new(&["ID", "SOURCE", "TARGET", "ROLES", "CREATED_BY"]);
+            for a in output::items(&answer, "authorizations") {
+                table.row(
+                    ["id", "source", "target", "roles", "created_by"]
+                        .iter()
+                        .map(|f| output::cell(a, f))
+                        .collect(),
+                );
+            }
+            table.print()
+        }
+        AuthzCommand::Revoke { id } => {
+            client.revoke_authorization(&id).await?;
+            if ctx.json {
+                return Ok(());
+            }
+            output::line(&format!("revoked authorization {id}"))
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `envault db …`: databases.
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::output::{self, Table};
+use super::{CliError, Context};
+use crate::api::DatabaseInfo;
+
+/// Database verbs. A database is named by its name or id.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create a database, under a customer key or (without --key) a provider-managed one.
+    Create {
+        /// Unique name.
+        name: String,
+        /// Root key for records (needs a `databases` → key authorization with role Reader).
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        /// Separate root key for backups (needs the role AuthorizationDelegator too).
+        #[arg(long, value_name = "KEY")]
+        backup_key: Option<String>,
+    },
+    /// List databases in every state.
+    List,
+    /// Show a database (works in every state, shredded included).
+    Show {
+        /// Name or id.
+        db: String,
+    },
+    /// Soft-delete a database: inaccessible at once, restorable within the soft-deletion period.
+    Delete {
+        /// Name or id.
+        db: String,
+    },
+    /// Restore a soft-deleted database.
+    Restore {
+        /// Name or id.
+        db: String,
+    },
+}
+
+pub(super) async fn run(ctx: &Context, command: DbCommand) -> Result<(), CliError> {
+    let client = &ctx.client;
+    match command {
+        DbCommand::Create {
+            name,
+            key,
+            backup_key,
+        } => {
+            let db = client
+                .create_database(&name, key.as_deref(), backup_key.as_deref())
+                .await?;
+            if ctx.json {
+                return output::json(&db);
+            }
+            output::line(&format!(
+                "created database {} ({}) under key {}",
+                db.name, db.id, db.key
+            ))
+        }
+        DbCommand::List => {
+            let dbs = client.list_databases().await?;
+            if ctx.json {
+                return output::json(&json!({ "databases": dbs }));
+            }
+            let mut table = Table::new(&["NAME", "STATE", "KEY", "ID"]);
+            for db in &dbs {
+                table.row(vec![
+                    db.name.clone(),
+                    state(db),
+                    db.key.clone(),
+                    db.id.clone(),
+                ]);
+            }
+            table.print()
+        }
+        DbCommand::Show { db } => {
+            let db = client.get_database(&db).await?;
+            if ctx.json {
+                return output::json(&db);
+            }
+            let optional = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+            output::fields(&[
+                ("id", db.id.clone()),
+                ("crn", db.crn.clone()),
+                ("name", db.name.clone()),
+                ("state", state(&db)),
+                ("key", db.key.clone()),
+                ("key crn", db.key_crn.clone()),
+                ("key origin", db.key_origin.clone()),
+                ("backup key", optional(&db.backup_key)),
+                ("created", db.created_at.clone()),
+                ("deleted", optional(&db.deleted_at)),
+                ("purge at", optional(&db.purge_at)),
+            ])
+        }
+        DbCommand::Delete { db } => {
+            let answer = client.delete_database(&db).await?;
+            if ctx.json {
+                return if answer.is_null() {
+                    Ok(())
+                } else {
+                    output::json(&answer)
+                };
+            }
+            match answer.get("purge_at").and_then(|v| v.as_str()) {
+                Some(when) => {
+                    output::line(&format!("deleted database {db}; restorable until {when}"))
+                }
+                None => output::line(&format!("deleted database {db}")),
+            }
+        }
+        DbCommand::Restore { db } => {
+            let answer = client.restore_database(&db).await?;
+            if ctx.json {
+                return if answer.is_null() {
+                    Ok(())
+                } else {
+                    output::json(&answer)
+                };
+            }
+            output::line(&format!("restored database {db}"))
+        }
+    }
+}
+
+/// `state` or `state (reason)`.
+fn state(db: &DatabaseInfo) -> String {
+    match &db.state_reason {
+        Some(reason) => format!("{} ({reason})", db.state),
+        None => db.state.clone(),
+    }
+}

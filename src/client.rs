@@ -1,0 +1,884 @@
+//! Typed client of the socket API (`shared/API.md`): HTTP/1.1 over the daemon's Unix socket.
+//!
+//! Used by the CLI, the integration tests and applications. One [`Client`] keeps one connection
+//! and reconnects when the daemon closed it; requests on one client are serialized (HTTP/1.1
+//! cannot interleave them on one connection), so open several clients for parallel load.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), envault::client::ClientError> {
+//! use envault::client::Client;
+//! let client = Client::new("envault.sock", Some("token".to_string()));
+//! client.put_record("orders", "2024/0001", b"{\"total\": 12}").await?;
+//! let value = client.get_record("orders", "2024/0001").await?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+use zeroize::Zeroizing;
+
+use crate::api::{
+    CreateDatabaseRequest, CreateKeyRequest, DatabaseInfo, DatabaseList, ErrorBody, Health,
+    KeyInfo, KeyList, RecordListQuery, RecordPage, RewrapResponse, UnwrapRequest, UnwrapResponse,
+    WrapRequest, WrapResponse,
+};
+
+/// HTTP method of [`Client::request`], re-exported so callers need not depend on `hyper`.
+pub use hyper::Method;
+
+/// Everything outside RFC 3986's unreserved set (`A-Z a-z 0-9 - . _ ~`) is percent-encoded, so a
+/// record key such as `a/b c` stays one path segment (`a%2Fb%20c`).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Errors of the client. The CLI prints them as they display.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The daemon answered with an error status; `code` is the API's stable snake_case code.
+    #[error("{message} ({code})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable code such as `key_destroyed`.
+        code: String,
+        /// The daemon's human sentence.
+        message: String,
+    },
+    /// The socket could not be opened: most often no daemon listens on it.
+    #[error("cannot connect to envault at {}: is `envault serve` running? ({source})", path.display())]
+    Connect {
+        /// The socket path tried.
+        path: PathBuf,
+        /// Why the connection failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection failed while a request was in flight.
+    #[error("i/o error talking to envault: {0}")]
+    Io(#[source] std::io::Error),
+    /// The daemon (or the caller, for headers) sent something this client cannot use: bad JSON,
+    /// bad base64, an invalid header value.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The API error code (`not_found`, `key_in_use`, …) when the daemon answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status when the daemon answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Builds the error for a non-success answer. A body in the API's error shape gives the code
+    /// and message; anything else (a proxy, an extractor rejection in plain text) gets a code
+    /// derived from the status and the body text as message, so callers always see a code.
+    pub fn from_response(status: u16, body: &[u8]) -> Self {
+        if let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) {
+            return ClientError::Api {
+                status,
+                code: parsed.error.code,
+                message: parsed.error.message,
+            };
+        }
+        let text = String::from_utf8_lossy(body).trim().to_string();
+        let message = if text.is_empty() {
+            StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("request failed")
+                .to_string()
+        } else {
+            text
+        };
+        ClientError::Api {
+            status,
+            code: status_code_name(status).to_string(),
+            message,
+        }
+    }
+}
+
+/// The API code conventionally paired with a status, for error bodies that carry none.
+fn status_code_name(status: u16) -> &'static str {
+    match status {
+        400 | 415 | 422 => "bad_request",
+        401 => "unauthenticated",
+        403 => "forbidden",
+        404 | 405 => "not_found",
+        409 => "conflict",
+        413 => "too_large",
+        423 => "locked",
+        _ => "http_error",
+    }
+}
+
+/// Percent-encodes one path segment (or query value): everything but unreserved characters.
+/// A segment made only of dots is encoded too, so `.` and `..` can never be read as
+/// relative-path steps by anything between us and the daemon.
+pub fn encode_segment(segment: &str) -> String {
+    if !segment.is_empty() && segment.bytes().all(|b| b == b'.') {
+        return "%2E".repeat(segment.len());
+    }
+    utf8_percent_encode(segment, SEGMENT).to_string()
+}
+
+/// Builds `?a=x&b=y` from the pairs whose value is present (empty string when none are).
+fn query_string(pairs: &[(&str, Option<&str>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(name, value)| value.map(|v| format!("{name}={}", encode_segment(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// Answer of [`Client::wrap`], with the generated DEK (if any) decoded into zeroizing memory.
+pub struct Wrapped {
+    /// Base64 envelope, to be given back to unwrap / rewrap.
+    pub ciphertext: String,
+    /// Root key version that wrapped it.
+    pub key_version: u32,
+    /// The new 32-byte DEK, only when no plaintext was sent.
+    pub dek: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl fmt::Debug for Wrapped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wrapped")
+            .field("ciphertext", &self.ciphertext)
+            .field("key_version", &self.key_version)
+            .field("dek", &self.dek.as_ref().map(|_| "REDACTED"))
+            .finish()
+    }
+}
+
+/// A client of one envault socket. Cheap to create; connects on the first request.
+pub struct Client {
+    socket: PathBuf,
+    token: Option<String>,
+    connection: Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("socket", &self.socket)
+            .field("token", &self.token.as_ref().map(|_| "REDACTED"))
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client of the daemon at `socket`, sending `token` as bearer token when given.
+    pub fn new(socket: impl Into<PathBuf>, token: Option<String>) -> Self {
+        Client {
+            socket: socket.into(),
+            token,
+            connection: Mutex::new(None),
+        }
+    }
+
+    /// Another client of the same socket with a different token (and its own connection).
+    pub fn with_token(&self, token: Option<String>) -> Self {
+        Client::new(self.socket.clone(), token)
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let connect_error = |source| ClientError::Connect {
+            path: self.socket.clone(),
+            source,
+        };
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(connect_error)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| connect_error(std::io::Error::other(e)))?;
+        // The connection task ends when the daemon closes the socket or the sender is dropped;
+        // its error then surfaces on the next request through the sender, so it is only logged.
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "envault connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn build(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        body: &Bytes,
+        content_type: Option<&str>,
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(path_and_query)
+            .header(HOST, "localhost");
+        if let Some(token) = &self.token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                ClientError::Protocol(
+                    "the token contains characters not allowed in a header".into(),
+                )
+            })?;
+            builder = builder.header(AUTHORIZATION, value);
+        }
+        if let Some(content_type) = content_type {
+            builder = builder.header(CONTENT_TYPE, content_type);
+        }
+        builder
+            .body(Full::new(body.clone()))
+            .map_err(|e| ClientError::Protocol(format!("invalid request {path_and_query}: {e}")))
+    }
+
+    /// Sends one request and reads the whole answer. Retries once on a fresh connection when a
+    /// reused one turned out closed and the request is known not to have been processed (hyper
+    /// gave it back unsent) or is idempotent.
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+        content_type: Option<&str>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let mut slot = self.connection.lock().await;
+        let idempotent = matches!(
+            method,
+            Method::GET | Method::PUT | Method::DELETE | Method::HEAD
+        );
+        loop {
+            let reused = matches!(slot.as_ref(), Some(sender) if !sender.is_closed());
+            if !reused {
+                *slot = Some(self.connect().await?);
+            }
+            let sender = slot.as_mut().expect("the slot was filled just above");
+            if sender.ready().await.is_err() {
+                *slot = None;
+                if reused {
+                    continue;
+                }
+                return Err(ClientError::Io(std::io::Error::other(
+                    "the daemon closed the connection",
+                )));
+            }
+            let request = self.build(&method, path_and_query, &body, content_type)?;
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    let bytes = response
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| ClientError::Io(std::io::Error::other(e)))?
+                        .to_bytes();
+                    return Ok((status, bytes));
+                }
+                Err(error) => {
+                    *slot = None;
+                    let unsent = error.message().is_some();
+                    let error = error.into_error();
+                    if reused
+                        && (unsent
+                            || (idempotent
+                                && (error.is_incomplete_message() || error.is_canceled())))
+                    {
+                        tracing::debug!(%error, "retrying on a fresh connection");
+                        continue;
+                    }
+                    return Err(ClientError::Io(std::io::Error::other(error)));
+                }
+            }
+        }
+    }
+
+    /// Raw escape hatch: sends `body` (as JSON when it parses as JSON, else as octet stream) to
+    /// `path` (with query, already encoded) and returns the status and body, whatever they are.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Bytes), ClientError> {
+        let (body, content_type) = match body {
+            None => (Bytes::new(), None),
+            Some(bytes) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => {
+                (Bytes::copy_from_slice(bytes), Some("application/json"))
+            }
+            Some(bytes) => (
+                Bytes::copy_from_slice(bytes),
+                Some("application/octet-stream"),
+            ),
+        };
+        let (status, bytes) = self.send(method, path, body, content_type).await?;
+        Ok((status.as_u16(), bytes))
+    }
+
+    /// Sends a request and returns the body of a success answer, or the API error.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        content_type: Option<&str>,
+    ) -> Result<Bytes, ClientError> {
+        let (status, bytes) = self
+            .send(method, path, body.unwrap_or_default(), content_type)
+            .await?;
+        if status.is_success() {
+            Ok(bytes)
+        } else {
+            Err(ClientError::from_response(status.as_u16(), &bytes))
+        }
+    }
+
+    async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let bytes = self.call_value_bytes(method, path, body).await?;
+        parse_json(&bytes)
+    }
+
+    async fn call_value_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<Bytes, ClientError> {
+        let body = body
+            .map(|b| serde_json::to_vec(b).map(Bytes::from))
+            .transpose()
+            .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
+        let content_type = body.as_ref().map(|_| "application/json");
+        self.call(method, path, body, content_type).await
+    }
+
+    /// For answers without a fixed shape: the JSON value, or `null` for an empty (204) body.
+    async fn call_value(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<Value, ClientError> {
+        let bytes = self.call_value_bytes(method, path, body).await?;
+        if bytes.is_empty() {
+            Ok(Value::Null)
+        } else {
+            parse_json(&bytes)
+        }
+    }
+
+    // ----- health
+
+    /// `GET /v1/health` (no token needed).
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.call_json(Method::GET, "/v1/health", NO_BODY).await
+    }
+
+    // ----- keys
+
+    /// `POST /v1/keys`: generates a root key, or imports the given 32 bytes.
+    pub async fn create_key(
+        &self,
+        name: &str,
+        import: Option<&[u8]>,
+        description: Option<&str>,
+    ) -> Result<KeyInfo, ClientError> {
+        let body = CreateKeyRequest {
+            name: name.to_string(),
+            payload: import.map(|bytes| BASE64.encode(bytes)),
+            description: description.map(str::to_string),
+        };
+        let result = self.call_json(Method::POST, "/v1/keys", Some(&body)).await;
+        if let Some(mut payload) = body.payload {
+            zeroize::Zeroize::zeroize(&mut payload);
+        }
+        result
+    }
+
+    /// `GET /v1/keys`: customer keys.
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, ClientError> {
+        let list: KeyList = self.call_json(Method::GET, "/v1/keys", NO_BODY).await?;
+        Ok(list.keys)
+    }
+
+    /// `GET /v1/keys/{key}`: the key with its registrations.
+    pub async fn get_key(&self, key: &str) -> Result<KeyInfo, ClientError> {
+        self.call_json(Method::GET, &key_path(key, ""), NO_BODY)
+            .await
+    }
+
+    /// `POST /v1/keys/{key}/rotate`.
+    pub async fn rotate_key(&self, key: &str, retire_old: bool) -> Result<Value, ClientError> {
+        let body = json!({ "retire_old": retire_old });
+        self.call_value(Method::POST, &key_path(key, "/rotate"), Some(&body))
+            .await
+    }
+
+    /// `POST /v1/keys/{key}/disable`: suspends the key, locking what it protects.
+    pub async fn disable_key(&self, key: &str) -> Result<Value, ClientError> {
+        self.call_value(Method::POST, &key_path(key, "/disable"), NO_BODY)
+            .await
+    }
+
+    /// `POST /v1/keys/{key}/enable`.
+    pub async fn enable_key(&self, key: &str) -> Result<Value, ClientError> {
+        self.call_value(Method::POST, &key_path(key, "/enable"), NO_BODY)
+            .await
+    }
+
+    /// `DELETE /v1/keys/{key}`; `force` cryptoshreds a key that still has registrations.
+    pub async fn delete_key(&self, key: &str, force: bool) -> Result<(), ClientError> {
+        let path = format!(
+            "{}{}",
+            key_path(key, ""),
+            if force { "?force=true" } else { "" }
+        );
+        self.call(Method::DELETE, &path, None, None).await.map(drop)
+    }
+
+    /// `POST /v1/keys/{key}/wrap`: wraps `plaintext`, or a new DEK when none is given.
+    pub async fn wrap(
+        &self,
+        key: &str,
+        plaintext: Option<&[u8]>,
+        aad: &[String],
+    ) -> Result<Wrapped, ClientError> {
+        let body = WrapRequest {
+            plaintext: plaintext.map(|p| BASE64.encode(p)),
+            aad: aad_field(aad),
+        };
+        let result = self
+            .call_value_bytes(Method::POST, &key_path(key, "/wrap"), Some(&body))
+            .await;
+        if let Some(mut sent) = body.plaintext {
+            zeroize::Zeroize::zeroize(&mut sent);
+        }
+        let bytes = Zeroizing::new(Vec::from(result?));
+        let answer: WrapResponse = parse_json(&bytes)?;
+        let dek = answer
+            .plaintext
+            .map(|b64| decode_secret(&Zeroizing::new(b64)))
+            .transpose()?;
+        Ok(Wrapped {
+            ciphertext: answer.ciphertext,
+            key_version: answer.key_version,
+            dek,
+        })
+    }
+
+    /// `POST /v1/keys/{key}/unwrap`: the plaintext, in memory that zeroizes on drop.
+    pub async fn unwrap(
+        &self,
+        key: &str,
+        ciphertext: &str,
+        aad: &[String],
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        let body = UnwrapRequest {
+            ciphertext: ciphertext.to_string(),
+            aad: aad_field(aad),
+        };
+        let bytes = Zeroizing::new(Vec::from(
+            self.call_value_bytes(Method::POST, &key_path(key, "/unwrap"), Some(&body))
+                .await?,
+        ));
+        let answer: UnwrapResponse = parse_json(&bytes)?;
+        decode_secret(&Zeroizing::new(answer.plaintext))
+    }
+
+    /// `POST /v1/keys/{key}/rewrap`: the envelope under the key's newest version.
+    pub async fn rewrap(
+        &self,
+        key: &str,
+        ciphertext: &str,
+        aad: &[String],
+    ) -> Result<RewrapResponse, ClientError> {
+        let body = UnwrapRequest {
+            ciphertext: ciphertext.to_string(),
+            aad: aad_field(aad),
+        };
+        self.call_json(Method::POST, &key_path(key, "/rewrap"), Some(&body))
+            .await
+    }
+
+    // ----- authorizations
+
+    /// `POST /v1/authorizations`: lets `source` (`databases` | `backups`) use `target` (a key or
+    /// `*`) with `roles` (`Reader`, `AuthorizationDelegator`).
+    pub async fn grant(
+        &self,
+        source: &str,
+        target: &str,
+        roles: &[String],
+    ) -> Result<Value, ClientError> {
+        let body = json!({ "source": source, "target": target, "roles": roles });
+        self.call_value(Method::POST, "/v1/authorizations", Some(&body))
+            .await
+    }
+
+    /// `GET /v1/authorizations`.
+    pub async fn list_authorizations(&self) -> Result<Value, ClientError> {
+        self.call_value(Method::GET, "/v1/authorizations", NO_BODY)
+            .await
+    }
+
+    /// `DELETE /v1/authorizations/{id}`.
+    pub async fn revoke_authorization(&self, id: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/authorizations/{}", encode_segment(id));
+        self.call(Method::DELETE, &path, None, None).await.map(drop)
+    }
+
+    // ----- databases
+
+    /// `POST /v1/databases`; without `key` the database gets a provider-managed key.
+    pub async fn create_database(
+        &self,
+        name: &str,
+        key: Option<&str>,
+        backup_key: Option<&str>,
+    ) -> Result<DatabaseInfo, ClientError> {
+        let body = CreateDatabaseRequest {
+            name: name.to_string(),
+            key: key.map(str::to_string),
+            backup_key: backup_key.map(str::to_string),
+        };
+        self.call_json(Method::POST, "/v1/databases", Some(&body))
+            .await
+    }
+
+    /// `GET /v1/databases`.
+    pub async fn list_databases(&self) -> Result<Vec<DatabaseInfo>, ClientError> {
+        let list: DatabaseList = self
+            .call_json(Method::GET, "/v1/databases", NO_BODY)
+            .await?;
+        Ok(list.databases)
+    }
+
+    /// `GET /v1/databases/{db}` (works in every state).
+    pub async fn get_database(&self, db: &str) -> Result<DatabaseInfo, ClientError> {
+        self.call_json(Method::GET, &db_path(db, ""), NO_BODY).await
+    }
+
+    /// `DELETE /v1/databases/{db}`: soft delete. The answer as sent (`null` when empty).
+    pub async fn delete_database(&self, db: &str) -> Result<Value, ClientError> {
+        self.call_value(Method::DELETE, &db_path(db, ""), NO_BODY)
+            .await
+    }
+
+    /// `POST /v1/databases/{db}/restore`: undoes a soft delete within the period.
+    pub async fn restore_database(&self, db: &str) -> Result<Value, ClientError> {
+        self.call_value(Method::POST, &db_path(db, "/restore"), NO_BODY)
+            .await
+    }
+
+    // ----- records
+
+    /// `PUT /v1/databases/{db}/records/{rec}`.
+    pub async fn put_record(&self, db: &str, rec: &str, value: &[u8]) -> Result<(), ClientError> {
+        let body = Bytes::copy_from_slice(value);
+        self.call(
+            Method::PUT,
+            &record_path(db, rec),
+            Some(body),
+            Some("application/octet-stream"),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `GET /v1/databases/{db}/records/{rec}`: the value (`not_found` when absent).
+    pub async fn get_record(&self, db: &str, rec: &str) -> Result<Vec<u8>, ClientError> {
+        self.call(Method::GET, &record_path(db, rec), None, None)
+            .await
+            .map(Vec::from)
+    }
+
+    /// `DELETE /v1/databases/{db}/records/{rec}`.
+    pub async fn delete_record(&self, db: &str, rec: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &record_path(db, rec), None, None)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /v1/databases/{db}/records?prefix=&after=&limit=`: one page of keys.
+    pub async fn list_records(
+        &self,
+        db: &str,
+        query: &RecordListQuery,
+    ) -> Result<RecordPage, ClientError> {
+        let limit = query.limit.map(|l| l.to_string());
+        let path = format!(
+            "{}{}",
+            db_path(db, "/records"),
+            query_string(&[
+                ("prefix", query.prefix.as_deref()),
+                ("after", query.after.as_deref()),
+                ("limit", limit.as_deref()),
+            ])
+        );
+        self.call_json(Method::GET, &path, NO_BODY).await
+    }
+
+    // ----- backups
+
+    /// `POST /v1/databases/{db}/backups`.
+    pub async fn create_backup(&self, db: &str) -> Result<Value, ClientError> {
+        self.call_value(Method::POST, &db_path(db, "/backups"), NO_BODY)
+            .await
+    }
+
+    /// `GET /v1/backups`.
+    pub async fn list_backups(&self) -> Result<Value, ClientError> {
+        self.call_value(Method::GET, "/v1/backups", NO_BODY).await
+    }
+
+    /// `GET /v1/backups/{id}`.
+    pub async fn get_backup(&self, id: &str) -> Result<Value, ClientError> {
+        self.call_value(Method::GET, &backup_path(id, ""), NO_BODY)
+            .await
+    }
+
+    /// `DELETE /v1/backups/{id}`.
+    pub async fn delete_backup(&self, id: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &backup_path(id, ""), None, None)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/backups/{id}/restore`: restores into a new database named `into`, protected
+    /// by `key` when given (else as the daemon decides). Returns the new database.
+    pub async fn restore_backup(
+        &self,
+        id: &str,
+        into: &str,
+        key: Option<&str>,
+    ) -> Result<DatabaseInfo, ClientError> {
+        let mut body = json!({ "into": into });
+        if let Some(key) = key {
+            body["key"] = json!(key);
+        }
+        self.call_json(Method::POST, &backup_path(id, "/restore"), Some(&body))
+            .await
+    }
+
+    // ----- tokens
+
+    /// `POST /v1/tokens`: `{"id", "token"}`; `databases` scopes an `app` token.
+    pub async fn create_token(
+        &self,
+        role: &str,
+        databases: &[String],
+    ) -> Result<Value, ClientError> {
+        let mut body = json!({ "role": role });
+        if !databases.is_empty() {
+            body["databases"] = json!(databases);
+        }
+        self.call_value(Method::POST, "/v1/tokens", Some(&body))
+            .await
+    }
+
+    /// `GET /v1/tokens` (never the secrets).
+    pub async fn list_tokens(&self) -> Result<Value, ClientError> {
+        self.call_value(Method::GET, "/v1/tokens", NO_BODY).await
+    }
+
+    /// `DELETE /v1/tokens/{id}`.
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/tokens/{}", encode_segment(id));
+        self.call(Method::DELETE, &path, None, None).await.map(drop)
+    }
+
+    // ----- audit
+
+    /// `GET /v1/audit?action=&since=`: `{"events": […]}`.
+    pub async fn audit(
+        &self,
+        action: Option<&str>,
+        since: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let path = format!(
+            "/v1/audit{}",
+            query_string(&[("action", action), ("since", since)])
+        );
+        self.call_value(Method::GET, &path, NO_BODY).await
+    }
+
+    /// `GET /v1/audit/verify`: checks the audit log's integrity.
+    pub async fn audit_verify(&self) -> Result<Value, ClientError> {
+        self.call_value(Method::GET, "/v1/audit/verify", NO_BODY)
+            .await
+    }
+}
+
+/// `None` typed for the JSON-body helpers.
+const NO_BODY: Option<&()> = None;
+
+fn key_path(key: &str, suffix: &str) -> String {
+    format!("/v1/keys/{}{suffix}", encode_segment(key))
+}
+
+fn db_path(db: &str, suffix: &str) -> String {
+    format!("/v1/databases/{}{suffix}", encode_segment(db))
+}
+
+fn record_path(db: &str, rec: &str) -> String {
+    format!("{}/{}", db_path(db, "/records"), encode_segment(rec))
+}
+
+fn backup_path(id: &str, suffix: &str) -> String {
+    format!("/v1/backups/{}{suffix}", encode_segment(id))
+}
+
+fn aad_field(aad: &[String]) -> Option<Vec<String>> {
+    (!aad.is_empty()).then(|| aad.to_vec())
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ClientError::Protocol(format!("unexpected answer from envault: {e}")))
+}
+
+fn decode_secret(b64: &str) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    BASE64
+        .decode(b64)
+        .map(Zeroizing::new)
+        .map_err(|_| ClientError::Protocol("the daemon sent invalid base64".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_keep_only_unreserved_characters() {
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(encode_segment("AZaz09-._~"), "AZaz09-._~");
+        assert_eq!(encode_segment("%?#&=+"), "%25%3F%23%26%3D%2B");
+        assert_eq!(encode_segment("é"), "%C3%A9");
+        assert_eq!(encode_segment(".."), "%2E%2E");
+        assert_eq!(encode_segment("."), "%2E");
+        assert_eq!(encode_segment("a..b"), "a..b");
+    }
+
+    #[test]
+    fn paths_encode_each_segment() {
+        assert_eq!(
+            record_path("my db", "a/b c"),
+            "/v1/databases/my%20db/records/a%2Fb%20c"
+        );
+        assert_eq!(
+            key_path("crn:v1:envault:local:a/x:1:key:2", "/wrap"),
+            "/v1/keys/crn%3Av1%3Aenvault%3Alocal%3Aa%2Fx%3A1%3Akey%3A2/wrap"
+        );
+        assert_eq!(backup_path("b1", "/restore"), "/v1/backups/b1/restore");
+    }
+
+    #[test]
+    fn query_skips_absent_values() {
+        assert_eq!(query_string(&[("prefix", None), ("limit", None)]), "");
+        assert_eq!(
+            query_string(&[
+                ("prefix", Some("a b&")),
+                ("after", None),
+                ("limit", Some("5"))
+            ]),
+            "?prefix=a%20b%26&limit=5"
+        );
+    }
+
+    #[test]
+    fn api_error_body_is_parsed() {
+        let body = br#"{"error":{"code":"key_in_use","message":"the key protects 2 databases"}}"#;
+        let error = ClientError::from_response(409, body);
+        assert_eq!(error.code(), Some("key_in_use"));
+        assert_eq!(error.status(), Some(409));
+        assert_eq!(
+            error.to_string(),
+            "the key protects 2 databases (key_in_use)"
+        );
+    }
+
+    #[test]
+    fn other_error_bodies_get_a_code_from_the_status() {
+        let error = ClientError::from_response(
+            415,
+            b"Expected request with `Content-Type: application/json`",
+        );
+        assert_eq!(error.code(), Some("bad_request"));
+        assert!(error.to_string().contains("Content-Type"));
+        let error = ClientError::from_response(404, b"");
+        assert_eq!(error.to_string(), "Not Found (not_found)");
+        let error = ClientError::from_response(500, b"{\"unexpected\":1}");
+        assert_eq!(error.code(), Some("http_error"));
+    }
+
+    #[test]
+    fn connect_error_names_the_socket() {
+        let error = ClientError::Connect {
+            path: PathBuf::from("/tmp/x.sock"),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        let text = error.to_string();
+        assert!(text
+            .starts_with("cannot connect to envault at /tmp/x.sock: is `envault serve` running?"));
+        assert_eq!(error.code(), None);
+    }
+
+    #[tokio::test]
+    async fn connect_fails_clearly_without_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = Client::new(dir.path().join("none.sock"), None);
+        let error = client.health().await.unwrap_err();
+        assert!(matches!(error, ClientError::Connect { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn wrapped_debug_redacts_the_dek() {
+        let wrapped = Wrapped {
+            ciphertext: "c".into(),
+            key_version: 1,
+            dek: Some(Zeroizing::new(vec![7; 32])),
+        };
+        assert!(format!("{wrapped:?}").contains("REDACTED"));
+        let client = Client::new("s", Some("secret-token".into()));
+        assert!(!format!("{client:?}").contains("secret-token"));
+    }
+}

@@ -1,0 +1,56 @@
+//! Service errors to HTTP: the one place where a code gets its status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::api::{ErrorBody, ErrorDetail};
+use crate::service::ServiceError;
+
+/// An error answered as `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError(pub ServiceError);
+
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        ApiError(err)
+    }
+}
+
+/// The HTTP status of each service error.
+pub fn status_of(err: &ServiceError) -> StatusCode {
+    use ServiceError::*;
+    match err {
+        BadRequest(_) => StatusCode::BAD_REQUEST,
+        Unauthenticated => StatusCode::UNAUTHORIZED,
+        Forbidden(_) | NotAuthorizedForKey(_) => StatusCode::FORBIDDEN,
+        NotFound(_) => StatusCode::NOT_FOUND,
+        Conflict(_) | DuplicatePolicy | KeyInUse(_) | DatabaseDeleted(_) => StatusCode::CONFLICT,
+        TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        KeySuspended(_) | KeyDestroyed(_) => StatusCode::LOCKED,
+        Store(_) | Keystore(_) | Integrity => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_of(&self.0);
+        if status.is_server_error() {
+            // Internal causes go to the log (they never carry key material); the client gets
+            // the stable code and a generic sentence.
+            tracing::error!(error = ?self.0, "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.0.code().to_string(),
+                message: self.0.to_string(),
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// A 4xx answer built directly (routing and extraction failures).
+pub fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(ServiceError::BadRequest(message.into()))
+}

@@ -1,0 +1,145 @@
+//! Request extractors that answer in the API's error format: the bearer token, path
+//! parameters, query strings and bounded bodies (JSON or raw bytes).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use http_body_util::{BodyExt, Limited};
+use serde::de::DeserializeOwned;
+
+use super::error::{bad_request, ApiError};
+use super::AppState;
+use crate::service::{Principal, ServiceError};
+
+/// Largest JSON body any route accepts.
+pub const MAX_JSON_BODY: usize = 1 << 20;
+
+/// Peer credentials of the connection (SO_PEERCRED), set by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerCred {
+    /// Peer uid.
+    pub uid: u32,
+    /// Peer gid.
+    pub gid: u32,
+    /// Peer pid, when the kernel reports it.
+    pub pid: Option<i32>,
+}
+
+impl FromRequestParts<Arc<AppState>> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let peer = parts.extensions.get::<PeerCred>().map(|p| p.uid);
+        Ok(state.vault.authenticate(bearer, peer)?)
+    }
+}
+
+/// Path parameters; a malformed one (e.g. invalid percent-encoding) is a 400.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|e| bad_request(format!("invalid path: {}", e.body_text())))
+    }
+}
+
+/// Query string; unknown or malformed parameters are a 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| bad_request(format!("invalid query: {}", e.body_text())))
+    }
+}
+
+/// Reads a body of at most `limit` bytes; refuses a larger declared length before reading.
+pub async fn read_limited(
+    body: Body,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError(ServiceError::TooLarge(format!(
+            "body exceeds {limit} bytes"
+        )))
+    };
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(err) => Err(bad_request(format!("cannot read body: {err}"))),
+    }
+}
+
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A JSON body (at most [`MAX_JSON_BODY`]); bad JSON or wrong types are a 400.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let declared = declared_length(&req);
+        let bytes = read_limited(req.into_body(), declared, MAX_JSON_BODY).await?;
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// A raw record value, bounded by the configured `max_record_size`.
+pub struct RecordBody(pub Bytes);
+
+impl FromRequest<Arc<AppState>> for RecordBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let declared = declared_length(&req);
+        let limit = state.vault.limits().max_record_size;
+        read_limited(req.into_body(), declared, limit)
+            .await
+            .map(RecordBody)
+    }
+}

@@ -1,0 +1,138 @@
+//! Accept loop, per-connection tasks, peer credentials and graceful shutdown.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use super::extract::PeerCred;
+use super::{AppState, ServerError};
+use crate::config::Config;
+
+fn socket_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
+    move |source| ServerError::Socket {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Binds the socket: a live daemon's socket is never stolen; a stale one is replaced.
+async fn bind(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(ServerError::SocketInUse(path.display().to_string()));
+        }
+        tracing::warn!(path = %path.display(), "replacing a stale socket file");
+        std::fs::remove_file(path).map_err(socket_error(path))?;
+    }
+    let listener = UnixListener::bind(path).map_err(socket_error(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(socket_error(path))?;
+    Ok(listener)
+}
+
+/// Serves until a shutdown signal, then drains connections and removes the socket.
+pub async fn serve(config: &Config, app: Router, state: Arc<AppState>) -> Result<(), ServerError> {
+    let path = config.socket.clone();
+    let listener = bind(&path, config.socket_mode()?).await?;
+    let permits = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
+    let header_timeout = config.request_timeout()?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tracing::info!(socket = %path.display(), "envault listening");
+    let mut signals = Signals::new().map_err(socket_error(&path))?;
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = signals.recv() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Transient (EMFILE, ECONNABORTED): back off briefly and keep serving.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = signals.recv() => break,
+        };
+        let peer = stream.peer_cred().ok().map(|c| PeerCred {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid(),
+        });
+        let app = app.clone();
+        let mut shutdown = shutdown_rx.clone();
+        connections.spawn(async move {
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    if let Some(peer) = peer {
+                        request.extensions_mut().insert(peer);
+                    }
+                    app.clone().oneshot(request)
+                });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(64 * 1024);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = shutdown.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(permit);
+        });
+        // Reap finished connection tasks so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    drop(listener);
+    let _ = shutdown_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    if let Err(err) = state.vault.flush().await {
+        tracing::error!(error = %err, "final flush failed");
+    }
+    let _ = std::fs::remove_file(&path);
+    tracing::info!("envault stopped");
+    Ok(())
+}
+
+/// SIGINT and SIGTERM as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}

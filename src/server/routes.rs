@@ -1,0 +1,176 @@
+//! Routes of the socket API. Each handler parses, calls one service method and maps the result.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery, RecordBody};
+use super::AppState;
+use crate::api::{
+    CreateDatabaseRequest, CreateKeyRequest, DatabaseList, Health, KeyList, RecordListQuery,
+    UnwrapRequest, WrapRequest,
+};
+use crate::service::{Principal, ServiceError};
+
+type State = axum::extract::State<Arc<AppState>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The `/v1` router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/keys", post(create_key).get(list_keys))
+        .route("/v1/keys/{key}", get(show_key))
+        .route("/v1/keys/{key}/wrap", post(wrap))
+        .route("/v1/keys/{key}/unwrap", post(unwrap))
+        .route("/v1/keys/{key}/rewrap", post(rewrap))
+        .route("/v1/databases", post(create_database).get(list_databases))
+        .route("/v1/databases/{db}", get(show_database))
+        .route("/v1/databases/{db}/records", get(list_records))
+        .route(
+            "/v1/databases/{db}/records/{rec}",
+            put(put_record).get(get_record).delete(delete_record),
+        )
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn no_route() -> ApiError {
+    ApiError(ServiceError::NotFound("no such route".into()))
+}
+
+async fn method_not_allowed() -> Response {
+    let body = crate::api::ErrorBody {
+        error: crate::api::ErrorDetail {
+            code: "method_not_allowed".into(),
+            message: "this route does not accept that method".into(),
+        },
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+async fn create_key(
+    s: State,
+    who: Principal,
+    ApiJson(request): ApiJson<CreateKeyRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let key = s.vault.create_key(&who, request).await?;
+    Ok((StatusCode::CREATED, Json(key)))
+}
+
+async fn list_keys(s: State, who: Principal) -> ApiResult<Json<KeyList>> {
+    Ok(Json(KeyList {
+        keys: s.vault.list_keys(&who)?,
+    }))
+}
+
+async fn show_key(
+    s: State,
+    who: Principal,
+    ApiPath(key): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.vault.show_key(&who, &key)?))
+}
+
+async fn wrap(
+    s: State,
+    who: Principal,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(request): ApiJson<WrapRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.vault.wrap(&who, &key, request)?))
+}
+
+async fn unwrap(
+    s: State,
+    who: Principal,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(request): ApiJson<UnwrapRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.vault.unwrap(&who, &key, request)?))
+}
+
+async fn rewrap(
+    s: State,
+    who: Principal,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(request): ApiJson<UnwrapRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.vault.rewrap(&who, &key, request)?))
+}
+
+async fn create_database(
+    s: State,
+    who: Principal,
+    ApiJson(request): ApiJson<CreateDatabaseRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let db = s.vault.create_database(&who, request).await?;
+    Ok((StatusCode::CREATED, Json(db)))
+}
+
+async fn list_databases(s: State, who: Principal) -> ApiResult<Json<DatabaseList>> {
+    Ok(Json(DatabaseList {
+        databases: s.vault.list_databases(&who)?,
+    }))
+}
+
+async fn show_database(
+    s: State,
+    who: Principal,
+    ApiPath(db): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.vault.show_database(&who, &db)?))
+}
+
+async fn list_records(
+    s: State,
+    who: Principal,
+    ApiPath(db): ApiPath<String>,
+    ApiQuery(query): ApiQuery<RecordListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.vault.list_records(&who, &db, query).await?))
+}
+
+async fn put_record(
+    s: State,
+    who: Principal,
+    ApiPath((db, rec)): ApiPath<(String, String)>,
+    RecordBody(value): RecordBody,
+) -> ApiResult<StatusCode> {
+    s.vault.put_record(&who, &db, &rec, &value).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_record(
+    s: State,
+    who: Principal,
+    ApiPath((db, rec)): ApiPath<(String, String)>,
+) -> ApiResult<Response> {
+    let value = s.vault.get_record(&who, &db, &rec).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        value,
+    )
+        .into_response())
+}
+
+async fn delete_record(
+    s: State,
+    who: Principal,
+    ApiPath((db, rec)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    s.vault.delete_record(&who, &db, &rec).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,211 @@
+//! Databases: create (under a customer key or a provider-managed one), list, show.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use uuid::Uuid;
+
+use super::catalog::{database_key, dek_key, key_key};
+use super::keys::{find_key, require_usable};
+use super::{now_rfc3339, validate_name, Principal, ServiceError, Vault};
+use crate::api::{CreateDatabaseRequest, DatabaseInfo};
+use crate::crypto::bindings::dek_context;
+use crate::crypto::{Cipher, EnvelopeKind, SecretKey};
+use crate::keystore::RootKeyRef;
+use crate::store::{
+    codec, CatalogOp, DatabaseRecord, DatabaseState, DekRecord, KeyOrigin, KeyRecord, KeyState,
+};
+
+impl Vault {
+    /// Creates a database. Without `key`, a provider-managed root key is created for it.
+    pub async fn create_database(
+        &self,
+        who: &Principal,
+        request: CreateDatabaseRequest,
+    ) -> Result<DatabaseInfo, ServiceError> {
+        who.require_operator()?;
+        validate_name("database", &request.name)?;
+        let _admin = self.admin.lock().await;
+        let (customer_key, backup_key) = {
+            let catalog = self.read_catalog();
+            if catalog.database_names.contains_key(&request.name) {
+                return Err(ServiceError::Conflict(format!(
+                    "a database named {:?} already exists",
+                    request.name
+                )));
+            }
+            let customer = |reference: &Option<String>| -> Result<Option<KeyRecord>, ServiceError> {
+                let Some(reference) = reference else {
+                    return Ok(None);
+                };
+                let key = find_key(&catalog, reference)?;
+                if key.origin == KeyOrigin::Provider {
+                    return Err(ServiceError::BadRequest(
+                        "a provider-managed key belongs to its own database".into(),
+                    ));
+                }
+                require_usable(key)?;
+                Ok(Some(key.clone()))
+            };
+            (customer(&request.key)?, customer(&request.backup_key)?)
+        };
+        let database_id = Uuid::new_v4();
+        let mut ops = Vec::new();
+        let root = match customer_key {
+            Some(key) => key,
+            None => {
+                let provider = KeyRecord {
+                    id: Uuid::new_v4(),
+                    name: format!("provider-{database_id}"),
+                    description: Some(format!("provider-managed key of database {}", request.name)),
+                    origin: KeyOrigin::Provider,
+                    state: KeyState::Active,
+                    version: 1,
+                    created_at: now_rfc3339(),
+                    owner_database: Some(database_id),
+                };
+                let material = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
+                self.install_key(provider.clone(), material).await?;
+                provider
+            }
+        };
+        let record = DatabaseRecord {
+            id: database_id,
+            name: request.name,
+            key_id: root.id,
+            backup_key_id: backup_key.map(|k| k.id),
+            state: DatabaseState::Active,
+            state_reason: None,
+            created_at: now_rfc3339(),
+            deleted_at: None,
+            purge_at: None,
+            generation: 1,
+        };
+        let (dek_record, cipher) = self.new_dek(&record, &root, 1)?;
+        ops.push(CatalogOp::Put(
+            database_key(&record.id),
+            codec::encode(&record),
+        ));
+        ops.push(CatalogOp::Put(
+            dek_key(&record.id, 1),
+            codec::encode(&dek_record),
+        ));
+        if let Err(err) = self.commit(ops).await {
+            if root.origin == KeyOrigin::Provider {
+                self.drop_provider_key(&root).await;
+            }
+            return Err(err);
+        }
+        self.deks.insert(record.id, 1, root.id, cipher);
+        let mut catalog = self.write_catalog();
+        catalog.put_dek(dek_record);
+        catalog.put_database(record.clone());
+        Ok(self.database_info(&catalog, &record))
+    }
+
+    /// Generates a DEK for `generation`, wrapped by the root key's newest version.
+    pub(super) fn new_dek(
+        &self,
+        database: &DatabaseRecord,
+        root: &KeyRecord,
+        generation: u32,
+    ) -> Result<(DekRecord, Arc<Cipher>), ServiceError> {
+        let dek = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
+        let wrapped = self.keystore.seal(
+            RootKeyRef {
+                key_id: root.id,
+                version: root.version,
+            },
+            EnvelopeKind::WrappedDek,
+            &dek_context(database.id.as_bytes(), generation, root.id.as_bytes()),
+            dek.expose_secret(),
+        )?;
+        let record = DekRecord {
+            database_id: database.id,
+            generation,
+            key_id: root.id,
+            key_version: root.version,
+            wrapped: B64.encode(wrapped),
+            seals_reserved: 0,
+        };
+        Ok((record, Arc::new(Cipher::new(&dek))))
+    }
+
+    /// Undoes a provider key whose database never became durable.
+    async fn drop_provider_key(&self, key: &KeyRecord) {
+        let _ = self.keystore.destroy(key.id, None);
+        let _ = self.commit(vec![CatalogOp::Delete(key_key(&key.id))]).await;
+        self.write_catalog().remove_key(&key.id);
+    }
+
+    /// Every database, by name.
+    pub fn list_databases(&self, who: &Principal) -> Result<Vec<DatabaseInfo>, ServiceError> {
+        who.require_operator()?;
+        let catalog = self.read_catalog();
+        let mut dbs: Vec<&DatabaseRecord> = catalog.databases.values().collect();
+        dbs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(dbs
+            .into_iter()
+            .map(|db| self.database_info(&catalog, db))
+            .collect())
+    }
+
+    /// One database, in any state.
+    pub fn show_database(
+        &self,
+        who: &Principal,
+        reference: &str,
+    ) -> Result<DatabaseInfo, ServiceError> {
+        who.require_operator()?;
+        let catalog = self.read_catalog();
+        let db = find_database(&catalog, reference)?;
+        Ok(self.database_info(&catalog, db))
+    }
+
+    pub(super) fn database_info(
+        &self,
+        catalog: &super::Catalog,
+        db: &DatabaseRecord,
+    ) -> DatabaseInfo {
+        let origin = catalog
+            .keys
+            .get(&db.key_id)
+            .map(|k| k.origin.as_str())
+            .unwrap_or("unknown");
+        DatabaseInfo {
+            id: db.id.to_string(),
+            crn: self.crn("database", &db.id),
+            name: db.name.clone(),
+            state: db.state.as_str().into(),
+            state_reason: db.state_reason.clone(),
+            key: db.key_id.to_string(),
+            key_crn: self.crn("key", &db.key_id),
+            key_origin: origin.into(),
+            backup_key: db.backup_key_id.map(|id| id.to_string()),
+            created_at: db.created_at.clone(),
+            deleted_at: db.deleted_at.clone(),
+            purge_at: db.purge_at.map(unix_to_rfc3339),
+        }
+    }
+}
+
+/// Looks a database up by name, id or CRN, or fails with `not_found`.
+pub(super) fn find_database<'a>(
+    catalog: &'a super::Catalog,
+    reference: &str,
+) -> Result<&'a DatabaseRecord, ServiceError> {
+    catalog
+        .find_database(reference)
+        .ok_or_else(|| ServiceError::NotFound(format!("no database named {reference:?}")))
+}
+
+fn unix_to_rfc3339(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,98 @@
+//! The service layer's error: every rule violation a request can hit, each with a stable API
+//! code. The server maps these to HTTP statuses in one match (`server::error`).
+
+use crate::crypto::CryptoError;
+use crate::keystore::KeystoreError;
+use crate::store::StoreError;
+
+/// Errors of the service layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// Malformed or invalid input; nothing changed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No or unknown bearer token.
+    #[error("missing or invalid bearer token")]
+    Unauthenticated,
+    /// The token may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The named resource does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Name taken or a state conflict.
+    #[error("{0}")]
+    Conflict(String),
+    /// An identical authorization exists.
+    #[error("an access policy with identical attributes and roles already exists")]
+    DuplicatePolicy,
+    /// No `databases` → key `Reader` authorization.
+    #[error("{0}")]
+    NotAuthorizedForKey(String),
+    /// The key still protects resources (deleting needs force).
+    #[error("{0}")]
+    KeyInUse(String),
+    /// The key is suspended.
+    #[error("{0}")]
+    KeySuspended(String),
+    /// The key was shredded.
+    #[error("{0}")]
+    KeyDestroyed(String),
+    /// The database is soft-deleted.
+    #[error("{0}")]
+    DatabaseDeleted(String),
+    /// A value or body exceeds its limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Storage failed; the request may not have taken effect.
+    #[error("storage failure")]
+    Store(#[from] StoreError),
+    /// The keystore failed.
+    #[error("keystore failure")]
+    Keystore(#[source] KeystoreError),
+    /// Stored data failed to decrypt: corruption or tampering.
+    #[error("stored data failed to authenticate")]
+    Integrity,
+}
+
+impl ServiceError {
+    /// The stable API code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::BadRequest(_) => "bad_request",
+            ServiceError::Unauthenticated => "unauthenticated",
+            ServiceError::Forbidden(_) => "forbidden",
+            ServiceError::NotFound(_) => "not_found",
+            ServiceError::Conflict(_) => "conflict",
+            ServiceError::DuplicatePolicy => "duplicate_policy",
+            ServiceError::NotAuthorizedForKey(_) => "not_authorized_for_key",
+            ServiceError::KeyInUse(_) => "key_in_use",
+            ServiceError::KeySuspended(_) => "key_suspended",
+            ServiceError::KeyDestroyed(_) => "key_destroyed",
+            ServiceError::DatabaseDeleted(_) => "database_deleted",
+            ServiceError::TooLarge(_) => "too_large",
+            ServiceError::Store(_) => "storage_error",
+            ServiceError::Keystore(_) => "keystore_error",
+            ServiceError::Integrity => "integrity_error",
+        }
+    }
+}
+
+impl From<KeystoreError> for ServiceError {
+    fn from(err: KeystoreError) -> Self {
+        match err {
+            // A ciphertext that does not open under the key is the caller's bad input.
+            KeystoreError::Crypto(CryptoError::Open) => ServiceError::BadRequest(
+                "ciphertext does not authenticate under this key and AAD".into(),
+            ),
+            KeystoreError::Crypto(CryptoError::Malformed(what)) => {
+                ServiceError::BadRequest(format!("malformed ciphertext: {what}"))
+            }
+            KeystoreError::NoSuchVersion(..) => ServiceError::BadRequest(
+                "ciphertext was wrapped by a key version that no longer exists".into(),
+            ),
+            other => ServiceError::Keystore(other),
+        }
+    }
+}

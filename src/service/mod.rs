@@ -1,0 +1,206 @@
+//! The rules of DESIGN.md: root keys, databases, records, tokens. Route handlers call one
+//! method here each; this layer owns state checks, durability and the DEK cache.
+
+mod catalog;
+mod databases;
+mod dek_cache;
+mod durability;
+mod error;
+mod keys;
+mod records;
+mod tokens;
+
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+pub use catalog::Catalog;
+pub use error::ServiceError;
+pub use tokens::Principal;
+
+use crate::config::Config;
+use crate::keystore::file::FileKeystore;
+use crate::keystore::RootKeyBackend;
+use crate::store::sled_store::SledStore;
+use crate::store::{codec, CatalogOp, InstanceRecord, Store};
+use dek_cache::DekCache;
+use durability::GroupFlusher;
+
+/// Request-size limits the service enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest record value.
+    pub max_record_size: usize,
+    /// Largest record key, in bytes.
+    pub max_record_key: usize,
+}
+
+/// The daemon's state: catalog, keystore, store and caches.
+pub struct Vault {
+    store: Arc<dyn Store>,
+    keystore: Arc<dyn RootKeyBackend>,
+    catalog: RwLock<Catalog>,
+    deks: DekCache,
+    seal_budgets: records::SealBudgets,
+    flusher: GroupFlusher,
+    /// Serializes catalog mutations (create, delete, state changes) so each computes its
+    /// change from a state no other mutation is changing. Record traffic never takes it.
+    admin: tokio::sync::Mutex<()>,
+    /// Record operations hold it shared for their whole duration, acknowledgement included;
+    /// disable, shred and purge take it exclusively. So once one of those returns, no write
+    /// can still be acknowledged under the old state.
+    gate: tokio::sync::RwLock<()>,
+    instance_name: String,
+    instance_id: Uuid,
+    limits: Limits,
+    soft_delete_period: Duration,
+}
+
+impl Vault {
+    /// Opens the data dir (creating it, the master key and the keystore on first start).
+    /// Must run inside a tokio runtime (it starts the flusher task).
+    pub fn open(config: &Config) -> Result<Self, ServiceError> {
+        let data_dir = &config.data_dir;
+        create_private_dir(data_dir)?;
+        let keystore = FileKeystore::open(data_dir, &config.master_key_path())?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir.join("store"))?);
+        let bad_config = |e: crate::config::ConfigError| ServiceError::BadRequest(e.to_string());
+        let limits = Limits {
+            max_record_size: config.max_record_size().map_err(bad_config)?,
+            max_record_key: config.limits.max_record_key,
+        };
+        Self::with_parts(
+            store,
+            Arc::new(keystore),
+            config.instance.clone(),
+            limits,
+            config.soft_delete_period().map_err(bad_config)?,
+        )
+    }
+
+    /// Assembles a vault from backends (tests use this with temp dirs).
+    pub fn with_parts(
+        store: Arc<dyn Store>,
+        keystore: Arc<dyn RootKeyBackend>,
+        instance_name: String,
+        limits: Limits,
+        soft_delete_period: Duration,
+    ) -> Result<Self, ServiceError> {
+        let mut catalog = Catalog::load(store.as_ref())?;
+        let instance = match catalog.instance.clone() {
+            Some(instance) => instance,
+            None => {
+                let instance = InstanceRecord {
+                    id: Uuid::new_v4(),
+                    created_at: now_rfc3339(),
+                };
+                store.catalog_apply(vec![CatalogOp::Put(
+                    codec::key(catalog::INSTANCE, &[]),
+                    codec::encode(&instance),
+                )])?;
+                store.flush()?;
+                catalog.instance = Some(instance.clone());
+                instance
+            }
+        };
+        let flusher = GroupFlusher::start(Arc::clone(&store));
+        Ok(Self {
+            store,
+            keystore,
+            catalog: RwLock::new(catalog),
+            deks: DekCache::default(),
+            seal_budgets: records::SealBudgets::default(),
+            flusher,
+            admin: tokio::sync::Mutex::new(()),
+            gate: tokio::sync::RwLock::new(()),
+            instance_name,
+            instance_id: instance.id,
+            limits,
+            soft_delete_period,
+        })
+    }
+
+    fn read_catalog(&self) -> RwLockReadGuard<'_, Catalog> {
+        // Every catalog mutation is a set of map inserts done after the durable write, so a
+        // panic elsewhere cannot leave it half-changed: a poisoned lock is still consistent.
+        self.catalog.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_catalog(&self) -> RwLockWriteGuard<'_, Catalog> {
+        self.catalog.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies catalog changes atomically and waits until they are durable.
+    async fn commit(&self, ops: Vec<CatalogOp>) -> Result<(), ServiceError> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.catalog_apply(ops))
+            .await
+            .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
+        self.flusher.durable().await
+    }
+
+    /// `crn:v1:envault:local:a/<instance>:<instance-id>:<kind>:<id>`.
+    pub fn crn(&self, kind: &str, id: &Uuid) -> String {
+        format!(
+            "crn:v1:envault:local:a/{}:{}:{kind}:{id}",
+            self.instance_name, self.instance_id
+        )
+    }
+
+    /// Makes everything written so far durable (used at shutdown).
+    pub async fn flush(&self) -> Result<(), ServiceError> {
+        self.flusher.durable().await
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Number of DEKs currently unwrapped in memory.
+    pub fn cached_dek_count(&self) -> usize {
+        self.deks.len()
+    }
+}
+
+/// Current time, RFC 3339 UTC.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}
+
+/// Creates `dir` (mode 0700) if missing.
+fn create_private_dir(dir: &Path) -> Result<(), ServiceError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            ServiceError::Store(crate::store::StoreError::Backend(format!(
+                "cannot create data dir {}: {e}",
+                dir.display()
+            )))
+        })
+}
+
+/// Names of keys and databases: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
+/// This rules out `/`, `..`, NUL, control characters and anything that needs URL escaping.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), ServiceError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(ok_char)
+        && !name.starts_with(['.', '-'])
+        && Uuid::parse_str(name).is_err();
+    if valid {
+        Ok(())
+    } else {
+        Err(ServiceError::BadRequest(format!(
+            "invalid {kind} name {name:?}: use 1-128 characters from A-Z a-z 0-9 . _ -, not starting with . or -, and not a UUID"
+        )))
+    }
+}

@@ -1,0 +1,364 @@
+//! Records: the hot path. Every operation checks state in memory, takes its DEK from the
+//! cache, and (for writes) returns only once the change is durable.
+//!
+//! Nonce budget: records use 96-bit random nonces, safe for 2^32 seals per key. Each DEK
+//! generation seals at most [`MAX_SEALS_PER_GENERATION`] = 2^31 records before a new generation
+//! starts. The count survives restarts through reservations: the catalog stores how far the
+//! count may go (`seals_reserved`), raised in steps before use, and a restart resumes from the
+//! reserved mark, never from a lower number.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use uuid::Uuid;
+
+use super::catalog::{database_key, dek_key};
+use super::databases::find_database;
+use super::{Principal, ServiceError, Vault};
+use crate::api::{RecordListQuery, RecordPage};
+use crate::crypto::bindings::{dek_context, record_context};
+use crate::crypto::{Cipher, Envelope, EnvelopeKind, SecretKey};
+use crate::store::{codec, CatalogOp, DatabaseState, KeyState, TokenRole};
+
+/// Seals per DEK generation before a new generation starts (far under the 2^32 bound).
+pub const MAX_SEALS_PER_GENERATION: u64 = 1 << 31;
+/// How many seals one persisted reservation allows.
+const RESERVATION_STEP: u64 = 1 << 20;
+
+/// Seal accounting of one database's current generation.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SealBudget {
+    generation: u32,
+    used: u64,
+    reserved: u64,
+}
+
+/// Seal budgets by database.
+#[derive(Default)]
+pub(super) struct SealBudgets(Mutex<HashMap<Uuid, SealBudget>>);
+
+impl SealBudgets {
+    /// Takes one seal from the budget, or `None` if a reservation (or new generation) is due.
+    fn take(&self, database: Uuid) -> Option<u32> {
+        let mut budgets = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let budget = budgets.get_mut(&database)?;
+        if budget.used < budget.reserved && budget.used < MAX_SEALS_PER_GENERATION {
+            budget.used += 1;
+            Some(budget.generation)
+        } else {
+            None
+        }
+    }
+
+    fn get(&self, database: Uuid) -> Option<SealBudget> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&database)
+            .copied()
+    }
+
+    fn set(&self, database: Uuid, budget: SealBudget) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(database, budget);
+    }
+
+    /// Forgets a database's budget (on purge or shred).
+    pub(super) fn remove(&self, database: Uuid) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&database);
+    }
+}
+
+impl Vault {
+    /// Checks that `who` may use the database's records now; returns its id.
+    fn usable_database(&self, who: &Principal, reference: &str) -> Result<Uuid, ServiceError> {
+        let catalog = self.read_catalog();
+        let db = find_database(&catalog, reference)?;
+        if who.role == TokenRole::App && !who.databases.contains(&db.id) {
+            return Err(ServiceError::Forbidden(format!(
+                "this token may not use database {:?}",
+                db.name
+            )));
+        }
+        match db.state {
+            DatabaseState::Active => {}
+            DatabaseState::Deleted => {
+                return Err(ServiceError::DatabaseDeleted(format!(
+                    "database {:?} is deleted",
+                    db.name
+                )))
+            }
+            DatabaseState::Disabled => {
+                return Err(ServiceError::KeyDestroyed(format!(
+                    "database {:?} is disabled: {}",
+                    db.name,
+                    db.state_reason.as_deref().unwrap_or("disabled")
+                )))
+            }
+        }
+        let key = catalog
+            .keys
+            .get(&db.key_id)
+            .ok_or(ServiceError::Integrity)?;
+        match key.state {
+            KeyState::Active => Ok(db.id),
+            KeyState::Suspended => Err(ServiceError::KeySuspended(format!(
+                "the key of database {:?} is suspended",
+                db.name
+            ))),
+            KeyState::Destroyed => Err(ServiceError::KeyDestroyed(format!(
+                "the key of database {:?} was destroyed",
+                db.name
+            ))),
+        }
+    }
+
+    fn validate_record_key(&self, key: &str) -> Result<(), ServiceError> {
+        let max = self.limits.max_record_key;
+        if key.is_empty() || key.len() > max {
+            return Err(ServiceError::BadRequest(format!(
+                "record key must be 1 to {max} bytes"
+            )));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(ServiceError::BadRequest(
+                "record key must not contain control characters".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The DEK of (database, generation): from the cache, else unwrapped once and cached.
+    fn dek(&self, database: Uuid, generation: u32) -> Result<Arc<Cipher>, ServiceError> {
+        if let Some(cipher) = self.deks.get(database, generation) {
+            return Ok(cipher);
+        }
+        let record = {
+            let catalog = self.read_catalog();
+            catalog
+                .deks
+                .get(&database)
+                .and_then(|gens| gens.get(&generation))
+                .cloned()
+                .ok_or(ServiceError::Integrity)?
+        };
+        let wrapped = B64
+            .decode(&record.wrapped)
+            .map_err(|_| ServiceError::Integrity)?;
+        let plain = self
+            .keystore
+            .open(
+                record.key_id,
+                EnvelopeKind::WrappedDek,
+                &dek_context(database.as_bytes(), generation, record.key_id.as_bytes()),
+                wrapped,
+            )
+            .map_err(|_| ServiceError::Integrity)?;
+        let dek = SecretKey::from_slice(&plain).map_err(|_| ServiceError::Integrity)?;
+        let cipher = Arc::new(Cipher::new(&dek));
+        self.deks
+            .insert(database, generation, record.key_id, Arc::clone(&cipher));
+        Ok(cipher)
+    }
+
+    /// The generation to seal with, reserving more budget (or starting a generation) if due.
+    async fn seal_generation(&self, database: Uuid) -> Result<u32, ServiceError> {
+        loop {
+            if let Some(generation) = self.seal_budgets.take(database) {
+                return Ok(generation);
+            }
+            self.reserve_seals(database).await?;
+        }
+    }
+
+    async fn reserve_seals(&self, database: Uuid) -> Result<(), ServiceError> {
+        let _admin = self.admin.lock().await;
+        let (db, current) = {
+            let catalog = self.read_catalog();
+            let db = catalog
+                .databases
+                .get(&database)
+                .cloned()
+                .ok_or(ServiceError::Integrity)?;
+            let dek = catalog
+                .deks
+                .get(&database)
+                .and_then(|g| g.get(&db.generation))
+                .cloned()
+                .ok_or(ServiceError::Integrity)?;
+            (db, dek)
+        };
+        let budget = self.seal_budgets.get(database).unwrap_or(SealBudget {
+            generation: db.generation,
+            used: current.seals_reserved,
+            reserved: current.seals_reserved,
+        });
+        if budget.used < budget.reserved && budget.used < MAX_SEALS_PER_GENERATION {
+            self.seal_budgets.set(database, budget);
+            return Ok(()); // another writer reserved while we waited
+        }
+        if budget.used < MAX_SEALS_PER_GENERATION {
+            let mut dek = current;
+            dek.seals_reserved = (budget.used + RESERVATION_STEP).min(MAX_SEALS_PER_GENERATION);
+            self.commit(vec![CatalogOp::Put(
+                dek_key(&database, dek.generation),
+                codec::encode(&dek),
+            )])
+            .await?;
+            self.seal_budgets.set(
+                database,
+                SealBudget {
+                    generation: db.generation,
+                    used: budget.used,
+                    reserved: dek.seals_reserved,
+                },
+            );
+            self.write_catalog().put_dek(dek);
+            return Ok(());
+        }
+        // The generation is exhausted: start the next one under the key's newest version.
+        let root = self
+            .read_catalog()
+            .keys
+            .get(&db.key_id)
+            .cloned()
+            .ok_or(ServiceError::Integrity)?;
+        let generation = db.generation + 1;
+        let (mut dek, cipher) = self.new_dek(&db, &root, generation)?;
+        dek.seals_reserved = RESERVATION_STEP;
+        let mut next_db = db;
+        next_db.generation = generation;
+        self.commit(vec![
+            CatalogOp::Put(dek_key(&database, generation), codec::encode(&dek)),
+            CatalogOp::Put(database_key(&database), codec::encode(&next_db)),
+        ])
+        .await?;
+        self.deks.insert(database, generation, root.id, cipher);
+        self.seal_budgets.set(
+            database,
+            SealBudget {
+                generation,
+                used: 0,
+                reserved: RESERVATION_STEP,
+            },
+        );
+        let mut catalog = self.write_catalog();
+        catalog.put_dek(dek);
+        catalog.put_database(next_db);
+        Ok(())
+    }
+
+    /// Seals and stores a record; returns once it is durable.
+    pub async fn put_record(
+        &self,
+        who: &Principal,
+        database: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), ServiceError> {
+        let _gate = self.gate.read().await;
+        let db = self.usable_database(who, database)?;
+        self.validate_record_key(key)?;
+        if value.len() > self.limits.max_record_size {
+            return Err(ServiceError::TooLarge(format!(
+                "record value exceeds {} bytes",
+                self.limits.max_record_size
+            )));
+        }
+        let generation = self.seal_generation(db).await?;
+        let cipher = self.dek(db, generation)?;
+        let sealed = Envelope(EnvelopeKind::Record)
+            .seal(
+                &cipher,
+                generation,
+                &record_context(db.as_bytes(), key.as_bytes()),
+                value,
+            )
+            .map_err(|_| ServiceError::Integrity)?;
+        self.store
+            .record_put(db.as_bytes(), key.as_bytes(), sealed)?;
+        self.flusher.durable().await
+    }
+
+    /// Reads and opens a record.
+    pub async fn get_record(
+        &self,
+        who: &Principal,
+        database: &str,
+        key: &str,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let _gate = self.gate.read().await;
+        let db = self.usable_database(who, database)?;
+        self.validate_record_key(key)?;
+        let sealed = self
+            .store
+            .record_get(db.as_bytes(), key.as_bytes())?
+            .ok_or_else(|| ServiceError::NotFound(format!("no record {key:?}")))?;
+        let envelope = Envelope(EnvelopeKind::Record);
+        let generation = envelope
+            .label(&sealed)
+            .map_err(|_| ServiceError::Integrity)?;
+        let cipher = self.dek(db, generation)?;
+        let (_, plain) = envelope
+            .open(
+                &cipher,
+                &record_context(db.as_bytes(), key.as_bytes()),
+                sealed,
+            )
+            .map_err(|_| ServiceError::Integrity)?;
+        Ok(plain)
+    }
+
+    /// Deletes a record; returns once durable. `not_found` if it did not exist.
+    pub async fn delete_record(
+        &self,
+        who: &Principal,
+        database: &str,
+        key: &str,
+    ) -> Result<(), ServiceError> {
+        let _gate = self.gate.read().await;
+        let db = self.usable_database(who, database)?;
+        self.validate_record_key(key)?;
+        if !self.store.record_delete(db.as_bytes(), key.as_bytes())? {
+            return Err(ServiceError::NotFound(format!("no record {key:?}")));
+        }
+        self.flusher.durable().await
+    }
+
+    /// Lists record keys by prefix, in pages.
+    pub async fn list_records(
+        &self,
+        who: &Principal,
+        database: &str,
+        query: RecordListQuery,
+    ) -> Result<RecordPage, ServiceError> {
+        let _gate = self.gate.read().await;
+        let db = self.usable_database(who, database)?;
+        let limit = query.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(ServiceError::BadRequest("limit must be 1 to 1000".into()));
+        }
+        let prefix = query.prefix.unwrap_or_default();
+        let mut keys = self.store.record_keys(
+            db.as_bytes(),
+            prefix.as_bytes(),
+            query.after.as_deref().map(str::as_bytes),
+            limit + 1,
+        )?;
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let keys: Vec<String> = keys
+            .into_iter()
+            .map(|k| String::from_utf8_lossy(&k).into_owned())
+            .collect();
+        let next = if more { keys.last().cloned() } else { None };
+        Ok(RecordPage { keys, next })
+    }
+}

@@ -1,0 +1,148 @@
+//! Bearer tokens: 256-bit random secrets, stored only as SHA-256 hashes. At first start the
+//! daemon writes an operator token to `<data_dir>/operator.token` (0600) for the CLI.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::catalog::token_key;
+use super::{now_rfc3339, ServiceError, Vault};
+use crate::crypto::os_random;
+use crate::store::{codec, CatalogOp, TokenRecord, TokenRole};
+
+/// Who is making a request: the token's id and role, and the peer's credentials.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Public token id (never the secret).
+    pub token_id: String,
+    /// Role.
+    pub role: TokenRole,
+    /// Databases an app token may use.
+    pub databases: Vec<Uuid>,
+    /// Peer uid from SO_PEERCRED, when known.
+    pub peer_uid: Option<u32>,
+}
+
+impl Principal {
+    /// A principal for work the daemon does by itself (purges, scheduled jobs).
+    pub fn system() -> Self {
+        Self {
+            token_id: "system".into(),
+            role: TokenRole::Operator,
+            databases: Vec::new(),
+            peer_uid: None,
+        }
+    }
+
+    /// Fails with `forbidden` unless this is an operator.
+    pub fn require_operator(&self) -> Result<(), ServiceError> {
+        match self.role {
+            TokenRole::Operator => Ok(()),
+            TokenRole::App => Err(ServiceError::Forbidden(
+                "this route needs an operator token".into(),
+            )),
+        }
+    }
+}
+
+fn hash_hex(secret: &str) -> String {
+    hex_encode(&Sha256::digest(secret.as_bytes()))
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Vault {
+    /// Creates a token and returns (record, secret). The secret is shown once and never stored.
+    pub async fn issue_token(
+        &self,
+        role: TokenRole,
+        databases: Vec<Uuid>,
+    ) -> Result<(TokenRecord, Zeroizing<String>), ServiceError> {
+        let mut raw = Zeroizing::new([0u8; 32]);
+        os_random(raw.as_mut_slice()).map_err(|_| ServiceError::Integrity)?;
+        let secret = Zeroizing::new(format!(
+            "evt_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_slice())
+        ));
+        let mut id_bytes = [0u8; 6];
+        os_random(&mut id_bytes).map_err(|_| ServiceError::Integrity)?;
+        let record = TokenRecord {
+            id: format!("tok_{}", hex_encode(&id_bytes)),
+            role,
+            databases,
+            hash: hash_hex(&secret),
+            created_at: now_rfc3339(),
+        };
+        self.commit(vec![CatalogOp::Put(
+            token_key(&record.id),
+            codec::encode(&record),
+        )])
+        .await?;
+        self.write_catalog()
+            .tokens_by_hash
+            .insert(record.hash.clone(), record.clone());
+        Ok((record, secret))
+    }
+
+    /// Writes a fresh operator token to `path` (0600) if the file does not exist.
+    /// Returns the new token's id when one was created.
+    pub async fn ensure_operator_token_file(
+        &self,
+        path: &Path,
+    ) -> Result<Option<String>, ServiceError> {
+        if path.exists() {
+            return Ok(None);
+        }
+        let (record, secret) = self.issue_token(TokenRole::Operator, Vec::new()).await?;
+        let io = |e: std::io::Error| {
+            ServiceError::Store(crate::store::StoreError::Backend(format!(
+                "cannot write {}: {e}",
+                path.display()
+            )))
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        file.write_all(secret.as_bytes()).map_err(io)?;
+        file.write_all(b"\n").map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(Some(record.id))
+    }
+
+    /// Resolves a bearer token to its principal.
+    pub fn authenticate(
+        &self,
+        bearer: Option<&str>,
+        peer_uid: Option<u32>,
+    ) -> Result<Principal, ServiceError> {
+        let secret = bearer.ok_or(ServiceError::Unauthenticated)?;
+        let hash = hash_hex(secret);
+        let catalog = self.read_catalog();
+        let record = catalog
+            .tokens_by_hash
+            .get(&hash)
+            .ok_or(ServiceError::Unauthenticated)?;
+        // The map lookup compares hashes, which leak nothing useful about the secret; the
+        // explicit constant-time check keeps the final comparison timing-independent anyway.
+        if !bool::from(record.hash.as_bytes().ct_eq(hash.as_bytes())) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        Ok(Principal {
+            token_id: record.id.clone(),
+            role: record.role,
+            databases: record.databases.clone(),
+            peer_uid,
+        })
+    }
+}
