@@ -13,155 +13,33 @@
 //! # Ok(()) }
 //! ```
 
+mod connection;
+mod error;
+mod paths;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
 use crate::api::{
-    CreateDatabaseRequest, CreateKeyRequest, DatabaseInfo, DatabaseList, ErrorBody, Health,
-    KeyInfo, KeyList, RecordListQuery, RecordPage, RewrapResponse, UnwrapRequest, UnwrapResponse,
-    WrapRequest, WrapResponse,
+    CreateDatabaseRequest, CreateKeyRequest, DatabaseInfo, DatabaseList, Health, KeyInfo, KeyList,
+    RecordListQuery, RecordPage, RewrapResponse, UnwrapRequest, UnwrapResponse, WrapRequest,
+    WrapResponse,
 };
+use connection::Connection;
+pub use error::ClientError;
+pub use paths::encode_segment;
+use paths::{backup_path, db_path, key_path, query_string, record_path};
 
 /// HTTP method of [`Client::request`], re-exported so callers need not depend on `hyper`.
 pub use hyper::Method;
-
-/// Everything outside RFC 3986's unreserved set (`A-Z a-z 0-9 - . _ ~`) is percent-encoded, so a
-/// record key such as `a/b c` stays one path segment (`a%2Fb%20c`).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Errors of the client. The CLI prints them as they display.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// The daemon answered with an error status; `code` is the API's stable snake_case code.
-    #[error("{message} ({code})")]
-    Api {
-        /// HTTP status.
-        status: u16,
-        /// Stable code such as `key_destroyed`.
-        code: String,
-        /// The daemon's human sentence.
-        message: String,
-    },
-    /// The socket could not be opened: most often no daemon listens on it.
-    #[error("cannot connect to envault at {}: is `envault serve` running? ({source})", path.display())]
-    Connect {
-        /// The socket path tried.
-        path: PathBuf,
-        /// Why the connection failed.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The connection failed while a request was in flight.
-    #[error("i/o error talking to envault: {0}")]
-    Io(#[source] std::io::Error),
-    /// The daemon (or the caller, for headers) sent something this client cannot use: bad JSON,
-    /// bad base64, an invalid header value.
-    #[error("protocol error: {0}")]
-    Protocol(String),
-}
-
-impl ClientError {
-    /// The API error code (`not_found`, `key_in_use`, …) when the daemon answered with one.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ClientError::Api { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-
-    /// The HTTP status when the daemon answered with an error.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ClientError::Api { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    /// Builds the error for a non-success answer. A body in the API's error shape gives the code
-    /// and message; anything else (a proxy, an extractor rejection in plain text) gets a code
-    /// derived from the status and the body text as message, so callers always see a code.
-    pub fn from_response(status: u16, body: &[u8]) -> Self {
-        if let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) {
-            return ClientError::Api {
-                status,
-                code: parsed.error.code,
-                message: parsed.error.message,
-            };
-        }
-        let text = String::from_utf8_lossy(body).trim().to_string();
-        let message = if text.is_empty() {
-            StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("request failed")
-                .to_string()
-        } else {
-            text
-        };
-        ClientError::Api {
-            status,
-            code: status_code_name(status).to_string(),
-            message,
-        }
-    }
-}
-
-/// The API code conventionally paired with a status, for error bodies that carry none.
-fn status_code_name(status: u16) -> &'static str {
-    match status {
-        400 | 415 | 422 => "bad_request",
-        401 => "unauthenticated",
-        403 => "forbidden",
-        404 | 405 => "not_found",
-        409 => "conflict",
-        413 => "too_large",
-        423 => "locked",
-        _ => "http_error",
-    }
-}
-
-/// Percent-encodes one path segment (or query value): everything but unreserved characters.
-/// A segment made only of dots is encoded too, so `.` and `..` can never be read as
-/// relative-path steps by anything between us and the daemon.
-pub fn encode_segment(segment: &str) -> String {
-    if !segment.is_empty() && segment.bytes().all(|b| b == b'.') {
-        return "%2E".repeat(segment.len());
-    }
-    utf8_percent_encode(segment, SEGMENT).to_string()
-}
-
-/// Builds `?a=x&b=y` from the pairs whose value is present (empty string when none are).
-fn query_string(pairs: &[(&str, Option<&str>)]) -> String {
-    let parts: Vec<String> = pairs
-        .iter()
-        .filter_map(|(name, value)| value.map(|v| format!("{name}={}", encode_segment(v))))
-        .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
-    }
-}
 
 /// Answer of [`Client::wrap`], with the generated DEK (if any) decoded into zeroizing memory.
 pub struct Wrapped {
@@ -185,16 +63,14 @@ impl fmt::Debug for Wrapped {
 
 /// A client of one envault socket. Cheap to create; connects on the first request.
 pub struct Client {
-    socket: PathBuf,
-    token: Option<String>,
-    connection: Mutex<Option<SendRequest<Full<Bytes>>>>,
+    connection: Connection,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("socket", &self.socket)
-            .field("token", &self.token.as_ref().map(|_| "REDACTED"))
+            .field("socket", &self.connection.socket())
+            .field("token", &self.connection.has_token().then_some("REDACTED"))
             .finish()
     }
 }
@@ -203,128 +79,18 @@ impl Client {
     /// A client of the daemon at `socket`, sending `token` as bearer token when given.
     pub fn new(socket: impl Into<PathBuf>, token: Option<String>) -> Self {
         Client {
-            socket: socket.into(),
-            token,
-            connection: Mutex::new(None),
+            connection: Connection::new(socket.into(), token),
         }
     }
 
     /// Another client of the same socket with a different token (and its own connection).
     pub fn with_token(&self, token: Option<String>) -> Self {
-        Client::new(self.socket.clone(), token)
+        Client::new(self.socket(), token)
     }
 
     /// The socket path.
     pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
-        let connect_error = |source| ClientError::Connect {
-            path: self.socket.clone(),
-            source,
-        };
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(connect_error)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| connect_error(std::io::Error::other(e)))?;
-        // The connection task ends when the daemon closes the socket or the sender is dropped;
-        // its error then surfaces on the next request through the sender, so it is only logged.
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "envault connection ended");
-            }
-        });
-        Ok(sender)
-    }
-
-    fn build(
-        &self,
-        method: &Method,
-        path_and_query: &str,
-        body: &Bytes,
-        content_type: Option<&str>,
-    ) -> Result<Request<Full<Bytes>>, ClientError> {
-        let mut builder = Request::builder()
-            .method(method.clone())
-            .uri(path_and_query)
-            .header(HOST, "localhost");
-        if let Some(token) = &self.token {
-            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                ClientError::Protocol(
-                    "the token contains characters not allowed in a header".into(),
-                )
-            })?;
-            builder = builder.header(AUTHORIZATION, value);
-        }
-        if let Some(content_type) = content_type {
-            builder = builder.header(CONTENT_TYPE, content_type);
-        }
-        builder
-            .body(Full::new(body.clone()))
-            .map_err(|e| ClientError::Protocol(format!("invalid request {path_and_query}: {e}")))
-    }
-
-    /// Sends one request and reads the whole answer. Retries once on a fresh connection when a
-    /// reused one turned out closed and the request is known not to have been processed (hyper
-    /// gave it back unsent) or is idempotent.
-    async fn send(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        body: Bytes,
-        content_type: Option<&str>,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
-        let mut slot = self.connection.lock().await;
-        let idempotent = matches!(
-            method,
-            Method::GET | Method::PUT | Method::DELETE | Method::HEAD
-        );
-        loop {
-            let reused = matches!(slot.as_ref(), Some(sender) if !sender.is_closed());
-            if !reused {
-                *slot = Some(self.connect().await?);
-            }
-            let sender = slot.as_mut().expect("the slot was filled just above");
-            if sender.ready().await.is_err() {
-                *slot = None;
-                if reused {
-                    continue;
-                }
-                return Err(ClientError::Io(std::io::Error::other(
-                    "the daemon closed the connection",
-                )));
-            }
-            let request = self.build(&method, path_and_query, &body, content_type)?;
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let status = response.status();
-                    let bytes = response
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| ClientError::Io(std::io::Error::other(e)))?
-                        .to_bytes();
-                    return Ok((status, bytes));
-                }
-                Err(error) => {
-                    *slot = None;
-                    let unsent = error.message().is_some();
-                    let error = error.into_error();
-                    if reused
-                        && (unsent
-                            || (idempotent
-                                && (error.is_incomplete_message() || error.is_canceled())))
-                    {
-                        tracing::debug!(%error, "retrying on a fresh connection");
-                        continue;
-                    }
-                    return Err(ClientError::Io(std::io::Error::other(error)));
-                }
-            }
-        }
+        self.connection.socket()
     }
 
     /// Raw escape hatch: sends `body` (as JSON when it parses as JSON, else as octet stream) to
@@ -345,7 +111,10 @@ impl Client {
                 Some("application/octet-stream"),
             ),
         };
-        let (status, bytes) = self.send(method, path, body, content_type).await?;
+        let (status, bytes) = self
+            .connection
+            .send(method, path, body, content_type)
+            .await?;
         Ok((status.as_u16(), bytes))
     }
 
@@ -358,6 +127,7 @@ impl Client {
         content_type: Option<&str>,
     ) -> Result<Bytes, ClientError> {
         let (status, bytes) = self
+            .connection
             .send(method, path, body.unwrap_or_default(), content_type)
             .await?;
         if status.is_success() {
@@ -751,22 +521,6 @@ impl Client {
 /// `None` typed for the JSON-body helpers.
 const NO_BODY: Option<&()> = None;
 
-fn key_path(key: &str, suffix: &str) -> String {
-    format!("/v1/keys/{}{suffix}", encode_segment(key))
-}
-
-fn db_path(db: &str, suffix: &str) -> String {
-    format!("/v1/databases/{}{suffix}", encode_segment(db))
-}
-
-fn record_path(db: &str, rec: &str) -> String {
-    format!("{}/{}", db_path(db, "/records"), encode_segment(rec))
-}
-
-fn backup_path(id: &str, suffix: &str) -> String {
-    format!("/v1/backups/{}{suffix}", encode_segment(id))
-}
-
 fn aad_field(aad: &[String]) -> Option<Vec<String>> {
     (!aad.is_empty()).then(|| aad.to_vec())
 }
@@ -786,89 +540,6 @@ fn decode_secret(b64: &str) -> Result<Zeroizing<Vec<u8>>, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn segments_keep_only_unreserved_characters() {
-        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
-        assert_eq!(encode_segment("AZaz09-._~"), "AZaz09-._~");
-        assert_eq!(encode_segment("%?#&=+"), "%25%3F%23%26%3D%2B");
-        assert_eq!(encode_segment("é"), "%C3%A9");
-        assert_eq!(encode_segment(".."), "%2E%2E");
-        assert_eq!(encode_segment("."), "%2E");
-        assert_eq!(encode_segment("a..b"), "a..b");
-    }
-
-    #[test]
-    fn paths_encode_each_segment() {
-        assert_eq!(
-            record_path("my db", "a/b c"),
-            "/v1/databases/my%20db/records/a%2Fb%20c"
-        );
-        assert_eq!(
-            key_path("crn:v1:envault:local:a/x:1:key:2", "/wrap"),
-            "/v1/keys/crn%3Av1%3Aenvault%3Alocal%3Aa%2Fx%3A1%3Akey%3A2/wrap"
-        );
-        assert_eq!(backup_path("b1", "/restore"), "/v1/backups/b1/restore");
-    }
-
-    #[test]
-    fn query_skips_absent_values() {
-        assert_eq!(query_string(&[("prefix", None), ("limit", None)]), "");
-        assert_eq!(
-            query_string(&[
-                ("prefix", Some("a b&")),
-                ("after", None),
-                ("limit", Some("5"))
-            ]),
-            "?prefix=a%20b%26&limit=5"
-        );
-    }
-
-    #[test]
-    fn api_error_body_is_parsed() {
-        let body = br#"{"error":{"code":"key_in_use","message":"the key protects 2 databases"}}"#;
-        let error = ClientError::from_response(409, body);
-        assert_eq!(error.code(), Some("key_in_use"));
-        assert_eq!(error.status(), Some(409));
-        assert_eq!(
-            error.to_string(),
-            "the key protects 2 databases (key_in_use)"
-        );
-    }
-
-    #[test]
-    fn other_error_bodies_get_a_code_from_the_status() {
-        let error = ClientError::from_response(
-            415,
-            b"Expected request with `Content-Type: application/json`",
-        );
-        assert_eq!(error.code(), Some("bad_request"));
-        assert!(error.to_string().contains("Content-Type"));
-        let error = ClientError::from_response(404, b"");
-        assert_eq!(error.to_string(), "Not Found (not_found)");
-        let error = ClientError::from_response(500, b"{\"unexpected\":1}");
-        assert_eq!(error.code(), Some("http_error"));
-    }
-
-    #[test]
-    fn connect_error_names_the_socket() {
-        let error = ClientError::Connect {
-            path: PathBuf::from("/tmp/x.sock"),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        };
-        let text = error.to_string();
-        assert!(text
-            .starts_with("cannot connect to envault at /tmp/x.sock: is `envault serve` running?"));
-        assert_eq!(error.code(), None);
-    }
-
-    #[tokio::test]
-    async fn connect_fails_clearly_without_daemon() {
-        let dir = tempfile::tempdir().unwrap();
-        let client = Client::new(dir.path().join("none.sock"), None);
-        let error = client.health().await.unwrap_err();
-        assert!(matches!(error, ClientError::Connect { .. }), "{error:?}");
-    }
 
     #[test]
     fn wrapped_debug_redacts_the_dek() {

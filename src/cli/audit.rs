@@ -22,7 +22,7 @@ pub struct AuditArgs {
     /// Only events with this action, e.g. `kms.secrets.delete`.
     #[arg(long, value_name = "A")]
     action: Option<String>,
-    /// Only events at or after this RFC 3339 time.
+    /// Only events since this RFC 3339 time.
     #[arg(long, value_name = "T")]
     since: Option<String>,
     /// Keep polling (every second) and print new events as they come; Ctrl-C stops.

@@ -22,13 +22,13 @@ mod record;
 mod token;
 
 /// `envault [--socket PATH] [--token T] [--config PATH] [--json] <command>`.
-///
-/// No `Debug`: it holds the bearer token.
+// No `Debug`: it holds the bearer token.
 #[derive(Parser)]
 #[command(
     name = "envault",
     version,
-    about = "Envelope-encryption storage daemon and its client"
+    about = "Envelope-encryption storage daemon and its client",
+    long_about = None
 )]
 pub struct Cli {
     /// Unix socket of the daemon [default: from the configuration, ENVAULT_SOCKET, envault.sock].

@@ -92,7 +92,11 @@ impl Table {
 
 /// Prints `name: value` lines with the values aligned.
 pub fn fields(pairs: &[(&str, String)]) -> Result<(), CliError> {
-    let width = pairs.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    let width = pairs
+        .iter()
+        .map(|(name, _)| name.len() + 1)
+        .max()
+        .unwrap_or(0);
     for (name, value) in pairs {
         line(&format!("{:<width$}  {value}", format!("{name}:")))?;
     }

@@ -42,7 +42,21 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let peer = parts.extensions.get::<PeerCred>().map(|p| p.uid);
-        Ok(state.vault.authenticate(bearer, peer)?)
+        let result = state.vault.authenticate(bearer, peer);
+        if result.is_err() {
+            let anonymous = Principal {
+                token_id: "anonymous".into(),
+                role: crate::store::TokenRole::App,
+                databases: Vec::new(),
+                peer_uid: peer,
+            };
+            let target = format!("{} {}", parts.method, parts.uri.path());
+            return Err(state
+                .vault
+                .audited(&anonymous, "auth.denied", &target, result, None)
+                .map_or_else(ApiError::from, |_| ApiError(ServiceError::Unauthenticated)));
+        }
+        Ok(result?)
     }
 }
 
@@ -141,5 +155,27 @@ impl FromRequest<Arc<AppState>> for RecordBody {
         read_limited(req.into_body(), declared, limit)
             .await
             .map(RecordBody)
+    }
+}
+
+/// A JSON body that may be absent: an empty body is `T::default()`.
+pub struct OptionalJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let declared = declared_length(&req);
+        let bytes = read_limited(req.into_body(), declared, MAX_JSON_BODY).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(OptionalJson)
+            .map_err(|e| bad_request(format!("invalid JSON body: {e}")))
     }
 }

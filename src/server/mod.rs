@@ -6,6 +6,7 @@
 
 mod error;
 mod extract;
+mod lifecycle_routes;
 mod listener;
 mod routes;
 
@@ -60,6 +61,32 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         );
     }
     let state = Arc::new(AppState { vault });
+    spawn_background(Arc::clone(&state));
     let app = routes::router(Arc::clone(&state));
     listener::serve(&config, app, state).await
+}
+
+/// Background work: resume unfinished rotations, and purge expired soft deletions.
+fn spawn_background(state: Arc<AppState>) {
+    for job in state.vault.unfinished_rotations() {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            tracing::info!(job = %job.id, key = %job.key_id, "resuming rotation");
+            let system = crate::service::Principal::system();
+            if let Err(err) = state.vault.run_rotation(&system, job).await {
+                tracing::error!(error = %err, "resumed rotation failed");
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(state.vault.purge_interval());
+        loop {
+            tick.tick().await;
+            match state.vault.purge_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(databases = n, "purged expired soft-deleted databases"),
+                Err(err) => tracing::error!(error = %err, "purge failed; retrying"),
+            }
+        }
+    });
 }

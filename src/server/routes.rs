@@ -24,17 +24,24 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/keys", post(create_key).get(list_keys))
-        .route("/v1/keys/{key}", get(show_key))
+        .route(
+            "/v1/keys/{key}",
+            get(show_key).delete(super::lifecycle_routes::delete_key),
+        )
         .route("/v1/keys/{key}/wrap", post(wrap))
         .route("/v1/keys/{key}/unwrap", post(unwrap))
         .route("/v1/keys/{key}/rewrap", post(rewrap))
         .route("/v1/databases", post(create_database).get(list_databases))
-        .route("/v1/databases/{db}", get(show_database))
+        .route(
+            "/v1/databases/{db}",
+            get(show_database).delete(super::lifecycle_routes::delete_database),
+        )
         .route("/v1/databases/{db}/records", get(list_records))
         .route(
             "/v1/databases/{db}/records/{rec}",
             put(put_record).get(get_record).delete(delete_record),
         )
+        .merge(super::lifecycle_routes::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::ServiceError;
 use crate::store::codec;
 use crate::store::{
-    CatalogKey, DatabaseRecord, DekRecord, InstanceRecord, KeyOrigin, KeyRecord, Store, TokenRecord,
+    AuthorizationRecord, CatalogKey, DatabaseRecord, DekRecord, InstanceRecord, KeyOrigin,
+    KeyRecord, RotationJob, Store, TokenRecord,
 };
 
 /// Catalog key kinds.
@@ -22,6 +23,20 @@ pub const DEK: &str = "dek";
 pub const TOKEN: &str = "token";
 /// Instance identity.
 pub const INSTANCE: &str = "instance";
+/// Authorizations, by id.
+pub const AUTHORIZATION: &str = "authz";
+/// Unfinished rotation jobs, by key id.
+pub const JOB: &str = "job";
+
+/// Catalog key of an authorization.
+pub fn authorization_key(id: &str) -> CatalogKey {
+    codec::key(AUTHORIZATION, &[id.as_bytes()])
+}
+
+/// Catalog key of a key's unfinished rotation job.
+pub fn job_key(key_id: &Uuid) -> CatalogKey {
+    codec::key(JOB, &[key_id.as_bytes()])
+}
 
 /// Catalog key of a root key.
 pub fn key_key(id: &Uuid) -> CatalogKey {
@@ -60,6 +75,10 @@ pub struct Catalog {
     pub tokens_by_hash: HashMap<String, TokenRecord>,
     /// Instance identity, if created.
     pub instance: Option<InstanceRecord>,
+    /// Authorizations by id.
+    pub authorizations: HashMap<String, AuthorizationRecord>,
+    /// Unfinished rotation jobs by key id.
+    pub jobs: HashMap<Uuid, RotationJob>,
 }
 
 fn scan<T: serde::de::DeserializeOwned>(
@@ -91,6 +110,12 @@ impl Catalog {
             catalog.tokens_by_hash.insert(token.hash.clone(), token);
         }
         catalog.instance = scan::<InstanceRecord>(store, INSTANCE)?.into_iter().next();
+        for authz in scan::<AuthorizationRecord>(store, AUTHORIZATION)? {
+            catalog.authorizations.insert(authz.id.clone(), authz);
+        }
+        for job in scan::<RotationJob>(store, JOB)? {
+            catalog.jobs.insert(job.key_id, job);
+        }
         Ok(catalog)
     }
 
@@ -187,5 +212,16 @@ impl Catalog {
             .collect();
         keys.sort_by(|a, b| a.name.cmp(&b.name));
         keys
+    }
+}
+
+impl Catalog {
+    /// Whether an authorization from `source` to `key` (or `*`) carries every role in `roles`.
+    pub fn is_authorized(&self, source: &str, key: &Uuid, roles: &[&str]) -> bool {
+        self.authorizations.values().any(|a| {
+            a.source == source
+                && (a.target.is_none() || a.target == Some(*key))
+                && roles.iter().all(|r| a.roles.iter().any(|have| have == r))
+        })
     }
 }

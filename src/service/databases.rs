@@ -6,6 +6,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use uuid::Uuid;
 
+use super::authz::{DATABASES, DELEGATOR, READER};
 use super::catalog::{database_key, dek_key, key_key};
 use super::keys::{find_key, require_usable};
 use super::{now_rfc3339, validate_name, Principal, ServiceError, Vault};
@@ -19,7 +20,31 @@ use crate::store::{
 
 impl Vault {
     /// Creates a database. Without `key`, a provider-managed root key is created for it.
+    /// A customer key needs a `databases` → key `Reader` authorization; a backup key also needs
+    /// `AuthorizationDelegator`, and then gets its delegated `backups` authorization.
     pub async fn create_database(
+        &self,
+        who: &Principal,
+        request: CreateDatabaseRequest,
+    ) -> Result<DatabaseInfo, ServiceError> {
+        let name = request.name.clone();
+        let mut result = self.create_database_inner(who, request).await;
+        if let Ok(info) = &result {
+            if let Some(backup_key) = info
+                .backup_key
+                .as_deref()
+                .and_then(|k| Uuid::parse_str(k).ok())
+            {
+                if let Err(err) = self.ensure_delegation(backup_key, &info.crn).await {
+                    result = Err(err);
+                }
+            }
+        }
+        let target = result.as_ref().map(|d| d.crn.clone()).unwrap_or(name);
+        self.audited(who, "databases.create", &target, result, None)
+    }
+
+    async fn create_database_inner(
         &self,
         who: &Principal,
         request: CreateDatabaseRequest,
@@ -48,7 +73,25 @@ impl Vault {
                 require_usable(key)?;
                 Ok(Some(key.clone()))
             };
-            (customer(&request.key)?, customer(&request.backup_key)?)
+            let customer_key = customer(&request.key)?;
+            let backup_key = customer(&request.backup_key)?;
+            if let Some(key) = &customer_key {
+                if !catalog.is_authorized(DATABASES, &key.id, &[READER]) {
+                    return Err(ServiceError::NotAuthorizedForKey(format!(
+                        "no {DATABASES:?} authorization with role {READER} exists for key {:?}",
+                        key.name
+                    )));
+                }
+            }
+            if let Some(key) = &backup_key {
+                if !catalog.is_authorized(DATABASES, &key.id, &[READER, DELEGATOR]) {
+                    return Err(ServiceError::NotAuthorizedForKey(format!(
+                        "backup key {:?} needs a {DATABASES:?} authorization with roles {READER} and {DELEGATOR}",
+                        key.name
+                    )));
+                }
+            }
+            (customer_key, backup_key)
         };
         let database_id = Uuid::new_v4();
         let mut ops = Vec::new();

@@ -57,6 +57,19 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
+    /// Whether this refuses the caller (logged as `denied`) rather than failing.
+    pub fn is_denial(&self) -> bool {
+        matches!(
+            self,
+            ServiceError::Unauthenticated
+                | ServiceError::Forbidden(_)
+                | ServiceError::NotAuthorizedForKey(_)
+                | ServiceError::KeySuspended(_)
+                | ServiceError::KeyDestroyed(_)
+                | ServiceError::DatabaseDeleted(_)
+        )
+    }
+
     /// The stable API code.
     pub fn code(&self) -> &'static str {
         match self {

@@ -37,6 +37,17 @@ impl Vault {
         who: &Principal,
         request: CreateKeyRequest,
     ) -> Result<KeyInfo, ServiceError> {
+        let name = request.name.clone();
+        let result = self.create_key_inner(who, request).await;
+        let target = result.as_ref().map(|k| k.crn.clone()).unwrap_or(name);
+        self.audited(who, "kms.secrets.create", &target, result, None)
+    }
+
+    async fn create_key_inner(
+        &self,
+        who: &Principal,
+        request: CreateKeyRequest,
+    ) -> Result<KeyInfo, ServiceError> {
         who.require_operator()?;
         validate_name("key", &request.name)?;
         if request.description.as_ref().is_some_and(|d| d.len() > 1024) {
@@ -114,17 +125,34 @@ impl Vault {
 
     /// Destroys keystore material that no catalog key names (left by a crash in `install_key`).
     pub fn reconcile_keystore(&self) -> Result<(), ServiceError> {
-        let orphans: Vec<Uuid> = {
+        // (key, versions to destroy; None = all)
+        let mut doomed: Vec<(Uuid, Option<Vec<u32>>)> = Vec::new();
+        {
             let catalog = self.read_catalog();
-            self.keystore
-                .key_ids()
-                .into_iter()
-                .filter(|id| !catalog.keys.contains_key(id))
-                .collect()
-        };
-        for id in orphans {
-            tracing::warn!(key_id = %id, "destroying keystore material with no catalog entry");
-            self.keystore.destroy(id, None)?;
+            for id in self.keystore.key_ids() {
+                match catalog.keys.get(&id) {
+                    // Material with no catalog entry: a create that crashed before commit.
+                    None => doomed.push((id, None)),
+                    // A shred committed to the catalog whose material outlived a crash.
+                    Some(key) if key.state == KeyState::Destroyed => doomed.push((id, None)),
+                    // A version added by a rotation that crashed before its commit.
+                    Some(key) => {
+                        let extra: Vec<u32> = self
+                            .keystore
+                            .versions(id)
+                            .into_iter()
+                            .filter(|v| *v > key.version)
+                            .collect();
+                        if !extra.is_empty() {
+                            doomed.push((id, Some(extra)));
+                        }
+                    }
+                }
+            }
+        }
+        for (id, versions) in doomed {
+            tracing::warn!(key_id = %id, ?versions, "destroying keystore material the catalog does not keep");
+            self.keystore.destroy(id, versions.as_deref())?;
         }
         Ok(())
     }
@@ -206,6 +234,17 @@ impl Vault {
         reference: &str,
         request: WrapRequest,
     ) -> Result<WrapResponse, ServiceError> {
+        let result = self.wrap_inner(who, reference, request);
+        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        self.audited(who, "kms.secrets.wrap", &target, result, None)
+    }
+
+    fn wrap_inner(
+        &self,
+        who: &Principal,
+        reference: &str,
+        request: WrapRequest,
+    ) -> Result<WrapResponse, ServiceError> {
         who.require_operator()?;
         let key = self.wrap_key(reference)?;
         let aad = request.aad.unwrap_or_default();
@@ -263,6 +302,17 @@ impl Vault {
         reference: &str,
         request: UnwrapRequest,
     ) -> Result<UnwrapResponse, ServiceError> {
+        let result = self.unwrap_inner(who, reference, request);
+        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        self.audited(who, "kms.secrets.unwrap", &target, result, None)
+    }
+
+    fn unwrap_inner(
+        &self,
+        who: &Principal,
+        reference: &str,
+        request: UnwrapRequest,
+    ) -> Result<UnwrapResponse, ServiceError> {
         who.require_operator()?;
         let key = self.wrap_key(reference)?;
         let plain = self.unwrap_material(&key, &request)?;
@@ -273,6 +323,17 @@ impl Vault {
 
     /// Re-wraps app-held material under the key's newest version.
     pub fn rewrap(
+        &self,
+        who: &Principal,
+        reference: &str,
+        request: UnwrapRequest,
+    ) -> Result<RewrapResponse, ServiceError> {
+        let result = self.rewrap_inner(who, reference, request);
+        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        self.audited(who, "kms.secrets.rewrap", &target, result, None)
+    }
+
+    fn rewrap_inner(
         &self,
         who: &Principal,
         reference: &str,

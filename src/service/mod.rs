@@ -1,13 +1,17 @@
 //! The rules of DESIGN.md: root keys, databases, records, tokens. Route handlers call one
 //! method here each; this layer owns state checks, durability and the DEK cache.
 
+mod audit;
+mod authz;
 mod catalog;
 mod databases;
 mod dek_cache;
 mod durability;
 mod error;
 mod keys;
+mod lifecycle;
 mod records;
+mod rotation;
 mod tokens;
 
 use std::path::Path;
@@ -16,8 +20,12 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+pub use audit::{AuditEvent, AuditLog, VerifyReport};
+pub use authz::{AuthorizationInfo, GrantRequest};
 pub use catalog::Catalog;
 pub use error::ServiceError;
+pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
+pub use rotation::RotationStatus;
 pub use tokens::Principal;
 
 use crate::config::Config;
@@ -44,6 +52,7 @@ pub struct Vault {
     catalog: RwLock<Catalog>,
     deks: DekCache,
     seal_budgets: records::SealBudgets,
+    rotations: rotation::RotationProgress,
     flusher: GroupFlusher,
     /// Serializes catalog mutations (create, delete, state changes) so each computes its
     /// change from a state no other mutation is changing. Record traffic never takes it.
@@ -52,6 +61,7 @@ pub struct Vault {
     /// disable, shred and purge take it exclusively. So once one of those returns, no write
     /// can still be acknowledged under the old state.
     gate: tokio::sync::RwLock<()>,
+    audit: AuditLog,
     instance_name: String,
     instance_id: Uuid,
     limits: Limits,
@@ -66,6 +76,9 @@ impl Vault {
         create_private_dir(data_dir)?;
         let keystore = FileKeystore::open(data_dir, &config.master_key_path())?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir.join("store"))?);
+        let audit = AuditLog::open(&data_dir.join("audit.log")).map_err(|e| {
+            ServiceError::Store(crate::store::StoreError::Backend(format!("audit log: {e}")))
+        })?;
         let bad_config = |e: crate::config::ConfigError| ServiceError::BadRequest(e.to_string());
         let limits = Limits {
             max_record_size: config.max_record_size().map_err(bad_config)?,
@@ -74,6 +87,7 @@ impl Vault {
         Self::with_parts(
             store,
             Arc::new(keystore),
+            audit,
             config.instance.clone(),
             limits,
             config.soft_delete_period().map_err(bad_config)?,
@@ -84,6 +98,7 @@ impl Vault {
     pub fn with_parts(
         store: Arc<dyn Store>,
         keystore: Arc<dyn RootKeyBackend>,
+        audit: AuditLog,
         instance_name: String,
         limits: Limits,
         soft_delete_period: Duration,
@@ -112,9 +127,11 @@ impl Vault {
             catalog: RwLock::new(catalog),
             deks: DekCache::default(),
             seal_budgets: records::SealBudgets::default(),
+            rotations: rotation::RotationProgress::default(),
             flusher,
             admin: tokio::sync::Mutex::new(()),
             gate: tokio::sync::RwLock::new(()),
+            audit,
             instance_name,
             instance_id: instance.id,
             limits,
@@ -147,6 +164,53 @@ impl Vault {
             "crn:v1:envault:local:a/{}:{}:{kind}:{id}",
             self.instance_name, self.instance_id
         )
+    }
+
+    /// Appends the outcome of `action` on `target` to the activity log and passes `result`
+    /// through. A success whose event cannot be written is reported as a storage failure:
+    /// the log must never miss an action that was acknowledged.
+    pub(crate) fn audited<T>(
+        &self,
+        who: &Principal,
+        action: &str,
+        target: &str,
+        result: Result<T, ServiceError>,
+        details: Option<serde_json::Value>,
+    ) -> Result<T, ServiceError> {
+        let (outcome, reason) = match &result {
+            Ok(_) => ("success", None),
+            Err(err) if err.is_denial() => ("denied", Some(err.code().to_string())),
+            Err(err) => ("failure", Some(err.code().to_string())),
+        };
+        if let Err(err) = self
+            .audit
+            .append(who, action, target, outcome, reason, details)
+        {
+            tracing::error!(error = %err, action, "cannot append to the activity log");
+            return Err(ServiceError::Store(crate::store::StoreError::Backend(
+                format!("activity log: {err}"),
+            )));
+        }
+        result
+    }
+
+    /// Logs a denied request only (record traffic is not logged when it succeeds).
+    pub(crate) fn audit_denial<T>(
+        &self,
+        who: &Principal,
+        action: &str,
+        target: &str,
+        result: Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        match &result {
+            Err(err) if err.is_denial() => self.audited(who, action, target, result, None),
+            _ => result,
+        }
+    }
+
+    /// The activity log.
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// Makes everything written so far durable (used at shutdown).

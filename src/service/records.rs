@@ -14,13 +14,14 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use uuid::Uuid;
 
+use super::authz::{DATABASES, READER};
 use super::catalog::{database_key, dek_key};
 use super::databases::find_database;
 use super::{Principal, ServiceError, Vault};
 use crate::api::{RecordListQuery, RecordPage};
 use crate::crypto::bindings::{dek_context, record_context};
 use crate::crypto::{Cipher, Envelope, EnvelopeKind, SecretKey};
-use crate::store::{codec, CatalogOp, DatabaseState, KeyState, TokenRole};
+use crate::store::{codec, CatalogOp, DatabaseState, KeyOrigin, KeyState, TokenRole};
 
 /// Seals per DEK generation before a new generation starts (far under the 2^32 bound).
 pub const MAX_SEALS_PER_GENERATION: u64 = 1 << 31;
@@ -107,6 +108,14 @@ impl Vault {
             .keys
             .get(&db.key_id)
             .ok_or(ServiceError::Integrity)?;
+        if key.origin != KeyOrigin::Provider
+            && !catalog.is_authorized(DATABASES, &key.id, &[READER])
+        {
+            return Err(ServiceError::NotAuthorizedForKey(format!(
+                "the {DATABASES:?} authorization for the key of database {:?} was revoked",
+                db.name
+            )));
+        }
         match key.state {
             KeyState::Active => Ok(db.id),
             KeyState::Suspended => Err(ServiceError::KeySuspended(format!(
@@ -256,7 +265,7 @@ impl Vault {
     }
 
     /// Seals and stores a record; returns once it is durable.
-    pub async fn put_record(
+    async fn put_record_inner(
         &self,
         who: &Principal,
         database: &str,
@@ -288,7 +297,7 @@ impl Vault {
     }
 
     /// Reads and opens a record.
-    pub async fn get_record(
+    async fn get_record_inner(
         &self,
         who: &Principal,
         database: &str,
@@ -317,7 +326,7 @@ impl Vault {
     }
 
     /// Deletes a record; returns once durable. `not_found` if it did not exist.
-    pub async fn delete_record(
+    async fn delete_record_inner(
         &self,
         who: &Principal,
         database: &str,
@@ -333,7 +342,7 @@ impl Vault {
     }
 
     /// Lists record keys by prefix, in pages.
-    pub async fn list_records(
+    async fn list_records_inner(
         &self,
         who: &Principal,
         database: &str,
@@ -360,5 +369,52 @@ impl Vault {
             .collect();
         let next = if more { keys.last().cloned() } else { None };
         Ok(RecordPage { keys, next })
+    }
+}
+
+impl Vault {
+    /// Seals and stores a record; returns once it is durable. Denials are logged.
+    pub async fn put_record(
+        &self,
+        who: &Principal,
+        database: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), ServiceError> {
+        let result = self.put_record_inner(who, database, key, value).await;
+        self.audit_denial(who, "databases.records.write", database, result)
+    }
+
+    /// Reads and opens a record. Denials are logged.
+    pub async fn get_record(
+        &self,
+        who: &Principal,
+        database: &str,
+        key: &str,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let result = self.get_record_inner(who, database, key).await;
+        self.audit_denial(who, "databases.records.read", database, result)
+    }
+
+    /// Deletes a record; `not_found` if it did not exist. Denials are logged.
+    pub async fn delete_record(
+        &self,
+        who: &Principal,
+        database: &str,
+        key: &str,
+    ) -> Result<(), ServiceError> {
+        let result = self.delete_record_inner(who, database, key).await;
+        self.audit_denial(who, "databases.records.delete", database, result)
+    }
+
+    /// Lists record keys by prefix, in pages. Denials are logged.
+    pub async fn list_records(
+        &self,
+        who: &Principal,
+        database: &str,
+        query: RecordListQuery,
+    ) -> Result<RecordPage, ServiceError> {
+        let result = self.list_records_inner(who, database, query).await;
+        self.audit_denial(who, "databases.records.list", database, result)
     }
 }

@@ -177,3 +177,36 @@ pub struct InstanceRecord {
     /// RFC 3339.
     pub created_at: String,
 }
+
+/// A service authorization: `source` service may use `target` key (or every key) in `roles`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthorizationRecord {
+    /// Id.
+    pub id: String,
+    /// `databases` | `backups`.
+    pub source: String,
+    /// The key, or `None` for every key (`*`).
+    pub target: Option<Uuid>,
+    /// Sorted, deduplicated: `AuthorizationDelegator`, `Reader`.
+    pub roles: Vec<String>,
+    /// For delegated authorizations, the CRN of the database that caused it.
+    #[serde(default)]
+    pub created_by: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A resumable rotation job: rewrap every DEK under `key_id` to `target_version`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotationJob {
+    /// Job id.
+    pub id: String,
+    /// The key being rotated.
+    pub key_id: Uuid,
+    /// The version every DEK moves to.
+    pub target_version: u32,
+    /// Destroy older versions once nothing is wrapped under them.
+    pub retire_old: bool,
+    /// RFC 3339.
+    pub started_at: String,
+}

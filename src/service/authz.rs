@@ -1,0 +1,275 @@
+//! Service authorizations (DESIGN.md rules 1 and 7): a database may use a customer key only
+//! while a `databases` → key `Reader` authorization exists; a backup key additionally needs
+//! `AuthorizationDelegator`, and envault then keeps a delegated `backups` → key `Reader`
+//! authorization in place for as long as the database names that backup key.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::catalog::authorization_key;
+use super::keys::find_key;
+use super::{now_rfc3339, Principal, ServiceError, Vault};
+use crate::store::{codec, AuthorizationRecord, CatalogOp, DatabaseState, KeyOrigin};
+
+/// The role every use of a key needs.
+pub const READER: &str = "Reader";
+/// The role that lets a database delegate backups under a key.
+pub const DELEGATOR: &str = "AuthorizationDelegator";
+/// Source service of databases.
+pub const DATABASES: &str = "databases";
+/// Source service of backups.
+pub const BACKUPS: &str = "backups";
+
+/// `POST /v1/authorizations` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// `databases` | `backups`.
+    pub source: String,
+    /// A key (name, id or CRN) or `*`.
+    pub target: String,
+    /// `Reader`, optionally `AuthorizationDelegator`.
+    pub roles: Vec<String>,
+}
+
+/// An authorization as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthorizationInfo {
+    /// Id.
+    pub id: String,
+    /// Source service.
+    pub source: String,
+    /// Target key CRN, or `*`.
+    pub target: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// CRN of the database that caused a delegated authorization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+fn new_id() -> Result<String, ServiceError> {
+    let mut bytes = [0u8; 8];
+    crate::crypto::os_random(&mut bytes).map_err(|_| ServiceError::Integrity)?;
+    Ok(format!(
+        "authz_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
+}
+
+impl Vault {
+    pub(super) fn authorization_info(&self, a: &AuthorizationRecord) -> AuthorizationInfo {
+        AuthorizationInfo {
+            id: a.id.clone(),
+            source: a.source.clone(),
+            target: a
+                .target
+                .map(|k| self.crn("key", &k))
+                .unwrap_or_else(|| "*".into()),
+            roles: a.roles.clone(),
+            created_by: a.created_by.clone(),
+            created_at: a.created_at.clone(),
+        }
+    }
+
+    /// Grants an authorization; an identical one fails with `duplicate_policy`.
+    pub async fn grant(
+        &self,
+        who: &Principal,
+        request: GrantRequest,
+    ) -> Result<AuthorizationInfo, ServiceError> {
+        let target_ref = request.target.clone();
+        let result = self.grant_inner(who, request, None).await;
+        let target = result
+            .as_ref()
+            .map(|a| a.target.clone())
+            .unwrap_or(target_ref);
+        self.audited(who, "iam.authorizations.create", &target, result, None)
+    }
+
+    async fn grant_inner(
+        &self,
+        who: &Principal,
+        request: GrantRequest,
+        created_by: Option<String>,
+    ) -> Result<AuthorizationInfo, ServiceError> {
+        who.require_operator()?;
+        if request.source != DATABASES && request.source != BACKUPS {
+            return Err(ServiceError::BadRequest(
+                "source must be \"databases\" or \"backups\"".into(),
+            ));
+        }
+        let mut roles = request.roles.clone();
+        roles.sort();
+        roles.dedup();
+        if !roles.iter().any(|r| r == READER) || roles.iter().any(|r| r != READER && r != DELEGATOR)
+        {
+            return Err(ServiceError::BadRequest(format!(
+                "roles must include {READER:?} and may add {DELEGATOR:?}"
+            )));
+        }
+        let _admin = self.admin.lock().await;
+        let target = if request.target == "*" {
+            None
+        } else {
+            let catalog = self.read_catalog();
+            let key = find_key(&catalog, &request.target)?;
+            if key.origin == KeyOrigin::Provider {
+                return Err(ServiceError::BadRequest(
+                    "provider-managed keys need no authorization".into(),
+                ));
+            }
+            Some(key.id)
+        };
+        let duplicate = self
+            .read_catalog()
+            .authorizations
+            .values()
+            .any(|a| a.source == request.source && a.target == target && a.roles == roles);
+        if duplicate {
+            return Err(ServiceError::DuplicatePolicy);
+        }
+        let record = AuthorizationRecord {
+            id: new_id()?,
+            source: request.source,
+            target,
+            roles,
+            created_by,
+            created_at: now_rfc3339(),
+        };
+        self.commit(vec![CatalogOp::Put(
+            authorization_key(&record.id),
+            codec::encode(&record),
+        )])
+        .await?;
+        let info = self.authorization_info(&record);
+        self.write_catalog()
+            .authorizations
+            .insert(record.id.clone(), record);
+        Ok(info)
+    }
+
+    /// Every authorization.
+    pub fn list_authorizations(
+        &self,
+        who: &Principal,
+    ) -> Result<Vec<AuthorizationInfo>, ServiceError> {
+        who.require_operator()?;
+        let catalog = self.read_catalog();
+        let mut list: Vec<AuthorizationInfo> = catalog
+            .authorizations
+            .values()
+            .map(|a| self.authorization_info(a))
+            .collect();
+        list.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(list)
+    }
+
+    /// Revokes an authorization. Revoking the `databases` authorization of a key in use locks
+    /// its databases at once (cached DEKs dropped) until it is granted again. A delegated
+    /// `backups` authorization is recreated while its database still names the backup key.
+    pub async fn revoke(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
+        let result = self.revoke_inner(who, id).await;
+        self.audited(who, "iam.authorizations.delete", id, result, None)
+    }
+
+    async fn revoke_inner(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
+        who.require_operator()?;
+        let _gate = self.gate.write().await;
+        let _admin = self.admin.lock().await;
+        let record = self
+            .read_catalog()
+            .authorizations
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ServiceError::NotFound(format!("no authorization {id:?}")))?;
+        self.commit(vec![CatalogOp::Delete(authorization_key(id))])
+            .await?;
+        self.write_catalog().authorizations.remove(id);
+        // Drop cached DEKs of every key that lost its authorization: the next use must pass
+        // the check again, and fails until a new grant.
+        let lost: Vec<Uuid> = {
+            let catalog = self.read_catalog();
+            catalog
+                .keys
+                .values()
+                .filter(|k| k.origin != KeyOrigin::Provider)
+                .filter(|k| !catalog.is_authorized(DATABASES, &k.id, &[READER]))
+                .map(|k| k.id)
+                .collect()
+        };
+        for key in lost {
+            self.deks.purge_root_key(key);
+        }
+        drop(_admin);
+        if record.created_by.is_some() {
+            self.restore_delegations(&record).await?;
+        }
+        Ok(())
+    }
+
+    /// Recreates a removed delegated authorization if a live database still relies on it.
+    async fn restore_delegations(&self, removed: &AuthorizationRecord) -> Result<(), ServiceError> {
+        let Some(key) = removed.target else {
+            return Ok(());
+        };
+        let still_needed = self
+            .read_catalog()
+            .databases
+            .values()
+            .any(|db| db.backup_key_id == Some(key) && db.state != DatabaseState::Disabled);
+        if !still_needed {
+            return Ok(());
+        }
+        let request = GrantRequest {
+            source: BACKUPS.into(),
+            target: key.to_string(),
+            roles: vec![READER.into()],
+        };
+        let system = Principal::system();
+        let result = self
+            .grant_inner(&system, request, removed.created_by.clone())
+            .await;
+        let target = self.crn("key", &key);
+        self.audited(
+            &system,
+            "iam.authorizations.recreate",
+            &target,
+            result,
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Ensures the delegated `backups` → backup key authorization for a database exists.
+    pub(super) async fn ensure_delegation(
+        &self,
+        backup_key: Uuid,
+        database_crn: &str,
+    ) -> Result<(), ServiceError> {
+        if self
+            .read_catalog()
+            .is_authorized(BACKUPS, &backup_key, &[READER])
+        {
+            return Ok(());
+        }
+        let request = GrantRequest {
+            source: BACKUPS.into(),
+            target: backup_key.to_string(),
+            roles: vec![READER.into()],
+        };
+        match self
+            .grant_inner(
+                &Principal::system(),
+                request,
+                Some(database_crn.to_string()),
+            )
+            .await
+        {
+            Ok(_) | Err(ServiceError::DuplicatePolicy) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}

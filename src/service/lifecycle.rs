@@ -1,0 +1,499 @@
+//! Key and database lifecycle (DESIGN.md rules 3–5): disable / enable, key deletion and
+//! cryptoshred, soft deletion of databases, restore and purge, and impact previews.
+//!
+//! Every state change that locks data takes the record gate exclusively, so it waits for
+//! in-flight record operations and every request that starts after it returns sees the new
+//! state (also on connections opened before).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::catalog::{database_key, dek_key, job_key, key_key};
+use super::databases::find_database;
+use super::keys::find_key;
+use super::{now_rfc3339, Principal, ServiceError, Vault};
+use crate::api::{DatabaseInfo, KeyInfo};
+use crate::store::{codec, CatalogOp, DatabaseRecord, DatabaseState, KeyOrigin, KeyState};
+
+/// One resource a lifecycle action would touch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AffectedResource {
+    /// `database` (backups come with the backups issue).
+    pub kind: String,
+    /// CRN.
+    pub crn: String,
+    /// Name.
+    pub name: String,
+    /// State before the action.
+    pub state: String,
+    /// `key` or `backup_key`.
+    pub role: String,
+    /// Records it holds.
+    pub records: u64,
+}
+
+/// What a rotate / disable / delete would affect (`?dry_run=true`), changing nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Impact {
+    /// Always true: nothing was changed.
+    pub dry_run: bool,
+    /// The action previewed.
+    pub action: String,
+    /// Key CRN.
+    pub key: String,
+    /// Databases the key protects.
+    pub databases: Vec<AffectedResource>,
+    /// Backups under the key.
+    pub backups: Vec<AffectedResource>,
+    /// Records in those databases.
+    pub total_records: u64,
+    /// Wrapped DEKs under the key (what rotation rewraps).
+    pub wrapped_deks: u64,
+}
+
+/// Proof of a completed shred, returned and logged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShredReceipt {
+    /// Key CRN.
+    pub key: String,
+    /// Versions whose material was destroyed.
+    pub destroyed_versions: Vec<u32>,
+    /// Resources made unreadable.
+    pub affected: Vec<AffectedResource>,
+    /// RFC 3339.
+    pub time: String,
+    /// Activity-log chain head just before the `kms.secrets.delete` event.
+    pub audit_chain_head: String,
+}
+
+impl Vault {
+    /// What acting on `key_id` affects.
+    pub(super) fn impact(&self, action: &str, key_id: Uuid) -> Result<Impact, ServiceError> {
+        let (databases, deks) = {
+            let catalog = self.read_catalog();
+            let dbs: Vec<DatabaseRecord> = catalog
+                .databases_under(&key_id)
+                .into_iter()
+                .cloned()
+                .collect();
+            let deks = catalog
+                .deks
+                .values()
+                .flat_map(|g| g.values())
+                .filter(|d| d.key_id == key_id)
+                .count() as u64;
+            (dbs, deks)
+        };
+        let mut affected = Vec::with_capacity(databases.len());
+        let mut total = 0;
+        for db in databases {
+            let records = self.store.record_count(db.id.as_bytes())?;
+            total += records;
+            affected.push(AffectedResource {
+                kind: "database".into(),
+                crn: self.crn("database", &db.id),
+                name: db.name.clone(),
+                state: db.state.as_str().into(),
+                role: if db.key_id == key_id {
+                    "key"
+                } else {
+                    "backup_key"
+                }
+                .into(),
+                records,
+            });
+        }
+        Ok(Impact {
+            dry_run: true,
+            action: action.into(),
+            key: self.crn("key", &key_id),
+            databases: affected,
+            backups: Vec::new(),
+            total_records: total,
+            wrapped_deks: deks,
+        })
+    }
+
+    /// Resolves a customer key for a lifecycle action.
+    pub(super) fn lifecycle_key(
+        &self,
+        reference: &str,
+    ) -> Result<crate::store::KeyRecord, ServiceError> {
+        let catalog = self.read_catalog();
+        let key = find_key(&catalog, reference)?;
+        if key.origin == KeyOrigin::Provider {
+            return Err(ServiceError::Forbidden(
+                "provider-managed keys follow their database's lifecycle".into(),
+            ));
+        }
+        Ok(key.clone())
+    }
+
+    /// Previews an action on a key.
+    pub fn preview(
+        &self,
+        who: &Principal,
+        action: &str,
+        reference: &str,
+    ) -> Result<Impact, ServiceError> {
+        who.require_operator()?;
+        let key = self.lifecycle_key(reference)?;
+        self.impact(action, key.id)
+    }
+
+    /// Suspends (`enable = false`) or re-enables a key; takes effect for every later request.
+    pub async fn set_key_enabled(
+        &self,
+        who: &Principal,
+        reference: &str,
+        enable: bool,
+    ) -> Result<KeyInfo, ServiceError> {
+        let action = if enable {
+            "kms.secrets.enable"
+        } else {
+            "kms.secrets.disable"
+        };
+        let result = self.set_key_enabled_inner(who, reference, enable).await;
+        let target = self.target_crn(reference, &result.as_ref().map(|k| k.crn.clone()));
+        self.audited(who, action, &target, result, None)
+    }
+
+    async fn set_key_enabled_inner(
+        &self,
+        who: &Principal,
+        reference: &str,
+        enable: bool,
+    ) -> Result<KeyInfo, ServiceError> {
+        who.require_operator()?;
+        let _gate = self.gate.write().await;
+        let _admin = self.admin.lock().await;
+        let mut key = self.lifecycle_key(reference)?;
+        if key.state == KeyState::Destroyed {
+            return Err(ServiceError::KeyDestroyed(format!(
+                "key {:?} was destroyed",
+                key.name
+            )));
+        }
+        let wanted = if enable {
+            KeyState::Active
+        } else {
+            KeyState::Suspended
+        };
+        if key.state != wanted {
+            key.state = wanted;
+            self.commit(vec![CatalogOp::Put(key_key(&key.id), codec::encode(&key))])
+                .await?;
+            if !enable {
+                self.deks.purge_root_key(key.id);
+            }
+        }
+        let mut catalog = self.write_catalog();
+        catalog.put_key(key.clone());
+        Ok(self.key_info(&catalog, &key, false))
+    }
+
+    /// Deletes a key. With registrations this needs `force` and is a cryptoshred.
+    pub async fn delete_key(
+        &self,
+        who: &Principal,
+        reference: &str,
+        force: bool,
+    ) -> Result<ShredReceipt, ServiceError> {
+        let head = self.audit.head();
+        let result = self.delete_key_inner(who, reference, force, head).await;
+        let target = self.target_crn(reference, &result.as_ref().map(|r| r.key.clone()));
+        let details = result
+            .as_ref()
+            .ok()
+            .and_then(|r| serde_json::to_value(r).ok());
+        self.audited(who, "kms.secrets.delete", &target, result, details)
+    }
+
+    async fn delete_key_inner(
+        &self,
+        who: &Principal,
+        reference: &str,
+        force: bool,
+        audit_chain_head: String,
+    ) -> Result<ShredReceipt, ServiceError> {
+        who.require_operator()?;
+        let _gate = self.gate.write().await;
+        let _admin = self.admin.lock().await;
+        let mut key = self.lifecycle_key(reference)?;
+        if key.state == KeyState::Destroyed {
+            return Err(ServiceError::KeyDestroyed(format!(
+                "key {:?} was already destroyed",
+                key.name
+            )));
+        }
+        let impact = self.impact("delete", key.id)?;
+        if !impact.databases.is_empty() && !force {
+            let names: Vec<String> = impact
+                .databases
+                .iter()
+                .map(|d| format!("{} ({}, {})", d.name, d.state, d.role))
+                .collect();
+            return Err(ServiceError::KeyInUse(format!(
+                "key {:?} protects {} resource(s): {}; use force to cryptoshred",
+                key.name,
+                names.len(),
+                names.join(", ")
+            )));
+        }
+        let destroyed_versions = self.keystore.versions(key.id);
+        self.shred(&mut key).await?;
+        Ok(ShredReceipt {
+            key: self.crn("key", &key.id),
+            destroyed_versions,
+            affected: impact.databases,
+            time: now_rfc3339(),
+            audit_chain_head,
+        })
+    }
+
+    /// Destroys a key: catalog first (durably marks the key destroyed and its databases
+    /// disabled), then the material, then the cached DEKs. A crash after the catalog commit
+    /// leaves material that the next start destroys (`reconcile_keystore`), so a shred is
+    /// never undone. Caller holds the gate and the admin lock.
+    async fn shred(&self, key: &mut crate::store::KeyRecord) -> Result<Vec<Uuid>, ServiceError> {
+        key.state = KeyState::Destroyed;
+        let disabled: Vec<DatabaseRecord> = self
+            .read_catalog()
+            .databases
+            .values()
+            .filter(|db| db.key_id == key.id)
+            .cloned()
+            .map(|mut db| {
+                if db.state == DatabaseState::Active {
+                    db.state = DatabaseState::Disabled;
+                }
+                db.state_reason = Some("key_destroyed".into());
+                db
+            })
+            .collect();
+        let mut ops = vec![
+            CatalogOp::Put(key_key(&key.id), codec::encode(&key)),
+            CatalogOp::Delete(job_key(&key.id)),
+        ];
+        ops.extend(
+            disabled
+                .iter()
+                .map(|db| CatalogOp::Put(database_key(&db.id), codec::encode(db))),
+        );
+        self.commit(ops).await?;
+        let keystore = std::sync::Arc::clone(&self.keystore);
+        let key_id = key.id;
+        tokio::task::spawn_blocking(move || keystore.destroy(key_id, None))
+            .await
+            .map_err(|_| ServiceError::Integrity)??;
+        self.deks.purge_root_key(key.id);
+        let mut catalog = self.write_catalog();
+        catalog.put_key(key.clone());
+        catalog.jobs.remove(&key.id);
+        for db in &disabled {
+            self.deks.purge_database(db.id);
+            self.seal_budgets.remove(db.id);
+            catalog.put_database(db.clone());
+        }
+        Ok(disabled.into_iter().map(|db| db.id).collect())
+    }
+
+    /// Soft-deletes a database: inaccessible at once, restorable until the period ends.
+    pub async fn delete_database(
+        &self,
+        who: &Principal,
+        reference: &str,
+    ) -> Result<DatabaseInfo, ServiceError> {
+        let result = self.delete_database_inner(who, reference).await;
+        let target = self.target_crn(reference, &result.as_ref().map(|d| d.crn.clone()));
+        self.audited(who, "databases.delete", &target, result, None)
+    }
+
+    async fn delete_database_inner(
+        &self,
+        who: &Principal,
+        reference: &str,
+    ) -> Result<DatabaseInfo, ServiceError> {
+        who.require_operator()?;
+        let _gate = self.gate.write().await;
+        let _admin = self.admin.lock().await;
+        let mut db = find_database(&self.read_catalog(), reference)?.clone();
+        match db.state {
+            DatabaseState::Active => {}
+            DatabaseState::Deleted => {
+                return Err(ServiceError::DatabaseDeleted(format!(
+                    "database {:?} is already deleted",
+                    db.name
+                )))
+            }
+            DatabaseState::Disabled => {
+                return Err(ServiceError::Conflict(format!(
+                    "database {:?} is disabled (its key was destroyed); it is kept as metadata",
+                    db.name
+                )))
+            }
+        }
+        let now = unix_now();
+        db.state = DatabaseState::Deleted;
+        db.deleted_at = Some(now_rfc3339());
+        db.purge_at = Some(now + self.soft_delete_period.as_secs());
+        self.commit(vec![CatalogOp::Put(
+            database_key(&db.id),
+            codec::encode(&db),
+        )])
+        .await?;
+        self.deks.purge_database(db.id);
+        let mut catalog = self.write_catalog();
+        catalog.put_database(db.clone());
+        Ok(self.database_info(&catalog, &db))
+    }
+
+    /// Restores a soft-deleted database within its soft-deletion period.
+    pub async fn restore_database(
+        &self,
+        who: &Principal,
+        reference: &str,
+    ) -> Result<DatabaseInfo, ServiceError> {
+        let result = self.restore_database_inner(who, reference).await;
+        let target = self.target_crn(reference, &result.as_ref().map(|d| d.crn.clone()));
+        self.audited(who, "databases.restore", &target, result, None)
+    }
+
+    async fn restore_database_inner(
+        &self,
+        who: &Principal,
+        reference: &str,
+    ) -> Result<DatabaseInfo, ServiceError> {
+        who.require_operator()?;
+        let _admin = self.admin.lock().await;
+        let mut db = find_database(&self.read_catalog(), reference)?.clone();
+        if db.state != DatabaseState::Deleted {
+            return Err(ServiceError::Conflict(format!(
+                "database {:?} is not deleted",
+                db.name
+            )));
+        }
+        if db.purge_at.is_some_and(|at| at <= unix_now()) {
+            return Err(ServiceError::Conflict(format!(
+                "the soft-deletion period of database {:?} has expired; it is being purged",
+                db.name
+            )));
+        }
+        db.state = DatabaseState::Active;
+        db.deleted_at = None;
+        db.purge_at = None;
+        self.commit(vec![CatalogOp::Put(
+            database_key(&db.id),
+            codec::encode(&db),
+        )])
+        .await?;
+        let mut catalog = self.write_catalog();
+        catalog.put_database(db.clone());
+        Ok(self.database_info(&catalog, &db))
+    }
+
+    /// Purges every soft-deleted database whose period has ended: records, DEKs, registration,
+    /// and a provider-managed key with them. Idempotent, so a crash mid-purge resumes here.
+    pub async fn purge_expired(&self) -> Result<usize, ServiceError> {
+        let now = unix_now();
+        let due: Vec<DatabaseRecord> = self
+            .read_catalog()
+            .databases
+            .values()
+            .filter(|db| {
+                db.state == DatabaseState::Deleted && db.purge_at.is_some_and(|at| at <= now)
+            })
+            .cloned()
+            .collect();
+        for db in &due {
+            let result = self.purge_database(db).await;
+            let target = self.crn("database", &db.id);
+            self.audited(
+                &Principal::system(),
+                "databases.purge",
+                &target,
+                result,
+                None,
+            )?;
+        }
+        Ok(due.len())
+    }
+
+    async fn purge_database(&self, db: &DatabaseRecord) -> Result<(), ServiceError> {
+        let _admin = self.admin.lock().await;
+        let store = std::sync::Arc::clone(&self.store);
+        let id = db.id;
+        tokio::task::spawn_blocking(move || store.records_purge(id.as_bytes()))
+            .await
+            .map_err(|_| ServiceError::Integrity)??;
+        let generations: Vec<u32> = self
+            .read_catalog()
+            .deks
+            .get(&db.id)
+            .map(|g| g.keys().copied().collect())
+            .unwrap_or_default();
+        let mut ops: Vec<CatalogOp> = generations
+            .iter()
+            .map(|g| CatalogOp::Delete(dek_key(&db.id, *g)))
+            .collect();
+        ops.push(CatalogOp::Delete(database_key(&db.id)));
+        let provider = self
+            .read_catalog()
+            .keys
+            .get(&db.key_id)
+            .filter(|k| k.origin == KeyOrigin::Provider)
+            .cloned();
+        if let Some(key) = &provider {
+            ops.push(CatalogOp::Delete(key_key(&key.id)));
+        }
+        self.commit(ops).await?;
+        if let Some(key) = &provider {
+            self.keystore.destroy(key.id, None)?;
+            self.deks.purge_root_key(key.id);
+        }
+        self.deks.purge_database(db.id);
+        self.seal_budgets.remove(db.id);
+        let mut catalog = self.write_catalog();
+        catalog.remove_database(&db.id);
+        if let Some(key) = provider {
+            catalog.remove_key(&key.id);
+        }
+        Ok(())
+    }
+
+    /// The CRN to log: the resolved one, else the key or database the reference names, else
+    /// the reference itself.
+    pub(super) fn target_crn(
+        &self,
+        reference: &str,
+        resolved: &Result<String, &ServiceError>,
+    ) -> String {
+        if let Ok(crn) = resolved {
+            return crn.clone();
+        }
+        let catalog = self.read_catalog();
+        if let Some(key) = catalog.find_key(reference) {
+            return self.crn("key", &key.id);
+        }
+        if let Some(db) = catalog.find_database(reference) {
+            return self.crn("database", &db.id);
+        }
+        reference.to_string()
+    }
+
+    /// How often the purge task should look for expired soft deletions.
+    pub fn purge_interval(&self) -> std::time::Duration {
+        (self.soft_delete_period / 4).clamp(
+            std::time::Duration::from_millis(250),
+            std::time::Duration::from_secs(60),
+        )
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

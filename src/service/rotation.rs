@@ -1,0 +1,296 @@
+//! Key rotation (DESIGN.md rule 6): a new version wraps from now on, and a resumable job
+//! rewraps every DEK under the key to it. Records are never re-encrypted (their DEKs do not
+//! change), so the cost is flat in data size.
+//!
+//! Crash safety: the new version is durable in the keystore before the catalog names it; the
+//! catalog commit that bumps the key's version also records the job. Each batch of rewrapped
+//! DEKs is one atomic commit, and both versions unwrap until the job ends, so every record
+//! stays readable at any kill point. At start, unfinished jobs resume (`resume_rotations`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::catalog::{dek_key, job_key, key_key};
+use super::keys::require_usable;
+use super::{now_rfc3339, Principal, ServiceError, Vault};
+use crate::crypto::bindings::dek_context;
+use crate::crypto::{EnvelopeKind, SecretKey};
+use crate::keystore::RootKeyRef;
+use crate::store::{codec, CatalogOp, DekRecord, RotationJob};
+
+/// DEKs rewrapped per atomic commit.
+const BATCH: usize = 64;
+
+/// Progress of a key's rotation job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RotationStatus {
+    /// Job id.
+    pub job: String,
+    /// `running` | `completed`.
+    pub state: String,
+    /// Version being rewrapped to.
+    pub target_version: u32,
+    /// DEKs to rewrap in all.
+    pub total: u64,
+    /// DEKs rewrapped so far.
+    pub done: u64,
+    /// Versions destroyed at the end (`retire_old`).
+    #[serde(default)]
+    pub retired_versions: Vec<u32>,
+}
+
+/// In-memory progress of running and recently finished jobs, by key.
+#[derive(Default)]
+pub(super) struct RotationProgress(Mutex<HashMap<Uuid, RotationStatus>>);
+
+impl RotationProgress {
+    fn update(&self, key: Uuid, f: impl FnOnce(&mut RotationStatus)) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(status) = map.get_mut(&key) {
+            f(status);
+        }
+    }
+
+    fn set(&self, key: Uuid, status: RotationStatus) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, status);
+    }
+
+    fn get(&self, key: Uuid) -> Option<RotationStatus> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
+    }
+}
+
+impl Vault {
+    /// Adds a version to the key and records the rewrap job; returns the job to run.
+    pub async fn start_rotation(
+        &self,
+        who: &Principal,
+        reference: &str,
+        retire_old: bool,
+    ) -> Result<RotationJob, ServiceError> {
+        let result = self.start_rotation_inner(who, reference, retire_old).await;
+        if result.is_err() {
+            let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+            return self.audited(who, "kms.secrets.rotate", &target, result, None);
+        }
+        result
+    }
+
+    async fn start_rotation_inner(
+        &self,
+        who: &Principal,
+        reference: &str,
+        retire_old: bool,
+    ) -> Result<RotationJob, ServiceError> {
+        who.require_operator()?;
+        let _admin = self.admin.lock().await;
+        let mut key = self.lifecycle_key(reference)?;
+        require_usable(&key)?;
+        if self.read_catalog().jobs.contains_key(&key.id) {
+            return Err(ServiceError::Conflict(format!(
+                "a rotation of key {:?} is already running",
+                key.name
+            )));
+        }
+        let version = key.version + 1;
+        let material = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
+        let keystore = std::sync::Arc::clone(&self.keystore);
+        let key_ref = RootKeyRef {
+            key_id: key.id,
+            version,
+        };
+        tokio::task::spawn_blocking(move || keystore.insert(key_ref, material))
+            .await
+            .map_err(|_| ServiceError::Integrity)??;
+        key.version = version;
+        let mut id = [0u8; 6];
+        crate::crypto::os_random(&mut id).map_err(|_| ServiceError::Integrity)?;
+        let job = RotationJob {
+            id: format!(
+                "job_{}",
+                id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            ),
+            key_id: key.id,
+            target_version: version,
+            retire_old,
+            started_at: now_rfc3339(),
+        };
+        self.commit(vec![
+            CatalogOp::Put(key_key(&key.id), codec::encode(&key)),
+            CatalogOp::Put(job_key(&key.id), codec::encode(&job)),
+        ])
+        .await?;
+        let mut catalog = self.write_catalog();
+        catalog.put_key(key);
+        catalog.jobs.insert(job.key_id, job.clone());
+        Ok(job)
+    }
+
+    /// Runs (or resumes) a rotation job to completion and logs `kms.secrets.rotate`.
+    pub async fn run_rotation(
+        &self,
+        who: &Principal,
+        job: RotationJob,
+    ) -> Result<RotationStatus, ServiceError> {
+        let result = self.run_rotation_inner(job.clone()).await;
+        let target = self.crn("key", &job.key_id);
+        let details = result
+            .as_ref()
+            .ok()
+            .and_then(|s| serde_json::to_value(s).ok());
+        self.audited(who, "kms.secrets.rotate", &target, result, details)
+    }
+
+    async fn run_rotation_inner(&self, job: RotationJob) -> Result<RotationStatus, ServiceError> {
+        let pending = |catalog: &super::Catalog| -> Vec<DekRecord> {
+            catalog
+                .deks
+                .values()
+                .flat_map(|g| g.values())
+                .filter(|d| d.key_id == job.key_id && d.key_version < job.target_version)
+                .cloned()
+                .collect()
+        };
+        let total = pending(&self.read_catalog()).len() as u64;
+        self.rotations.set(
+            job.key_id,
+            RotationStatus {
+                job: job.id.clone(),
+                state: "running".into(),
+                target_version: job.target_version,
+                total,
+                done: 0,
+                retired_versions: Vec::new(),
+            },
+        );
+        loop {
+            let _admin = self.admin.lock().await;
+            if !self.read_catalog().jobs.contains_key(&job.key_id) {
+                // The key was shredded meanwhile: nothing left to rewrap.
+                return Err(ServiceError::KeyDestroyed(
+                    "the key was destroyed during rotation".into(),
+                ));
+            }
+            let batch: Vec<DekRecord> = pending(&self.read_catalog())
+                .into_iter()
+                .take(BATCH)
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            let mut rewrapped = Vec::with_capacity(batch.len());
+            for dek in batch {
+                rewrapped.push(self.rewrap_dek(dek, job.target_version)?);
+            }
+            let ops = rewrapped
+                .iter()
+                .map(|d| CatalogOp::Put(dek_key(&d.database_id, d.generation), codec::encode(d)))
+                .collect();
+            self.commit(ops).await?;
+            let n = rewrapped.len() as u64;
+            let mut catalog = self.write_catalog();
+            for dek in rewrapped {
+                catalog.put_dek(dek);
+            }
+            drop(catalog);
+            self.rotations.update(job.key_id, |s| s.done += n);
+        }
+        let _admin = self.admin.lock().await;
+        let mut retired = Vec::new();
+        if job.retire_old {
+            retired = self
+                .keystore
+                .versions(job.key_id)
+                .into_iter()
+                .filter(|v| *v < job.target_version)
+                .collect();
+            if !retired.is_empty() {
+                self.keystore.destroy(job.key_id, Some(&retired))?;
+            }
+        }
+        self.commit(vec![CatalogOp::Delete(job_key(&job.key_id))])
+            .await?;
+        self.write_catalog().jobs.remove(&job.key_id);
+        self.rotations.update(job.key_id, |s| {
+            s.state = "completed".into();
+            s.retired_versions = retired.clone();
+        });
+        self.rotations
+            .get(job.key_id)
+            .ok_or(ServiceError::Integrity)
+    }
+
+    /// Unwraps a DEK with its current version and wraps it with `version` (same DEK bytes).
+    fn rewrap_dek(&self, dek: DekRecord, version: u32) -> Result<DekRecord, ServiceError> {
+        let context = dek_context(
+            dek.database_id.as_bytes(),
+            dek.generation,
+            dek.key_id.as_bytes(),
+        );
+        let wrapped = B64
+            .decode(&dek.wrapped)
+            .map_err(|_| ServiceError::Integrity)?;
+        let plain = self
+            .keystore
+            .open(dek.key_id, EnvelopeKind::WrappedDek, &context, wrapped)
+            .map_err(|_| ServiceError::Integrity)?;
+        let rewrapped = self.keystore.seal(
+            RootKeyRef {
+                key_id: dek.key_id,
+                version,
+            },
+            EnvelopeKind::WrappedDek,
+            &context,
+            &plain,
+        )?;
+        Ok(DekRecord {
+            key_version: version,
+            wrapped: B64.encode(rewrapped),
+            ..dek
+        })
+    }
+
+    /// Progress of the key's current or last rotation.
+    pub fn rotation_status(
+        &self,
+        who: &Principal,
+        reference: &str,
+    ) -> Result<RotationStatus, ServiceError> {
+        who.require_operator()?;
+        let key = self.lifecycle_key(reference)?;
+        if let Some(status) = self.rotations.get(key.id) {
+            return Ok(status);
+        }
+        match self.read_catalog().jobs.get(&key.id) {
+            Some(job) => Ok(RotationStatus {
+                job: job.id.clone(),
+                state: "pending".into(),
+                target_version: job.target_version,
+                total: 0,
+                done: 0,
+                retired_versions: Vec::new(),
+            }),
+            None => Err(ServiceError::NotFound(format!(
+                "key {:?} has no rotation",
+                key.name
+            ))),
+        }
+    }
+
+    /// Unfinished jobs found at start, to resume.
+    pub fn unfinished_rotations(&self) -> Vec<RotationJob> {
+        self.read_catalog().jobs.values().cloned().collect()
+    }
+}
