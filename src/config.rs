@@ -101,6 +101,10 @@ pub struct LimitsConfig {
 pub struct BackupConfig {
     /// Backup directory; empty = `<data_dir>/backups`.
     pub dir: PathBuf,
+    /// Interval of scheduled backups, e.g. "24h"; empty = off.
+    pub schedule: String,
+    /// Scheduled backups kept per database.
+    pub retention: usize,
 }
 
 /// A partial file: every key optional, merged over the defaults. Deserialized only to
@@ -156,6 +160,7 @@ impl Config {
         self.soft_delete_period()?;
         self.max_record_size()?;
         self.request_timeout()?;
+        self.backup_schedule()?;
         if self.keystore.backend != "file" {
             return Err(ConfigError::Value {
                 key: "keystore.backend",
@@ -214,6 +219,21 @@ impl Config {
         }
     }
 
+    /// Interval of scheduled backups, if on.
+    pub fn backup_schedule(&self) -> Result<Option<Duration>, ConfigError> {
+        if self.backup.schedule.trim().is_empty() {
+            return Ok(None);
+        }
+        parse_duration(&self.backup.schedule)
+            .filter(|d| !d.is_zero())
+            .map(Some)
+            .ok_or_else(|| ConfigError::Value {
+                key: "backup.schedule",
+                value: self.backup.schedule.clone(),
+                expected: "a duration such as \"24h\", or empty for no schedule",
+            })
+    }
+
     /// Backup directory path.
     pub fn backup_dir(&self) -> PathBuf {
         if self.backup.dir.as_os_str().is_empty() {
@@ -265,16 +285,19 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_MAX_CONNECTIONS", "limits", "max_connections"),
     ("ENVAULT_REQUEST_TIMEOUT", "limits", "request_timeout"),
     ("ENVAULT_BACKUP_DIR", "backup", "dir"),
+    ("ENVAULT_BACKUP_SCHEDULE", "backup", "schedule"),
+    ("ENVAULT_BACKUP_RETENTION", "backup", "retention"),
 ];
 
 fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {
     for (var, section, key) in ENV_KEYS {
         let Some(raw) = get(var) else { continue };
         // Integers stay integers so that numeric settings deserialize.
+        const NUMERIC: &[&str] = &["max_record_key", "max_connections", "retention"];
         let value = raw
             .parse::<i64>()
             .ok()
-            .filter(|_| !key.contains("mode"))
+            .filter(|_| NUMERIC.contains(key))
             .map(toml::Value::Integer)
             .unwrap_or(toml::Value::String(raw));
         let target = if section.is_empty() {

@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`api`]: wire types of the socket API, shared by server and client.
+//! - [`backup`]: the backup file format (two key slots, STREAM payload) and its streaming I/O.
 //! - [`config`]: configuration: embedded defaults, file, `ENVAULT_*` variables.
 //! - [`crypto`]: secret key types, the AES-256-GCM primitive and the sealed envelope format. No I/O.
 //! - [`keystore`]: root-key material behind `RootKeyBackend`; the file backend sealed by the master key.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;

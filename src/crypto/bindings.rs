@@ -21,3 +21,8 @@ pub fn app_wrap_context(root_key_id: &[u8; 16], aad: &[String]) -> Vec<u8> {
     parts.extend(aad.iter().map(|s| s.as_bytes()));
     context(&parts)
 }
+
+/// A backup's DEK is bound to the backup id and the backup key that wraps it.
+pub fn backup_dek_context(backup_id: &[u8; 16], backup_key_id: &[u8; 16]) -> Vec<u8> {
+    context(&[b"backup-dek", backup_id, backup_key_id])
+}

@@ -36,6 +36,8 @@ pub enum EnvelopeKind {
     AppWrap,
     /// The keystore file sealed by the master key; label unused (0).
     Keystore,
+    /// A backup's DEK wrapped by the backup key; label = root key version.
+    BackupDek,
 }
 
 impl EnvelopeKind {
@@ -46,6 +48,7 @@ impl EnvelopeKind {
             EnvelopeKind::WrappedDek => b"EVWD",
             EnvelopeKind::AppWrap => b"EVWA",
             EnvelopeKind::Keystore => b"EVKS",
+            EnvelopeKind::BackupDek => b"EVBD",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod aead;
 pub mod bindings;
 pub mod envelope;
 pub mod secret;
+pub mod stream;
 
 pub use aead::Cipher;
 pub use envelope::{Envelope, EnvelopeKind};

@@ -4,6 +4,7 @@
 //! semaphore before `accept`, one task per connection, and a shutdown that stops accepting,
 //! lets in-flight requests finish, flushes and removes the socket file.
 
+mod backup_routes;
 mod error;
 mod extract;
 mod lifecycle_routes;
@@ -60,8 +61,12 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             "wrote a new operator token"
         );
     }
+    vault.clean_backup_dir()?;
     let state = Arc::new(AppState { vault });
     spawn_background(Arc::clone(&state));
+    if let Some(every) = config.backup_schedule()? {
+        spawn_backup_schedule(Arc::clone(&state), every, config.backup.retention);
+    }
     let app = routes::router(Arc::clone(&state));
     listener::serve(&config, app, state).await
 }
@@ -86,6 +91,23 @@ fn spawn_background(state: Arc<AppState>) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(databases = n, "purged expired soft-deleted databases"),
                 Err(err) => tracing::error!(error = %err, "purge failed; retrying"),
+            }
+        }
+    });
+}
+
+/// Scheduled backups: every `every`, back up every active database and apply retention. A
+/// failed run is in the activity log and retried after a short pause, never skipped.
+fn spawn_backup_schedule(state: Arc<AppState>, every: std::time::Duration, retention: usize) {
+    tokio::spawn(async move {
+        let retry = (every / 10).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(300),
+        );
+        loop {
+            tokio::time::sleep(every).await;
+            while state.vault.run_scheduled_backups(retention).await > 0 {
+                tokio::time::sleep(retry).await;
             }
         }
     });

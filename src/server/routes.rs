@@ -42,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             put(put_record).get(get_record).delete(delete_record),
         )
         .merge(super::lifecycle_routes::router())
+        .merge(super::backup_routes::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -9,8 +9,8 @@ use uuid::Uuid;
 use super::ServiceError;
 use crate::store::codec;
 use crate::store::{
-    AuthorizationRecord, CatalogKey, DatabaseRecord, DekRecord, InstanceRecord, KeyOrigin,
-    KeyRecord, RotationJob, Store, TokenRecord,
+    AuthorizationRecord, BackupRecord, CatalogKey, DatabaseRecord, DekRecord, InstanceRecord,
+    KeyOrigin, KeyRecord, RotationJob, Store, TokenRecord,
 };
 
 /// Catalog key kinds.
@@ -27,6 +27,13 @@ pub const INSTANCE: &str = "instance";
 pub const AUTHORIZATION: &str = "authz";
 /// Unfinished rotation jobs, by key id.
 pub const JOB: &str = "job";
+/// Backups, by id.
+pub const BACKUP: &str = "backup";
+
+/// Catalog key of a backup.
+pub fn backup_key(id: &Uuid) -> CatalogKey {
+    codec::key(BACKUP, &[id.as_bytes()])
+}
 
 /// Catalog key of an authorization.
 pub fn authorization_key(id: &str) -> CatalogKey {
@@ -79,6 +86,8 @@ pub struct Catalog {
     pub authorizations: HashMap<String, AuthorizationRecord>,
     /// Unfinished rotation jobs by key id.
     pub jobs: HashMap<Uuid, RotationJob>,
+    /// Backups by id.
+    pub backups: HashMap<Uuid, BackupRecord>,
 }
 
 fn scan<T: serde::de::DeserializeOwned>(
@@ -112,6 +121,9 @@ impl Catalog {
         catalog.instance = scan::<InstanceRecord>(store, INSTANCE)?.into_iter().next();
         for authz in scan::<AuthorizationRecord>(store, AUTHORIZATION)? {
             catalog.authorizations.insert(authz.id.clone(), authz);
+        }
+        for backup in scan::<BackupRecord>(store, BACKUP)? {
+            catalog.backups.insert(backup.id, backup);
         }
         for job in scan::<RotationJob>(store, JOB)? {
             catalog.jobs.insert(job.key_id, job);
@@ -223,5 +235,18 @@ impl Catalog {
                 && (a.target.is_none() || a.target == Some(*key))
                 && roles.iter().all(|r| a.roles.iter().any(|have| have == r))
         })
+    }
+}
+
+impl Catalog {
+    /// Backups whose DEK `key_id` wraps, oldest first.
+    pub fn backups_under(&self, key_id: &Uuid) -> Vec<&BackupRecord> {
+        let mut list: Vec<&BackupRecord> = self
+            .backups
+            .values()
+            .filter(|b| b.key_id == *key_id)
+            .collect();
+        list.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        list
     }
 }

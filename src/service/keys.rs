@@ -199,6 +199,19 @@ impl Vault {
                     }
                     .into(),
                 })
+                .chain(
+                    catalog
+                        .backups_under(&key.id)
+                        .into_iter()
+                        .map(|b| Registration {
+                            kind: "backup".into(),
+                            id: b.id.to_string(),
+                            crn: self.crn("backup", &b.id),
+                            name: format!("backup of {} at {}", b.database_name, b.created_at),
+                            state: b.state.clone(),
+                            role: "backup_key".into(),
+                        }),
+                )
                 .collect()
         });
         KeyInfo {

@@ -103,12 +103,25 @@ impl Vault {
                 records,
             });
         }
+        let backups = self
+            .read_catalog()
+            .backups_under(&key_id)
+            .into_iter()
+            .map(|b| AffectedResource {
+                kind: "backup".into(),
+                crn: self.crn("backup", &b.id),
+                name: b.id.to_string(),
+                state: b.state.clone(),
+                role: "backup_key".into(),
+                records: b.record_count,
+            })
+            .collect();
         Ok(Impact {
             dry_run: true,
             action: action.into(),
             key: self.crn("key", &key_id),
             databases: affected,
-            backups: Vec::new(),
+            backups,
             total_records: total,
             wrapped_deks: deks,
         })
@@ -227,10 +240,11 @@ impl Vault {
             )));
         }
         let impact = self.impact("delete", key.id)?;
-        if !impact.databases.is_empty() && !force {
+        if !(impact.databases.is_empty() && impact.backups.is_empty()) && !force {
             let names: Vec<String> = impact
                 .databases
                 .iter()
+                .chain(impact.backups.iter())
                 .map(|d| format!("{} ({}, {})", d.name, d.state, d.role))
                 .collect();
             return Err(ServiceError::KeyInUse(format!(
@@ -242,10 +256,12 @@ impl Vault {
         }
         let destroyed_versions = self.keystore.versions(key.id);
         self.shred(&mut key).await?;
+        let mut affected = impact.databases;
+        affected.extend(impact.backups);
         Ok(ShredReceipt {
             key: self.crn("key", &key.id),
             destroyed_versions,
-            affected: impact.databases,
+            affected,
             time: now_rfc3339(),
             audit_chain_head,
         })
@@ -280,6 +296,21 @@ impl Vault {
                 .iter()
                 .map(|db| CatalogOp::Put(database_key(&db.id), codec::encode(db))),
         );
+        let dead_backups: Vec<crate::store::BackupRecord> = self
+            .read_catalog()
+            .backups_under(&key.id)
+            .into_iter()
+            .cloned()
+            .map(|mut b| {
+                b.state = "key_destroyed".into();
+                b
+            })
+            .collect();
+        ops.extend(
+            dead_backups
+                .iter()
+                .map(|b| CatalogOp::Put(super::catalog::backup_key(&b.id), codec::encode(b))),
+        );
         self.commit(ops).await?;
         let keystore = std::sync::Arc::clone(&self.keystore);
         let key_id = key.id;
@@ -290,6 +321,9 @@ impl Vault {
         let mut catalog = self.write_catalog();
         catalog.put_key(key.clone());
         catalog.jobs.remove(&key.id);
+        for b in dead_backups {
+            catalog.backups.insert(b.id, b);
+        }
         for db in &disabled {
             self.deks.purge_database(db.id);
             self.seal_budgets.remove(db.id);

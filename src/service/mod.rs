@@ -3,6 +3,7 @@
 
 mod audit;
 mod authz;
+mod backups;
 mod catalog;
 mod databases;
 mod dek_cache;
@@ -22,6 +23,7 @@ use uuid::Uuid;
 
 pub use audit::{AuditEvent, AuditLog, VerifyReport};
 pub use authz::{AuthorizationInfo, GrantRequest};
+pub use backups::BackupInfo;
 pub use catalog::Catalog;
 pub use error::ServiceError;
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
@@ -52,6 +54,8 @@ pub struct Vault {
     catalog: RwLock<Catalog>,
     deks: DekCache,
     seal_budgets: records::SealBudgets,
+    database_locks: records::DatabaseLocks,
+    backup_dir: std::path::PathBuf,
     rotations: rotation::RotationProgress,
     flusher: GroupFlusher,
     /// Serializes catalog mutations (create, delete, state changes) so each computes its
@@ -88,6 +92,7 @@ impl Vault {
             store,
             Arc::new(keystore),
             audit,
+            config.backup_dir(),
             config.instance.clone(),
             limits,
             config.soft_delete_period().map_err(bad_config)?,
@@ -99,6 +104,7 @@ impl Vault {
         store: Arc<dyn Store>,
         keystore: Arc<dyn RootKeyBackend>,
         audit: AuditLog,
+        backup_dir: std::path::PathBuf,
         instance_name: String,
         limits: Limits,
         soft_delete_period: Duration,
@@ -127,6 +133,8 @@ impl Vault {
             catalog: RwLock::new(catalog),
             deks: DekCache::default(),
             seal_budgets: records::SealBudgets::default(),
+            database_locks: records::DatabaseLocks::default(),
+            backup_dir,
             rotations: rotation::RotationProgress::default(),
             flusher,
             admin: tokio::sync::Mutex::new(()),

@@ -79,7 +79,11 @@ impl SealBudgets {
 
 impl Vault {
     /// Checks that `who` may use the database's records now; returns its id.
-    fn usable_database(&self, who: &Principal, reference: &str) -> Result<Uuid, ServiceError> {
+    pub(super) fn usable_database(
+        &self,
+        who: &Principal,
+        reference: &str,
+    ) -> Result<Uuid, ServiceError> {
         let catalog = self.read_catalog();
         let db = find_database(&catalog, reference)?;
         if who.role == TokenRole::App && !who.databases.contains(&db.id) {
@@ -145,7 +149,7 @@ impl Vault {
     }
 
     /// The DEK of (database, generation): from the cache, else unwrapped once and cached.
-    fn dek(&self, database: Uuid, generation: u32) -> Result<Arc<Cipher>, ServiceError> {
+    pub(super) fn dek(&self, database: Uuid, generation: u32) -> Result<Arc<Cipher>, ServiceError> {
         if let Some(cipher) = self.deks.get(database, generation) {
             return Ok(cipher);
         }
@@ -274,6 +278,8 @@ impl Vault {
     ) -> Result<(), ServiceError> {
         let _gate = self.gate.read().await;
         let db = self.usable_database(who, database)?;
+        let lock = self.database_lock(db);
+        let _writing = lock.read().await;
         self.validate_record_key(key)?;
         if value.len() > self.limits.max_record_size {
             return Err(ServiceError::TooLarge(format!(
@@ -334,6 +340,8 @@ impl Vault {
     ) -> Result<(), ServiceError> {
         let _gate = self.gate.read().await;
         let db = self.usable_database(who, database)?;
+        let lock = self.database_lock(db);
+        let _writing = lock.read().await;
         self.validate_record_key(key)?;
         if !self.store.record_delete(db.as_bytes(), key.as_bytes())? {
             return Err(ServiceError::NotFound(format!("no record {key:?}")));
@@ -416,5 +424,73 @@ impl Vault {
     ) -> Result<RecordPage, ServiceError> {
         let result = self.list_records_inner(who, database, query).await;
         self.audit_denial(who, "databases.records.list", database, result)
+    }
+}
+
+/// Per-database locks: writers hold one shared, a backup holds it exclusively while it takes
+/// its snapshot.
+#[derive(Default)]
+pub(super) struct DatabaseLocks(Mutex<HashMap<Uuid, Arc<tokio::sync::RwLock<()>>>>);
+
+impl Vault {
+    /// The write lock of a database.
+    pub(super) fn database_lock(&self, database: Uuid) -> Arc<tokio::sync::RwLock<()>> {
+        let mut locks = self
+            .database_locks
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Arc::clone(locks.entry(database).or_default())
+    }
+
+    /// Reserves `count` seals at once (bulk restore); returns the generation to seal with.
+    pub(super) async fn reserve_bulk_seals(
+        &self,
+        database: Uuid,
+        count: u64,
+    ) -> Result<u32, ServiceError> {
+        let _admin = self.admin.lock().await;
+        let (db, mut dek) = {
+            let catalog = self.read_catalog();
+            let db = catalog
+                .databases
+                .get(&database)
+                .cloned()
+                .ok_or(ServiceError::Integrity)?;
+            let dek = catalog
+                .deks
+                .get(&database)
+                .and_then(|g| g.get(&db.generation))
+                .cloned()
+                .ok_or(ServiceError::Integrity)?;
+            (db, dek)
+        };
+        let used = self
+            .seal_budgets
+            .get(database)
+            .map(|b| b.used)
+            .unwrap_or(dek.seals_reserved);
+        let end = used.saturating_add(count);
+        if end > MAX_SEALS_PER_GENERATION {
+            return Err(ServiceError::BadRequest(
+                "too many records for one DEK generation".into(),
+            ));
+        }
+        dek.seals_reserved = end;
+        self.commit(vec![CatalogOp::Put(
+            dek_key(&database, dek.generation),
+            codec::encode(&dek),
+        )])
+        .await?;
+        self.seal_budgets.set(
+            database,
+            SealBudget {
+                generation: db.generation,
+                used: end,
+                reserved: end,
+            },
+        );
+        self.write_catalog().put_dek(dek);
+        Ok(db.generation)
     }
 }

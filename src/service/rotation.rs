@@ -15,7 +15,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::catalog::{dek_key, job_key, key_key};
+use super::catalog::{backup_key, dek_key, job_key, key_key};
 use super::keys::require_usable;
 use super::{now_rfc3339, Principal, ServiceError, Vault};
 use crate::crypto::bindings::dek_context;
@@ -42,6 +42,9 @@ pub struct RotationStatus {
     /// Versions destroyed at the end (`retire_old`).
     #[serde(default)]
     pub retired_versions: Vec<u32>,
+    /// Backup headers rewrapped.
+    #[serde(default)]
+    pub backups_rewrapped: u64,
 }
 
 /// In-memory progress of running and recently finished jobs, by key.
@@ -173,6 +176,7 @@ impl Vault {
                 total,
                 done: 0,
                 retired_versions: Vec::new(),
+                backups_rewrapped: 0,
             },
         );
         loop {
@@ -208,6 +212,20 @@ impl Vault {
             self.rotations.update(job.key_id, |s| s.done += n);
         }
         let _admin = self.admin.lock().await;
+        let backups =
+            tokio::task::block_in_place(|| self.rewrap_backups(job.key_id, job.target_version))?;
+        let backups_rewrapped = backups.len() as u64;
+        if !backups.is_empty() {
+            let ops = backups
+                .iter()
+                .map(|b| CatalogOp::Put(backup_key(&b.id), codec::encode(b)))
+                .collect();
+            self.commit(ops).await?;
+            let mut catalog = self.write_catalog();
+            for b in backups {
+                catalog.backups.insert(b.id, b);
+            }
+        }
         let mut retired = Vec::new();
         if job.retire_old {
             retired = self
@@ -226,6 +244,7 @@ impl Vault {
         self.rotations.update(job.key_id, |s| {
             s.state = "completed".into();
             s.retired_versions = retired.clone();
+            s.backups_rewrapped = backups_rewrapped;
         });
         self.rotations
             .get(job.key_id)
@@ -281,6 +300,7 @@ impl Vault {
                 total: 0,
                 done: 0,
                 retired_versions: Vec::new(),
+                backups_rewrapped: 0,
             }),
             None => Err(ServiceError::NotFound(format!(
                 "key {:?} has no rotation",

@@ -77,6 +77,13 @@ pub trait Store: Send + Sync {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Records (key, sealed value) strictly after `after`, in key order, at most `limit`.
+    fn record_page(
+        &self,
+        database: &[u8; 16],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<CatalogEntries, StoreError>;
     /// Number of records in a database.
     fn record_count(&self, database: &[u8; 16]) -> Result<u64, StoreError>;
     /// Removes every record of a database; returns how many.

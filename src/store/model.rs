@@ -210,3 +210,28 @@ pub struct RotationJob {
     /// RFC 3339.
     pub started_at: String,
 }
+
+/// A backup file's catalog entry (its registration with the backup key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRecord {
+    /// Backup id (also the file name stem).
+    pub id: Uuid,
+    /// Database backed up.
+    pub database_id: Uuid,
+    /// Its name at backup time.
+    pub database_name: String,
+    /// Key wrapping the backup DEK.
+    pub key_id: Uuid,
+    /// Version of that key in the active slot.
+    pub key_version: u32,
+    /// File name inside the backup dir.
+    pub file: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// Records in the backup.
+    pub record_count: u64,
+    /// RFC 3339.
+    pub created_at: String,
+    /// `available` | `key_destroyed`.
+    pub state: String,
+}

@@ -113,6 +113,31 @@ impl Store for SledStore {
         Ok(keys)
     }
 
+    fn record_page(
+        &self,
+        database: &[u8; 16],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<super::CatalogEntries, StoreError> {
+        let start = match after {
+            Some(after) => {
+                let mut start = record_key(database, after);
+                start.push(0);
+                start
+            }
+            None => database.to_vec(),
+        };
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for item in self.records.range(start..) {
+            let (k, v) = item?;
+            if !k.starts_with(database) || out.len() >= limit {
+                break;
+            }
+            out.push((k[16..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     fn record_count(&self, database: &[u8; 16]) -> Result<u64, StoreError> {
         let mut count = 0;
         for item in self.records.scan_prefix(database) {

@@ -1,0 +1,630 @@
+//! Backups (DESIGN.md rule 7): a consistent snapshot of a database re-sealed under a fresh
+//! backup DEK, wrapped by the database's backup key (or its own key), in one file written to a
+//! temp name, fsynced and renamed. Restore verifies the whole file before creating anything.
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::authz::{BACKUPS, DATABASES, DELEGATOR, READER};
+use super::catalog::backup_key;
+use super::keys::require_usable;
+use super::{now_rfc3339, Principal, ServiceError, Vault};
+use crate::api::{CreateDatabaseRequest, DatabaseInfo};
+use crate::backup::format::{self, BackedUpDatabase, BackupFormatError, BackupHeader, KeySlot};
+use crate::backup::stream_io::{read_payload, PayloadWriter};
+use crate::crypto::bindings::{backup_dek_context, record_context};
+use crate::crypto::stream::{random_prefix, CHUNK_SIZE};
+use crate::crypto::{Cipher, Envelope, EnvelopeKind, SecretKey};
+use crate::keystore::RootKeyRef;
+use crate::store::{codec, BackupRecord, CatalogOp, KeyOrigin, KeyRecord};
+
+/// Records read from the store per page while writing a backup.
+const PAGE: usize = 512;
+
+/// A backup as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupInfo {
+    /// Id.
+    pub id: String,
+    /// CRN.
+    pub crn: String,
+    /// Database name at backup time.
+    pub database: String,
+    /// Database id.
+    pub database_id: String,
+    /// Backup key id.
+    pub key: String,
+    /// Backup key CRN.
+    pub key_crn: String,
+    /// Backup key version wrapping the DEK.
+    pub key_version: u32,
+    /// File size.
+    pub size: u64,
+    /// Records.
+    pub record_count: u64,
+    /// RFC 3339.
+    pub created_at: String,
+    /// `available` | `key_destroyed`.
+    pub state: String,
+    /// File path.
+    pub path: String,
+}
+
+impl From<BackupFormatError> for ServiceError {
+    fn from(err: BackupFormatError) -> Self {
+        match err {
+            BackupFormatError::Io(e) => ServiceError::Store(crate::store::StoreError::Backend(
+                format!("backup file: {e}"),
+            )),
+            other => ServiceError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+fn io_error(e: std::io::Error) -> ServiceError {
+    ServiceError::Store(crate::store::StoreError::Backend(format!(
+        "backup file: {e}"
+    )))
+}
+
+impl Vault {
+    pub(super) fn backup_info(&self, b: &BackupRecord) -> BackupInfo {
+        BackupInfo {
+            id: b.id.to_string(),
+            crn: self.crn("backup", &b.id),
+            database: b.database_name.clone(),
+            database_id: b.database_id.to_string(),
+            key: b.key_id.to_string(),
+            key_crn: self.crn("key", &b.key_id),
+            key_version: b.key_version,
+            size: b.size,
+            record_count: b.record_count,
+            created_at: b.created_at.clone(),
+            state: b.state.clone(),
+            path: self.backup_dir.join(&b.file).display().to_string(),
+        }
+    }
+
+    /// Checks rule 7 for using `backup_key` on behalf of a database that names it, and keeps
+    /// the delegated `backups` authorization in place.
+    async fn check_backup_key(
+        &self,
+        backup_key: &KeyRecord,
+        database_key: Uuid,
+        database_crn: &str,
+    ) -> Result<(), ServiceError> {
+        require_usable(backup_key)?;
+        if backup_key.origin == KeyOrigin::Provider {
+            return Ok(());
+        }
+        let roles: &[&str] = if backup_key.id == database_key {
+            &[READER]
+        } else {
+            &[READER, DELEGATOR]
+        };
+        if !self
+            .read_catalog()
+            .is_authorized(DATABASES, &backup_key.id, roles)
+        {
+            return Err(ServiceError::NotAuthorizedForKey(format!(
+                "no {DATABASES:?} authorization with roles {} for backup key {:?}",
+                roles.join("+"),
+                backup_key.name
+            )));
+        }
+        if backup_key.id != database_key {
+            self.ensure_delegation(backup_key.id, database_crn).await?;
+            if !self
+                .read_catalog()
+                .is_authorized(BACKUPS, &backup_key.id, &[READER])
+            {
+                return Err(ServiceError::NotAuthorizedForKey(format!(
+                    "no delegated {BACKUPS:?} authorization for backup key {:?}",
+                    backup_key.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Backs a database up; returns once the file and its registration are durable.
+    pub async fn create_backup(
+        &self,
+        who: &Principal,
+        database: &str,
+    ) -> Result<BackupInfo, ServiceError> {
+        let result = self.create_backup_inner(who, database).await;
+        let target = self.target_crn(database, &result.as_ref().map(|b| b.crn.clone()));
+        self.audited(who, "backups.create", &target, result, None)
+    }
+
+    async fn create_backup_inner(
+        &self,
+        who: &Principal,
+        reference: &str,
+    ) -> Result<BackupInfo, ServiceError> {
+        who.require_operator()?;
+        let db_id = self.usable_database(who, reference)?;
+        let (db, key) = {
+            let catalog = self.read_catalog();
+            let db = catalog
+                .databases
+                .get(&db_id)
+                .cloned()
+                .ok_or(ServiceError::Integrity)?;
+            let key_id = db.backup_key_id.unwrap_or(db.key_id);
+            let key = catalog
+                .keys
+                .get(&key_id)
+                .cloned()
+                .ok_or(ServiceError::Integrity)?;
+            (db, key)
+        };
+        let db_crn = self.crn("database", &db.id);
+        self.check_backup_key(&key, db.key_id, &db_crn).await?;
+        let backup_id = Uuid::new_v4();
+        let dek = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
+        let wrapped = self.keystore.seal(
+            RootKeyRef {
+                key_id: key.id,
+                version: key.version,
+            },
+            EnvelopeKind::BackupDek,
+            &backup_dek_context(backup_id.as_bytes(), key.id.as_bytes()),
+            dek.expose_secret(),
+        )?;
+        let cipher = Cipher::new(&dek);
+        drop(dek);
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.backup_dir)
+                .map_err(io_error)?;
+        }
+        let file_name = format!("{backup_id}.evb");
+        let final_path = self.backup_dir.join(&file_name);
+        let temp_path = self.backup_dir.join(format!(".{backup_id}.evb.tmp"));
+        // Writers to this database wait while the snapshot is taken: the backup is of one
+        // point in time, and every write is wholly in it or wholly not.
+        let lock = self.database_lock(db.id);
+        let _writers_paused = lock.write().await;
+        let written = tokio::task::block_in_place(|| {
+            let record_count = self.store.record_count(db.id.as_bytes())?;
+            let header = BackupHeader {
+                backup_id,
+                created_at: now_rfc3339(),
+                database: BackedUpDatabase {
+                    id: db.id,
+                    name: db.name.clone(),
+                    crn: db_crn.clone(),
+                    key_id: db.key_id,
+                },
+                backup_key_id: key.id,
+                chunk_size: CHUNK_SIZE as u32,
+                record_count,
+                nonce_prefix: random_prefix()
+                    .map_err(|_| ServiceError::Integrity)?
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+            };
+            let result =
+                self.write_backup_file(&temp_path, &header, &wrapped, key.version, &cipher, db.id);
+            match result {
+                Ok(size) => {
+                    std::fs::rename(&temp_path, &final_path).map_err(io_error)?;
+                    crate::keystore::file::sync_dir(&self.backup_dir)?;
+                    Ok((header, size))
+                }
+                Err(err) => {
+                    let _ = std::fs::remove_file(&temp_path);
+                    Err(err)
+                }
+            }
+        });
+        drop(_writers_paused);
+        let (header, size) = written?;
+        let record = BackupRecord {
+            id: backup_id,
+            database_id: db.id,
+            database_name: db.name.clone(),
+            key_id: key.id,
+            key_version: key.version,
+            file: file_name,
+            size,
+            record_count: header.record_count,
+            created_at: header.created_at.clone(),
+            state: "available".into(),
+        };
+        if let Err(err) = self
+            .commit(vec![CatalogOp::Put(
+                backup_key(&backup_id),
+                codec::encode(&record),
+            )])
+            .await
+        {
+            let _ = std::fs::remove_file(&final_path);
+            return Err(err);
+        }
+        let info = self.backup_info(&record);
+        self.write_catalog().backups.insert(backup_id, record);
+        Ok(info)
+    }
+
+    /// Writes and fsyncs a complete backup to `path`; returns its size.
+    fn write_backup_file(
+        &self,
+        path: &PathBuf,
+        header: &BackupHeader,
+        wrapped: &[u8],
+        key_version: u32,
+        cipher: &Cipher,
+        database: Uuid,
+    ) -> Result<u64, ServiceError> {
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io_error)?
+        };
+        let mut out = BufWriter::with_capacity(256 * 1024, file);
+        let slot = KeySlot {
+            seq: 1,
+            key_version,
+            wrapped: wrapped.to_vec(),
+        };
+        let header_bytes = format::write_front(&mut out, header, &slot)?;
+        let prefix = header_prefix(header)?;
+        let mut payload =
+            PayloadWriter::new(out, cipher, prefix, &format::stream_aad(&header_bytes));
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .record_page(database.as_bytes(), after.as_deref(), PAGE)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, sealed) in page {
+                let value = self.open_stored_record(database, &key, sealed)?;
+                payload.add(&key, &value)?;
+            }
+        }
+        let (out, written) = payload.finish()?;
+        if written != header.record_count {
+            return Err(ServiceError::Integrity);
+        }
+        let file = out.into_inner().map_err(|e| io_error(e.into_error()))?;
+        file.sync_all().map_err(io_error)?;
+        Ok(file.metadata().map_err(io_error)?.len())
+    }
+
+    /// Opens a record as stored (the DEK generation is in its header).
+    pub(super) fn open_stored_record(
+        &self,
+        database: Uuid,
+        key: &[u8],
+        sealed: Vec<u8>,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let envelope = Envelope(EnvelopeKind::Record);
+        let generation = envelope
+            .label(&sealed)
+            .map_err(|_| ServiceError::Integrity)?;
+        let cipher = self.dek(database, generation)?;
+        envelope
+            .open(&cipher, &record_context(database.as_bytes(), key), sealed)
+            .map(|(_, plain)| plain)
+            .map_err(|_| ServiceError::Integrity)
+    }
+
+    /// Every backup, newest last.
+    pub fn list_backups(&self, who: &Principal) -> Result<Vec<BackupInfo>, ServiceError> {
+        who.require_operator()?;
+        let catalog = self.read_catalog();
+        let mut list: Vec<&BackupRecord> = catalog.backups.values().collect();
+        list.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(list.into_iter().map(|b| self.backup_info(b)).collect())
+    }
+
+    fn find_backup(&self, reference: &str) -> Result<BackupRecord, ServiceError> {
+        let id = reference
+            .rsplit(":backup:")
+            .next()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .ok_or_else(|| ServiceError::NotFound(format!("no backup {reference:?}")))?;
+        self.read_catalog()
+            .backups
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ServiceError::NotFound(format!("no backup {reference:?}")))
+    }
+
+    /// One backup.
+    pub fn show_backup(
+        &self,
+        who: &Principal,
+        reference: &str,
+    ) -> Result<BackupInfo, ServiceError> {
+        who.require_operator()?;
+        Ok(self.backup_info(&self.find_backup(reference)?))
+    }
+
+    /// Deletes a backup's registration and file.
+    pub async fn delete_backup(
+        &self,
+        who: &Principal,
+        reference: &str,
+    ) -> Result<(), ServiceError> {
+        let result = self.delete_backup_inner(who, reference).await;
+        self.audited(who, "backups.delete", reference, result, None)
+    }
+
+    pub(super) async fn delete_backup_inner(
+        &self,
+        who: &Principal,
+        reference: &str,
+    ) -> Result<(), ServiceError> {
+        who.require_operator()?;
+        let _admin = self.admin.lock().await;
+        let record = self.find_backup(reference)?;
+        self.commit(vec![CatalogOp::Delete(backup_key(&record.id))])
+            .await?;
+        self.write_catalog().backups.remove(&record.id);
+        match std::fs::remove_file(self.backup_dir.join(&record.file)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Restores a backup into a new database (under the original database's key, or `key`).
+    pub async fn restore_backup(
+        &self,
+        who: &Principal,
+        reference: &str,
+        into: &str,
+        key: Option<String>,
+    ) -> Result<DatabaseInfo, ServiceError> {
+        let result = self.restore_backup_inner(who, reference, into, key).await;
+        let target = self
+            .find_backup(reference)
+            .map(|b| self.crn("backup", &b.id))
+            .unwrap_or_else(|_| reference.to_string());
+        let details = result
+            .as_ref()
+            .ok()
+            .map(|db| serde_json::json!({"into": db.crn}));
+        self.audited(who, "backups.restore", &target, result, details)
+    }
+
+    async fn restore_backup_inner(
+        &self,
+        who: &Principal,
+        reference: &str,
+        into: &str,
+        key: Option<String>,
+    ) -> Result<DatabaseInfo, ServiceError> {
+        who.require_operator()?;
+        let record = self.find_backup(reference)?;
+        let path = self.backup_dir.join(&record.file);
+        let mut file = File::open(&path).map_err(io_error)?;
+        let front = format::read_front(&mut std::io::BufReader::new(&mut file))?;
+        if front.header.backup_id != record.id || front.header.backup_key_id != record.key_id {
+            return Err(ServiceError::BadRequest(
+                "backup file does not match its registration".into(),
+            ));
+        }
+        let backup_key = self
+            .read_catalog()
+            .keys
+            .get(&record.key_id)
+            .cloned()
+            .ok_or_else(|| ServiceError::KeyDestroyed("the backup key no longer exists".into()))?;
+        self.check_backup_key(
+            &backup_key,
+            front.header.database.key_id,
+            &front.header.database.crn,
+        )
+        .await?;
+        let plain = self.keystore.open(
+            record.key_id,
+            EnvelopeKind::BackupDek,
+            &backup_dek_context(record.id.as_bytes(), record.key_id.as_bytes()),
+            front.slot.wrapped.clone(),
+        )?;
+        let cipher =
+            Cipher::new(&SecretKey::from_slice(&plain).map_err(|_| ServiceError::Integrity)?);
+        drop(plain);
+        // Pass 1: authenticate the whole payload before creating anything.
+        tokio::task::block_in_place(|| -> Result<u64, ServiceError> {
+            file.seek(SeekFrom::Start(front.payload_offset))
+                .map_err(io_error)?;
+            Ok(read_payload(&mut file, &cipher, &front, |_, _| Ok(()))?)
+        })?;
+        let original_key = {
+            let catalog = self.read_catalog();
+            catalog.keys.get(&front.header.database.key_id).cloned()
+        };
+        let key = match key {
+            Some(k) => Some(k),
+            None => match original_key {
+                Some(k) if k.origin == KeyOrigin::Provider => None,
+                Some(k) => Some(k.id.to_string()),
+                None => {
+                    return Err(ServiceError::KeyDestroyed(
+                        "the original database's key no longer exists; restore with --key".into(),
+                    ))
+                }
+            },
+        };
+        let created = self
+            .create_database(
+                who,
+                CreateDatabaseRequest {
+                    name: into.to_string(),
+                    key,
+                    backup_key: None,
+                },
+            )
+            .await?;
+        let db_id = Uuid::parse_str(&created.id).map_err(|_| ServiceError::Integrity)?;
+        let generation = self
+            .reserve_bulk_seals(db_id, front.header.record_count)
+            .await?;
+        let dek = self.dek(db_id, generation)?;
+        // Pass 2: re-seal every record under the new database's DEK.
+        let restored = tokio::task::block_in_place(|| -> Result<u64, ServiceError> {
+            file.seek(SeekFrom::Start(front.payload_offset))
+                .map_err(io_error)?;
+            let envelope = Envelope(EnvelopeKind::Record);
+            Ok(read_payload(&mut file, &cipher, &front, |k, v| {
+                let sealed = envelope
+                    .seal(&dek, generation, &record_context(db_id.as_bytes(), k), v)
+                    .map_err(|_| BackupFormatError::Invalid("cannot seal"))?;
+                self.store
+                    .record_put(db_id.as_bytes(), k, sealed)
+                    .map_err(|e| BackupFormatError::Io(std::io::Error::other(e.to_string())))
+            })?)
+        });
+        if let Err(err) = restored {
+            // The file changed between passes: remove what was created.
+            let _ = self.store.records_purge(db_id.as_bytes());
+            return Err(err);
+        }
+        self.flush().await?;
+        Ok(created)
+    }
+
+    /// Rewraps every backup header under `key_id` to `version` (rotation). Flat in backup
+    /// size: only the inactive key slot is written.
+    pub(super) fn rewrap_backups(
+        &self,
+        key_id: Uuid,
+        version: u32,
+    ) -> Result<Vec<BackupRecord>, ServiceError> {
+        let pending: Vec<BackupRecord> = self
+            .read_catalog()
+            .backups_under(&key_id)
+            .into_iter()
+            .filter(|b| b.key_version < version && b.state == "available")
+            .cloned()
+            .collect();
+        let mut done = Vec::with_capacity(pending.len());
+        for mut record in pending {
+            let path = self.backup_dir.join(&record.file);
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_error)?;
+            let front = format::read_front(&mut std::io::BufReader::new(&mut file))?;
+            let context = backup_dek_context(record.id.as_bytes(), key_id.as_bytes());
+            if front.slot.key_version < version {
+                let plain = self.keystore.open(
+                    key_id,
+                    EnvelopeKind::BackupDek,
+                    &context,
+                    front.slot.wrapped.clone(),
+                )?;
+                let wrapped = self.keystore.seal(
+                    RootKeyRef { key_id, version },
+                    EnvelopeKind::BackupDek,
+                    &context,
+                    &plain,
+                )?;
+                let slot = KeySlot {
+                    seq: front.slot.seq + 1,
+                    key_version: version,
+                    wrapped,
+                };
+                format::write_slot(&mut file, 1 - front.slot_index, &slot)?;
+            }
+            record.key_version = version;
+            done.push(record);
+        }
+        Ok(done)
+    }
+
+    /// Deletes temp files of interrupted backups and files no registration names.
+    pub fn clean_backup_dir(&self) -> Result<usize, ServiceError> {
+        let Ok(entries) = std::fs::read_dir(&self.backup_dir) else {
+            return Ok(0);
+        };
+        let known: std::collections::HashSet<String> = self
+            .read_catalog()
+            .backups
+            .values()
+            .map(|b| b.file.clone())
+            .collect();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let interrupted = name.starts_with('.') && name.ends_with(".evb.tmp");
+            let orphan = name.ends_with(".evb") && !known.contains(&name);
+            if interrupted || orphan {
+                tracing::warn!(file = %name, "removing an unfinished or unregistered backup file");
+                std::fs::remove_file(entry.path()).map_err(io_error)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Creates a backup of every active database and keeps the newest `retention` of each.
+    /// Returns how many backups failed (each failure is in the activity log).
+    pub async fn run_scheduled_backups(&self, retention: usize) -> usize {
+        let system = Principal::system();
+        let databases: Vec<(Uuid, String)> = self
+            .read_catalog()
+            .databases
+            .values()
+            .filter(|db| db.state == crate::store::DatabaseState::Active)
+            .map(|db| (db.id, db.name.clone()))
+            .collect();
+        let mut failures = 0;
+        for (id, name) in databases {
+            if let Err(err) = self.create_backup(&system, &id.to_string()).await {
+                tracing::error!(database = %name, error = %err, "scheduled backup failed; will retry");
+                failures += 1;
+                continue;
+            }
+            let mut own: Vec<BackupRecord> = self
+                .read_catalog()
+                .backups
+                .values()
+                .filter(|b| b.database_id == id)
+                .cloned()
+                .collect();
+            own.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+            let excess = own.len().saturating_sub(retention.max(1));
+            for old in own.into_iter().take(excess) {
+                if let Err(err) = self.delete_backup(&system, &old.id.to_string()).await {
+                    tracing::error!(backup = %old.id, error = %err, "retention delete failed");
+                }
+            }
+        }
+        failures
+    }
+}
+
+fn header_prefix(header: &BackupHeader) -> Result<[u8; 7], ServiceError> {
+    let front = format::BackupFront {
+        header: header.clone(),
+        header_bytes: Vec::new(),
+        slot: KeySlot {
+            seq: 0,
+            key_version: 0,
+            wrapped: Vec::new(),
+        },
+        slot_index: 0,
+        payload_offset: 0,
+    };
+    Ok(front.prefix()?)
+}
