@@ -47,6 +47,12 @@ pub enum ServerError {
     },
 }
 
+/// The router over a vault, without a listener: for in-process tests and fuzzing.
+pub fn app(vault: Vault) -> (axum::Router, Arc<AppState>) {
+    let state = Arc::new(AppState { vault });
+    (routes::router(Arc::clone(&state)), state)
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let vault = Vault::open(&config)?;
