@@ -218,4 +218,208 @@ pub struct Health {
     pub status: String,
     /// Crate version.
     pub version: String,
+    /// Whether the daemon's memory is locked against swapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_locked: Option<bool>,
+    /// Whether the daemon can be core-dumped or ptraced (false when hardened).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dumpable: Option<bool>,
+}
+
+// ----- lifecycle, authorizations and the activity log (client-side view of the answers)
+
+/// `POST /v1/keys/{key}/rotate` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// Destroy the older versions once every DEK is rewrapped.
+    #[serde(default)]
+    pub retire_old: bool,
+    /// Answer only when the rewrap job is done (the daemon's default); `false` answers 202 at
+    /// once and the job runs in the background (follow it with `GET /v1/keys/{key}/rotation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<bool>,
+}
+
+/// Progress of a key's rotation job (`GET /v1/keys/{key}/rotation`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RotationStatus {
+    /// Job id.
+    pub job: String,
+    /// `running` | `completed` | `pending` (recorded, not yet resumed after a restart).
+    pub state: String,
+    /// Version every DEK is rewrapped to.
+    pub target_version: u32,
+    /// DEKs to rewrap in all.
+    pub total: u64,
+    /// DEKs rewrapped so far.
+    pub done: u64,
+    /// Versions destroyed at the end (`retire_old`).
+    #[serde(default)]
+    pub retired_versions: Vec<u32>,
+}
+
+/// `POST /v1/keys/{key}/rotate` answer: 200 when the job is done, 202 when it was started in
+/// the background.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RotateResponse {
+    /// The key's new version.
+    pub version: u32,
+    /// The job's status when the answer was sent.
+    pub job: RotationStatus,
+}
+
+/// One resource a lifecycle action touches (in previews and shred receipts).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AffectedResource {
+    /// `database` | `backup`.
+    pub kind: String,
+    /// CRN.
+    pub crn: String,
+    /// Name.
+    pub name: String,
+    /// State before the action.
+    pub state: String,
+    /// `key` or `backup_key`.
+    pub role: String,
+    /// Records it holds.
+    #[serde(default)]
+    pub records: u64,
+}
+
+/// What a rotate / disable / delete of a key would affect (`?dry_run=true`); nothing changed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Impact {
+    /// Always true.
+    pub dry_run: bool,
+    /// `rotate` | `disable` | `delete`.
+    pub action: String,
+    /// Key CRN.
+    pub key: String,
+    /// Databases the key protects.
+    #[serde(default)]
+    pub databases: Vec<AffectedResource>,
+    /// Backups under the key.
+    #[serde(default)]
+    pub backups: Vec<AffectedResource>,
+    /// Records in those databases.
+    #[serde(default)]
+    pub total_records: u64,
+    /// Wrapped DEKs under the key (what a rotation rewraps).
+    #[serde(default)]
+    pub wrapped_deks: u64,
+}
+
+/// `DELETE /v1/keys/{key}` answer: proof of the deletion (a cryptoshred when it had data).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShredReceipt {
+    /// Key CRN.
+    pub key: String,
+    /// Versions whose material was destroyed.
+    pub destroyed_versions: Vec<u32>,
+    /// Resources made unreadable.
+    #[serde(default)]
+    pub affected: Vec<AffectedResource>,
+    /// RFC 3339.
+    pub time: String,
+    /// Activity-log chain head just before the `kms.secrets.delete` event.
+    pub audit_chain_head: String,
+}
+
+/// `POST /v1/authorizations` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// `databases` | `backups`.
+    pub source: String,
+    /// A key (name, id or CRN) or `*`.
+    pub target: String,
+    /// `Reader`, optionally `AuthorizationDelegator`.
+    pub roles: Vec<String>,
+}
+
+/// An authorization letting a source service use a key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthorizationInfo {
+    /// Id.
+    pub id: String,
+    /// Source service.
+    pub source: String,
+    /// Target key CRN, or `*`.
+    pub target: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// CRN of the database that caused a delegated authorization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// `GET /v1/authorizations`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizationList {
+    /// Every authorization, delegated ones included.
+    pub authorizations: Vec<AuthorizationInfo>,
+}
+
+/// Who made an audited request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditInitiator {
+    /// Token id (never the secret), or `system` / `anonymous`.
+    pub token_id: String,
+    /// Peer uid of the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_uid: Option<u32>,
+}
+
+/// One event of the activity log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEvent {
+    /// Position in the log, from 0.
+    pub seq: u64,
+    /// RFC 3339.
+    pub time: String,
+    /// `kms.secrets.delete`, `databases.create`, …
+    pub action: String,
+    /// Target CRN (or the reference given, when it did not resolve).
+    pub target: String,
+    /// Who.
+    pub initiator: AuditInitiator,
+    /// `success` | `failure` | `denied`.
+    pub outcome: String,
+    /// Error code or explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Structured extras (receipts, counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+    /// Hash of the previous event.
+    pub prev: String,
+    /// Hash of this event.
+    pub hash: String,
+}
+
+/// `GET /v1/audit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEvents {
+    /// Matching events, oldest first.
+    pub events: Vec<AuditEvent>,
+}
+
+/// `GET /v1/audit/verify`: the result of checking the log's hash chain.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditVerifyReport {
+    /// Whether every line checks.
+    pub ok: bool,
+    /// Events checked (up to the first broken line).
+    pub events: u64,
+    /// 1-based line number of the first broken line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_broken_line: Option<u64>,
+    /// What is wrong there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Hash of the last good event.
+    pub head: String,
 }

@@ -53,6 +53,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Instance name for CRNs.
     pub instance: String,
+    /// Peer uids allowed on the socket; empty = any uid the socket mode admits.
+    pub allowed_uids: Vec<u32>,
     /// Keystore settings.
     pub keystore: KeystoreConfig,
     /// Lifecycle settings.
@@ -117,6 +119,7 @@ struct Overlay {
     socket_mode: Option<String>,
     data_dir: Option<PathBuf>,
     instance: Option<String>,
+    allowed_uids: Option<Vec<u32>>,
     keystore: Option<toml::Table>,
     lifecycle: Option<toml::Table>,
     limits: Option<toml::Table>,

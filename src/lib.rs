@@ -8,13 +8,14 @@
 //! - [`backup`]: the backup file format (two key slots, STREAM payload) and its streaming I/O.
 //! - [`config`]: configuration: embedded defaults, file, `ENVAULT_*` variables.
 //! - [`crypto`]: secret key types, the AES-256-GCM primitive and the sealed envelope format. No I/O.
+//! - [`hardening`]: non-dumpable process, no core files, memory locked against swap (the only unsafe code).
 //! - [`keystore`]: root-key material behind `RootKeyBackend`; the file backend sealed by the master key.
 //! - [`service`]: the rules of DESIGN.md: keys, databases, records, tokens, DEK cache, durability.
 //! - [`store`]: the sled catalog and sealed records behind the `Store` trait.
 //! - [`server`]: the daemon: Unix-socket listener, routes, auth.
 //! - [`client`]: typed client of the socket API (HTTP/1.1 over the Unix socket).
 //! - [`cli`]: the `envault` command line: clap verbs, one file per group, table/JSON output.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod backup;
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod hardening;
 pub mod keystore;
 pub mod server;
 pub mod service;

@@ -14,6 +14,10 @@ use super::error::{bad_request, ApiError};
 use super::AppState;
 use crate::service::{Principal, ServiceError};
 
+/// A body must arrive within this time, so a client trickling bytes cannot hold a
+/// connection (and its permit) for long. Headers have their own limit (`request_timeout`).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Largest JSON body any route accepts.
 pub const MAX_JSON_BODY: usize = 1 << 20;
 
@@ -42,7 +46,16 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let peer = parts.extensions.get::<PeerCred>().map(|p| p.uid);
-        let result = state.vault.authenticate(bearer, peer);
+        let uid_allowed = state.allowed_uids.is_empty()
+            || peer.is_some_and(|uid| state.allowed_uids.contains(&uid));
+        let result = if uid_allowed {
+            state.vault.authenticate(bearer, peer)
+        } else {
+            Err(ServiceError::Forbidden(format!(
+                "peer uid {} is not in allowed_uids",
+                peer.map_or_else(|| "unknown".to_string(), |u| u.to_string())
+            )))
+        };
         if result.is_err() {
             let anonymous = Principal {
                 token_id: "anonymous".into(),
@@ -110,7 +123,14 @@ pub async fn read_limited(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
+    let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect());
+    let Ok(collected) = read.await else {
+        return Err(bad_request(format!(
+            "request body did not arrive within {} s",
+            BODY_TIMEOUT.as_secs()
+        )));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(err) => Err(bad_request(format!("cannot read body: {err}"))),

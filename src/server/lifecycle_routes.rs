@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use super::AppState;
-use crate::service::{GrantRequest, Principal};
+use crate::service::{CreateTokenRequest, GrantRequest, Principal, TokenInfo};
 
 type State = axum::extract::State<Arc<AppState>>;
 type ApiResult<T> = Result<T, ApiError>;
@@ -26,6 +26,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/authorizations", post(grant).get(list_authorizations))
         .route("/v1/authorizations/{id}", delete(revoke))
         .route("/v1/databases/{db}/restore", post(restore_database))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
+        .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
 }
@@ -220,4 +222,35 @@ async fn audit_verify(s: State, who: Principal) -> ApiResult<impl IntoResponse> 
         crate::service::ServiceError::BadRequest(format!("cannot read the activity log: {e}"))
     })?;
     Ok(Json(report))
+}
+
+async fn create_token(
+    s: State,
+    who: Principal,
+    ApiJson(request): ApiJson<CreateTokenRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.vault.create_token(&who, request).await?),
+    ))
+}
+
+#[derive(Serialize)]
+struct TokenList {
+    tokens: Vec<TokenInfo>,
+}
+
+async fn list_tokens(s: State, who: Principal) -> ApiResult<impl IntoResponse> {
+    Ok(Json(TokenList {
+        tokens: s.vault.list_tokens(&who)?,
+    }))
+}
+
+async fn revoke_token(
+    s: State,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    s.vault.revoke_token(&who, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

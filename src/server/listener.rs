@@ -25,6 +25,25 @@ fn socket_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ 
 
 /// Binds the socket: a live daemon's socket is never stolen; a stale one is replaced.
 async fn bind(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
+    // Another user able to write the directory could replace the socket with their own.
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let dir_mode = std::fs::metadata(&dir)
+        .map_err(socket_error(&dir))?
+        .permissions()
+        .mode();
+    if dir_mode & 0o002 != 0 {
+        return Err(ServerError::Socket {
+            path: path.display().to_string(),
+            source: std::io::Error::other(format!(
+                "directory {} is writable by others (mode {:o}); put the socket in a private directory",
+                dir.display(),
+                dir_mode & 0o7777
+            )),
+        });
+    }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
             return Err(ServerError::SocketInUse(path.display().to_string()));

@@ -22,6 +22,8 @@ use crate::service::{ServiceError, Vault};
 pub struct AppState {
     /// The service.
     pub vault: Vault,
+    /// Peer uids allowed to talk to the socket; empty = any uid the socket mode lets in.
+    pub allowed_uids: Vec<u32>,
 }
 
 /// Errors that stop the daemon.
@@ -49,12 +51,21 @@ pub enum ServerError {
 
 /// The router over a vault, without a listener: for in-process tests and fuzzing.
 pub fn app(vault: Vault) -> (axum::Router, Arc<AppState>) {
-    let state = Arc::new(AppState { vault });
+    let state = Arc::new(AppState {
+        vault,
+        allowed_uids: Vec::new(),
+    });
     (routes::router(Arc::clone(&state)), state)
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), ServerError> {
+    let protection = crate::hardening::protect_process();
+    tracing::info!(
+        memory_locked = protection.memory_locked,
+        dumpable = protection.dumpable,
+        "process hardening"
+    );
     let vault = Vault::open(&config)?;
     vault.reconcile_keystore()?;
     if let Some(token_id) = vault
@@ -68,7 +79,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         );
     }
     vault.clean_backup_dir()?;
-    let state = Arc::new(AppState { vault });
+    let state = Arc::new(AppState {
+        vault,
+        allowed_uids: config.allowed_uids.clone(),
+    });
     spawn_background(Arc::clone(&state));
     if let Some(every) = config.backup_schedule()? {
         spawn_backup_schedule(Arc::clone(&state), every, config.backup.retention);

@@ -63,9 +63,12 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn health() -> Json<Health> {
+    let protection = crate::hardening::status();
     Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        memory_locked: Some(protection.memory_locked),
+        dumpable: Some(protection.dumpable),
     })
 }
 

@@ -240,7 +240,8 @@ impl Vault {
             )));
         }
         let impact = self.impact("delete", key.id)?;
-        if !(impact.databases.is_empty() && impact.backups.is_empty()) && !force {
+        let in_use = !impact.databases.is_empty() || !impact.backups.is_empty();
+        if in_use && !force {
             let names: Vec<String> = impact
                 .databases
                 .iter()
@@ -413,7 +414,17 @@ impl Vault {
                 db.name
             )));
         }
-        db.state = DatabaseState::Active;
+        // A database whose key was shredded while it was deleted comes back disabled.
+        let key_destroyed = self
+            .read_catalog()
+            .keys
+            .get(&db.key_id)
+            .is_none_or(|k| k.state == KeyState::Destroyed);
+        db.state = if key_destroyed {
+            DatabaseState::Disabled
+        } else {
+            DatabaseState::Active
+        };
         db.deleted_at = None;
         db.purge_at = None;
         self.commit(vec![CatalogOp::Put(

@@ -28,7 +28,7 @@ pub use catalog::Catalog;
 pub use error::ServiceError;
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
 pub use rotation::RotationStatus;
-pub use tokens::Principal;
+pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenInfo};
 
 use crate::config::Config;
 use crate::keystore::file::FileKeystore;

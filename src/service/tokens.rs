@@ -146,3 +146,136 @@ impl Vault {
         })
     }
 }
+
+/// `POST /v1/tokens` body.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// `operator` | `app`.
+    pub role: TokenRole,
+    /// For app tokens: the databases (name, id or CRN) it may use.
+    #[serde(default)]
+    pub databases: Vec<String>,
+}
+
+/// A token as listed (never the secret).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Id.
+    pub id: String,
+    /// Role.
+    pub role: TokenRole,
+    /// Database ids an app token may use.
+    pub databases: Vec<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A new token: the only time its secret is shown.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NewToken {
+    /// Id.
+    pub id: String,
+    /// The bearer secret.
+    pub token: String,
+    /// Role.
+    pub role: TokenRole,
+    /// Database ids.
+    pub databases: Vec<String>,
+}
+
+fn token_info(record: &TokenRecord) -> TokenInfo {
+    TokenInfo {
+        id: record.id.clone(),
+        role: record.role,
+        databases: record.databases.iter().map(Uuid::to_string).collect(),
+        created_at: record.created_at.clone(),
+    }
+}
+
+impl Vault {
+    /// Creates a token (operator only). App tokens must name at least one existing database.
+    pub async fn create_token(
+        &self,
+        who: &Principal,
+        request: CreateTokenRequest,
+    ) -> Result<NewToken, ServiceError> {
+        let result = self.create_token_inner(who, request).await;
+        let target = result
+            .as_ref()
+            .map(|t| t.id.clone())
+            .unwrap_or_else(|_| "token".into());
+        self.audited(who, "iam.tokens.create", &target, result, None)
+    }
+
+    async fn create_token_inner(
+        &self,
+        who: &Principal,
+        request: CreateTokenRequest,
+    ) -> Result<NewToken, ServiceError> {
+        who.require_operator()?;
+        let databases: Vec<Uuid> = {
+            let catalog = self.read_catalog();
+            request
+                .databases
+                .iter()
+                .map(|r| {
+                    catalog
+                        .find_database(r)
+                        .map(|db| db.id)
+                        .ok_or_else(|| ServiceError::NotFound(format!("no database named {r:?}")))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        match request.role {
+            TokenRole::App if databases.is_empty() => {
+                return Err(ServiceError::BadRequest(
+                    "an app token must name at least one database".into(),
+                ))
+            }
+            TokenRole::Operator if !databases.is_empty() => {
+                return Err(ServiceError::BadRequest(
+                    "operator tokens cover every database; do not name any".into(),
+                ))
+            }
+            _ => {}
+        }
+        let (record, secret) = self.issue_token(request.role, databases).await?;
+        Ok(NewToken {
+            id: record.id.clone(),
+            token: secret.to_string(),
+            role: record.role,
+            databases: record.databases.iter().map(Uuid::to_string).collect(),
+        })
+    }
+
+    /// Every token (operator only).
+    pub fn list_tokens(&self, who: &Principal) -> Result<Vec<TokenInfo>, ServiceError> {
+        who.require_operator()?;
+        let catalog = self.read_catalog();
+        let mut list: Vec<TokenInfo> = catalog.tokens_by_hash.values().map(token_info).collect();
+        list.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(list)
+    }
+
+    /// Revokes a token; effective on the next request, also on open connections.
+    pub async fn revoke_token(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
+        let result = self.revoke_token_inner(who, id).await;
+        self.audited(who, "iam.tokens.delete", id, result, None)
+    }
+
+    async fn revoke_token_inner(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
+        who.require_operator()?;
+        let _admin = self.admin.lock().await;
+        let hash = self
+            .read_catalog()
+            .tokens_by_hash
+            .values()
+            .find(|t| t.id == id)
+            .map(|t| t.hash.clone())
+            .ok_or_else(|| ServiceError::NotFound(format!("no token {id:?}")))?;
+        self.commit(vec![CatalogOp::Delete(token_key(id))]).await?;
+        self.write_catalog().tokens_by_hash.remove(&hash);
+        Ok(())
+    }
+}

@@ -144,12 +144,13 @@ pub struct DekRecord {
 }
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenRole {
     /// Everything.
     Operator,
     /// Records of the named databases only.
+    #[default]
     App,
 }
 

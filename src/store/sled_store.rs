@@ -19,7 +19,11 @@ impl SledStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         // Flushing is ours to drive (group commit before each acknowledgement); sled's own
         // periodic flush stays on as a backstop.
-        let db = sled::Config::new().path(dir).open()?;
+        // A bounded page cache keeps the daemon's memory flat whatever the data size.
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .open()?;
         let catalog = db.open_tree("catalog")?;
         let records = db.open_tree("records")?;
         Ok(Self {
