@@ -24,7 +24,7 @@ fn socket_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ 
 }
 
 /// Binds the socket: a live daemon's socket is never stolen; a stale one is replaced.
-async fn bind(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
+pub async fn bind(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
     // Another user able to write the directory could replace the socket with their own.
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -58,9 +58,13 @@ async fn bind(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
 }
 
 /// Serves until a shutdown signal, then drains connections and removes the socket.
-pub async fn serve(config: &Config, app: Router, state: Arc<AppState>) -> Result<(), ServerError> {
+pub async fn serve(
+    config: &Config,
+    listener: UnixListener,
+    app: Router,
+    state: Arc<AppState>,
+) -> Result<(), ServerError> {
     let path = config.socket.clone();
-    let listener = bind(&path, config.socket_mode()?).await?;
     let permits = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
     let header_timeout = config.request_timeout()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

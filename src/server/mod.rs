@@ -35,7 +35,10 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     /// The data dir, keystore or store could not be opened.
     #[error("cannot open the vault: {0}")]
-    Open(#[from] ServiceError),
+    Open(String),
+    /// Start-up work on the vault failed.
+    #[error("start-up failed: {0}")]
+    Startup(#[from] ServiceError),
     /// Another daemon is serving this socket.
     #[error("another envault daemon is already listening on {0}")]
     SocketInUse(String),
@@ -66,7 +69,16 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         dumpable = protection.dumpable,
         "process hardening"
     );
-    let vault = Vault::open(&config)?;
+    // Bind first: a second daemon must fail on the live socket with a clear message, before
+    // it touches the data dir (whose store lock would give a vaguer one).
+    let listener = listener::bind(&config.socket, config.socket_mode()?).await?;
+    let vault = match Vault::open(&config) {
+        Ok(vault) => vault,
+        Err(err) => {
+            let _ = std::fs::remove_file(&config.socket);
+            return Err(ServerError::Open(describe(&err)));
+        }
+    };
     vault.reconcile_keystore()?;
     if let Some(token_id) = vault
         .ensure_operator_token_file(&config.operator_token_path())
@@ -88,7 +100,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         spawn_backup_schedule(Arc::clone(&state), every, config.backup.retention);
     }
     let app = routes::router(Arc::clone(&state));
-    listener::serve(&config, app, state).await
+    listener::serve(&config, listener, app, state).await
 }
 
 /// Background work: resume unfinished rotations, and purge expired soft deletions.
@@ -131,4 +143,14 @@ fn spawn_backup_schedule(state: Arc<AppState>, every: std::time::Duration, reten
             }
         }
     });
+}
+
+/// A service error with its cause, for start-up failures shown to the operator (these never
+/// carry key material: keystore and store errors name files and OS errors only).
+fn describe(err: &ServiceError) -> String {
+    match err {
+        ServiceError::Store(inner) => format!("{inner} (is another envault using this data dir?)"),
+        ServiceError::Keystore(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
 }

@@ -28,8 +28,10 @@ pub struct AffectedResource {
     pub state: String,
     /// `key` or `backup_key`.
     pub role: String,
-    /// Records it holds.
-    pub records: u64,
+    /// Records it holds (counted for previews; omitted from shred receipts, which must not
+    /// scan records so that a shred stays flat in data size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
 }
 
 /// What a rotate / disable / delete would affect (`?dry_run=true`), changing nothing.
@@ -67,8 +69,13 @@ pub struct ShredReceipt {
 }
 
 impl Vault {
-    /// What acting on `key_id` affects.
-    pub(super) fn impact(&self, action: &str, key_id: Uuid) -> Result<Impact, ServiceError> {
+    /// What acting on `key_id` affects; `count_records` scans each database (previews only).
+    pub(super) fn impact(
+        &self,
+        action: &str,
+        key_id: Uuid,
+        count_records: bool,
+    ) -> Result<Impact, ServiceError> {
         let (databases, deks) = {
             let catalog = self.read_catalog();
             let dbs: Vec<DatabaseRecord> = catalog
@@ -87,8 +94,12 @@ impl Vault {
         let mut affected = Vec::with_capacity(databases.len());
         let mut total = 0;
         for db in databases {
-            let records = self.store.record_count(db.id.as_bytes())?;
-            total += records;
+            let records = if count_records {
+                Some(self.store.record_count(db.id.as_bytes())?)
+            } else {
+                None
+            };
+            total += records.unwrap_or(0);
             affected.push(AffectedResource {
                 kind: "database".into(),
                 crn: self.crn("database", &db.id),
@@ -113,7 +124,7 @@ impl Vault {
                 name: b.id.to_string(),
                 state: b.state.clone(),
                 role: "backup_key".into(),
-                records: b.record_count,
+                records: Some(b.record_count),
             })
             .collect();
         Ok(Impact {
@@ -151,7 +162,7 @@ impl Vault {
     ) -> Result<Impact, ServiceError> {
         who.require_operator()?;
         let key = self.lifecycle_key(reference)?;
-        self.impact(action, key.id)
+        self.impact(action, key.id, true)
     }
 
     /// Suspends (`enable = false`) or re-enables a key; takes effect for every later request.
@@ -239,7 +250,7 @@ impl Vault {
                 key.name
             )));
         }
-        let impact = self.impact("delete", key.id)?;
+        let impact = self.impact("delete", key.id, false)?;
         let in_use = !impact.databases.is_empty() || !impact.backups.is_empty();
         if in_use && !force {
             let names: Vec<String> = impact
