@@ -257,6 +257,9 @@ pub struct RotationStatus {
     /// Versions destroyed at the end (`retire_old`).
     #[serde(default)]
     pub retired_versions: Vec<u32>,
+    /// Backup headers rewrapped.
+    #[serde(default)]
+    pub backups_rewrapped: u64,
 }
 
 /// `POST /v1/keys/{key}/rotate` answer: 200 when the job is done, 202 when it was started in
@@ -282,9 +285,10 @@ pub struct AffectedResource {
     pub state: String,
     /// `key` or `backup_key`.
     pub role: String,
-    /// Records it holds.
-    #[serde(default)]
-    pub records: u64,
+    /// Records it holds: counted for previews, absent from shred receipts (a shred does not
+    /// scan records, so that its cost stays flat in data size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
 }
 
 /// What a rotate / disable / delete of a key would affect (`?dry_run=true`); nothing changed.

@@ -15,6 +15,7 @@
 
 mod connection;
 mod error;
+mod lifecycle;
 mod paths;
 
 use std::fmt;
@@ -35,6 +36,7 @@ use crate::api::{
 };
 use connection::Connection;
 pub use error::ClientError;
+pub use lifecycle::KeyAction;
 pub use paths::encode_segment;
 use paths::{backup_path, db_path, key_path, query_string, record_path};
 
@@ -216,35 +218,6 @@ impl Client {
             .await
     }
 
-    /// `POST /v1/keys/{key}/rotate`.
-    pub async fn rotate_key(&self, key: &str, retire_old: bool) -> Result<Value, ClientError> {
-        let body = json!({ "retire_old": retire_old });
-        self.call_value(Method::POST, &key_path(key, "/rotate"), Some(&body))
-            .await
-    }
-
-    /// `POST /v1/keys/{key}/disable`: suspends the key, locking what it protects.
-    pub async fn disable_key(&self, key: &str) -> Result<Value, ClientError> {
-        self.call_value(Method::POST, &key_path(key, "/disable"), NO_BODY)
-            .await
-    }
-
-    /// `POST /v1/keys/{key}/enable`.
-    pub async fn enable_key(&self, key: &str) -> Result<Value, ClientError> {
-        self.call_value(Method::POST, &key_path(key, "/enable"), NO_BODY)
-            .await
-    }
-
-    /// `DELETE /v1/keys/{key}`; `force` cryptoshreds a key that still has registrations.
-    pub async fn delete_key(&self, key: &str, force: bool) -> Result<(), ClientError> {
-        let path = format!(
-            "{}{}",
-            key_path(key, ""),
-            if force { "?force=true" } else { "" }
-        );
-        self.call(Method::DELETE, &path, None, None).await.map(drop)
-    }
-
     /// `POST /v1/keys/{key}/wrap`: wraps `plaintext`, or a new DEK when none is given.
     pub async fn wrap(
         &self,
@@ -309,33 +282,6 @@ impl Client {
             .await
     }
 
-    // ----- authorizations
-
-    /// `POST /v1/authorizations`: lets `source` (`databases` | `backups`) use `target` (a key or
-    /// `*`) with `roles` (`Reader`, `AuthorizationDelegator`).
-    pub async fn grant(
-        &self,
-        source: &str,
-        target: &str,
-        roles: &[String],
-    ) -> Result<Value, ClientError> {
-        let body = json!({ "source": source, "target": target, "roles": roles });
-        self.call_value(Method::POST, "/v1/authorizations", Some(&body))
-            .await
-    }
-
-    /// `GET /v1/authorizations`.
-    pub async fn list_authorizations(&self) -> Result<Value, ClientError> {
-        self.call_value(Method::GET, "/v1/authorizations", NO_BODY)
-            .await
-    }
-
-    /// `DELETE /v1/authorizations/{id}`.
-    pub async fn revoke_authorization(&self, id: &str) -> Result<(), ClientError> {
-        let path = format!("/v1/authorizations/{}", encode_segment(id));
-        self.call(Method::DELETE, &path, None, None).await.map(drop)
-    }
-
     // ----- databases
 
     /// `POST /v1/databases`; without `key` the database gets a provider-managed key.
@@ -365,18 +311,6 @@ impl Client {
     /// `GET /v1/databases/{db}` (works in every state).
     pub async fn get_database(&self, db: &str) -> Result<DatabaseInfo, ClientError> {
         self.call_json(Method::GET, &db_path(db, ""), NO_BODY).await
-    }
-
-    /// `DELETE /v1/databases/{db}`: soft delete. The answer as sent (`null` when empty).
-    pub async fn delete_database(&self, db: &str) -> Result<Value, ClientError> {
-        self.call_value(Method::DELETE, &db_path(db, ""), NO_BODY)
-            .await
-    }
-
-    /// `POST /v1/databases/{db}/restore`: undoes a soft delete within the period.
-    pub async fn restore_database(&self, db: &str) -> Result<Value, ClientError> {
-        self.call_value(Method::POST, &db_path(db, "/restore"), NO_BODY)
-            .await
     }
 
     // ----- records
@@ -494,27 +428,6 @@ impl Client {
     pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
         let path = format!("/v1/tokens/{}", encode_segment(id));
         self.call(Method::DELETE, &path, None, None).await.map(drop)
-    }
-
-    // ----- audit
-
-    /// `GET /v1/audit?action=&since=`: `{"events": […]}`.
-    pub async fn audit(
-        &self,
-        action: Option<&str>,
-        since: Option<&str>,
-    ) -> Result<Value, ClientError> {
-        let path = format!(
-            "/v1/audit{}",
-            query_string(&[("action", action), ("since", since)])
-        );
-        self.call_value(Method::GET, &path, NO_BODY).await
-    }
-
-    /// `GET /v1/audit/verify`: checks the audit log's integrity.
-    pub async fn audit_verify(&self) -> Result<Value, ClientError> {
-        self.call_value(Method::GET, "/v1/audit/verify", NO_BODY)
-            .await
     }
 }
 

@@ -4,10 +4,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
 
 use super::output;
 use super::{CliError, Context};
+use crate::api::{AuditEvent, AuditEvents};
 
 /// How often `--follow` asks for new events.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -19,10 +21,11 @@ pub struct AuditArgs {
     /// `audit verify`.
     #[command(subcommand)]
     command: Option<AuditCommand>,
-    /// Only events with this action, e.g. `kms.secrets.delete`.
+    /// Only events with this action, e.g. `kms.secrets.delete`; a trailing `*` matches a prefix
+    /// (`kms.secrets.*`).
     #[arg(long, value_name = "A")]
     action: Option<String>,
-    /// Only events since this RFC 3339 time.
+    /// Only events at or after this RFC 3339 time.
     #[arg(long, value_name = "T")]
     since: Option<String>,
     /// Keep polling (every second) and print new events as they come; Ctrl-C stops.
@@ -33,7 +36,7 @@ pub struct AuditArgs {
 /// Audit subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the audit log's integrity; prints the daemon's JSON report.
+    /// Check the activity log's hash chain; exits 1 naming the first broken line if it fails.
     Verify,
 }
 
@@ -43,38 +46,39 @@ pub(super) async fn run(ctx: &Context, args: AuditArgs) -> Result<(), CliError> 
     }
     let action = args.action.as_deref();
     if !args.follow {
-        let answer = ctx.client.audit(action, args.since.as_deref()).await?;
+        let events = ctx.client.audit(action, args.since.as_deref()).await?;
         if ctx.json {
-            return output::json(&answer);
+            return output::json(&AuditEvents { events });
         }
-        return output::items(&answer, "events")
-            .iter()
-            .try_for_each(print_event);
+        return events.iter().try_for_each(print_event);
     }
-    // `since` may be inclusive: events already printed at the newest time seen are skipped.
+    // Each poll asks again from one second before the newest event seen, and skips the events
+    // the previous poll already returned (by hash, unique per event): `since` only moves
+    // forward, so a poll returns nothing older than what the previous one returned. Asking from
+    // a whole second, not the exact time, keeps events of the same second whatever precision
+    // the daemon compares times with.
     let mut since = args.since;
-    let mut printed_at_since: HashSet<String> = HashSet::new();
+    let mut seen: HashSet<String> = HashSet::new();
     loop {
-        let answer = ctx.client.audit(action, since.as_deref()).await?;
-        for event in output::items(&answer, "events") {
-            let time = event
-                .get("time")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            let fingerprint = event.to_string();
-            if time.is_some() && time == since && printed_at_since.contains(&fingerprint) {
-                continue;
+        let events = ctx.client.audit(action, since.as_deref()).await?;
+        let mut returned = HashSet::with_capacity(events.len());
+        for event in &events {
+            if !seen.contains(&event.hash) {
+                if ctx.json {
+                    output::json_line(event)?;
+                } else {
+                    print_event(event)?;
+                }
             }
-            if ctx.json {
-                output::json_line(event)?;
-            } else {
-                print_event(event)?;
+            returned.insert(event.hash.clone());
+        }
+        seen = returned;
+        let newest = events.iter().filter_map(|e| parse_time(&e.time)).max();
+        if let Some(next) = newest.and_then(next_since) {
+            let current = since.as_deref().and_then(parse_time);
+            if current.is_none_or(|c| parse_time(&next).is_some_and(|n| n > c)) {
+                since = Some(next);
             }
-            if time.is_some() && time != since {
-                since = time;
-                printed_at_since.clear();
-            }
-            printed_at_since.insert(fingerprint);
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
@@ -83,32 +87,76 @@ pub(super) async fn run(ctx: &Context, args: AuditArgs) -> Result<(), CliError> 
     }
 }
 
-/// `TIME  ACTION  OUTCOME  TARGET  initiator  reason`, padded so that a stream stays aligned.
-fn print_event(event: &Value) -> Result<(), CliError> {
+fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok()
+}
+
+/// The whole UTC second before `newest`, as RFC 3339 without fraction.
+fn next_since(newest: OffsetDateTime) -> Option<String> {
+    let floor = newest
+        .to_offset(UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .ok()?;
+    (floor - time::Duration::seconds(1)).format(&Rfc3339).ok()
+}
+
+/// `TIME  ACTION  OUTCOME  TARGET  reason=…`, padded so that a stream stays aligned.
+fn print_event(event: &AuditEvent) -> Result<(), CliError> {
     let reason = event
-        .get("reason")
-        .filter(|r| !r.is_null())
-        .map(|r| format!("  reason={}", output::show(r)))
+        .reason
+        .as_deref()
+        .map(|r| format!("  reason={r}"))
         .unwrap_or_default();
     output::line(&format!(
-        "{:<24}  {:<22}  {:<7}  {}  {}{reason}",
-        output::cell(event, "time"),
-        output::cell(event, "action"),
-        output::cell(event, "outcome"),
-        output::cell(event, "target"),
-        output::cell(event, "initiator"),
+        "{:<30}  {:<22}  {:<7}  {}{reason}",
+        event.time, event.action, event.outcome, event.target,
     ))
 }
 
-/// Prints the report; fails (exit 1) when it says the log does not verify.
+/// Prints the report; fails (exit 1) when the chain does not verify, naming the broken line.
 async fn verify(ctx: &Context) -> Result<(), CliError> {
     let report = ctx.client.audit_verify().await?;
-    output::json(&report)?;
-    let failed = ["ok", "valid", "intact"]
-        .iter()
-        .any(|field| report.get(field).and_then(Value::as_bool) == Some(false));
-    if failed {
-        return Err(CliError::Failed("the audit log does not verify".into()));
+    if ctx.json {
+        output::json(&report)?;
+    } else {
+        output::fields(&[
+            ("ok", report.ok.to_string()),
+            ("events", report.events.to_string()),
+            (
+                "first broken line",
+                report
+                    .first_broken_line
+                    .map_or_else(|| "-".into(), |l| l.to_string()),
+            ),
+            (
+                "problem",
+                report.problem.clone().unwrap_or_else(|| "-".into()),
+            ),
+            ("head", report.head.clone()),
+        ])?;
     }
-    Ok(())
+    if report.ok {
+        return Ok(());
+    }
+    let line = report
+        .first_broken_line
+        .map_or_else(|| "an unknown line".into(), |l| format!("line {l}"));
+    Err(CliError::Failed(format!(
+        "the activity log does not verify: {line} is broken ({})",
+        report.problem.as_deref().unwrap_or("no detail")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follow_asks_from_the_whole_second_before() {
+        let newest = parse_time("2024-03-01T10:00:05.52Z").unwrap();
+        assert_eq!(next_since(newest).as_deref(), Some("2024-03-01T10:00:04Z"));
+        let offset = parse_time("2024-03-01T12:00:00+02:00").unwrap();
+        assert_eq!(next_since(offset).as_deref(), Some("2024-03-01T09:59:59Z"));
+        assert!(parse_time("yesterday").is_none());
+    }
 }

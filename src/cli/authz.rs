@@ -4,6 +4,7 @@ use clap::Subcommand;
 
 use super::output::{self, Table};
 use super::{CliError, Context};
+use crate::api::AuthorizationList;
 
 /// Authorization verbs.
 #[derive(Debug, Subcommand)]
@@ -40,29 +41,36 @@ pub(super) async fn run(ctx: &Context, command: AuthzCommand) -> Result<(), CliE
             if roles.is_empty() {
                 roles.push("Reader".into());
             }
-            let answer = client.grant(&source, &target, &roles).await?;
+            let info = client.grant(&source, &target, &roles).await?;
             if ctx.json {
-                return output::json(&answer);
+                return output::json(&info);
             }
             output::line(&format!(
-                "granted {} on {target} to {source} ({})",
-                roles.join(","),
-                output::cell(&answer, "id")
+                "granted {} on {} to {} ({})",
+                info.roles.join(","),
+                info.target,
+                info.source,
+                info.id
             ))
         }
         AuthzCommand::List => {
-            let answer = client.list_authorizations().await?;
+            let list = client.list_authorizations().await?;
             if ctx.json {
-                return output::json(&answer);
+                return output::json(&AuthorizationList {
+                    authorizations: list,
+                });
             }
-            let mut table = Table::new(&["ID", "SOURCE", "TARGET", "ROLES", "CREATED_BY"]);
-            for a in output::items(&answer, "authorizations") {
-                table.row(
-                    ["id", "source", "target", "roles", "created_by"]
-                        .iter()
-                        .map(|f| output::cell(a, f))
-                        .collect(),
-                );
+            let mut table =
+                Table::new(&["ID", "SOURCE", "TARGET", "ROLES", "CREATED_BY", "CREATED"]);
+            for a in &list {
+                table.row(vec![
+                    a.id.clone(),
+                    a.source.clone(),
+                    a.target.clone(),
+                    a.roles.join(","),
+                    a.created_by.clone().unwrap_or_else(|| "-".into()),
+                    a.created_at.clone(),
+                ]);
             }
             table.print()
         }

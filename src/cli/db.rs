@@ -96,31 +96,28 @@ pub(super) async fn run(ctx: &Context, command: DbCommand) -> Result<(), CliErro
             ])
         }
         DbCommand::Delete { db } => {
-            let answer = client.delete_database(&db).await?;
+            let info = client.delete_database(&db).await?;
             if ctx.json {
-                return if answer.is_null() {
-                    Ok(())
-                } else {
-                    output::json(&answer)
-                };
+                return output::json(&info);
             }
-            match answer.get("purge_at").and_then(|v| v.as_str()) {
-                Some(when) => {
-                    output::line(&format!("deleted database {db}; restorable until {when}"))
-                }
-                None => output::line(&format!("deleted database {db}")),
-            }
+            let purge_at = info.purge_at.as_deref().unwrap_or("-");
+            output::line(&format!(
+                "deleted database {}: state {}, purge at {purge_at} (`envault db restore {}` until then)",
+                info.name,
+                state(&info),
+                info.name
+            ))
         }
         DbCommand::Restore { db } => {
-            let answer = client.restore_database(&db).await?;
+            let info = client.restore_database(&db).await?;
             if ctx.json {
-                return if answer.is_null() {
-                    Ok(())
-                } else {
-                    output::json(&answer)
-                };
+                return output::json(&info);
             }
-            output::line(&format!("restored database {db}"))
+            output::line(&format!(
+                "restored database {}: state {}",
+                info.name,
+                state(&info)
+            ))
         }
     }
 }

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 use super::output::{self, Table};
 use super::{read_input, CliError, Context};
 use crate::api::{KeyInfo, Registration};
+use crate::client::KeyAction;
 
 /// Root key verbs. A key is named by its name, id or CRN.
 #[derive(Debug, Subcommand)]
@@ -35,14 +36,15 @@ pub enum KeyCommand {
         /// Name, id or CRN.
         key: String,
     },
-    /// Add a key version and rewrap every DEK and backup header under it.
+    /// Add a key version and rewrap every DEK and backup header under it, following the job's
+    /// progress on stderr.
     Rotate {
         /// Name, id or CRN.
         key: String,
         /// Destroy the old versions once everything is rewrapped.
         #[arg(long)]
         retire_old: bool,
-        /// Only show what the rotation would touch.
+        /// Only show what the rotation would touch (the daemon's preview); nothing changes.
         #[arg(long)]
         dry_run: bool,
     },
@@ -50,6 +52,9 @@ pub enum KeyCommand {
     Disable {
         /// Name, id or CRN.
         key: String,
+        /// Only show what would be locked (the daemon's preview); nothing changes.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Re-enable a suspended key.
     Enable {
@@ -63,6 +68,9 @@ pub enum KeyCommand {
         /// Destroy the key material even if databases or backups depend on it.
         #[arg(long)]
         force: bool,
+        /// Only show what the deletion would make unreadable; nothing changes.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -123,60 +131,67 @@ pub(super) async fn run(ctx: &Context, command: KeyCommand) -> Result<(), CliErr
             dry_run,
         } => {
             if dry_run {
-                return rotate_plan(ctx, &key, retire_old).await;
+                return preview(ctx, &key, KeyAction::Rotate, retire_old).await;
             }
-            let answer = client.rotate_key(&key, retire_old).await?;
+            super::rotation::rotate(ctx, &key, retire_old).await
+        }
+        KeyCommand::Disable { key, dry_run } => {
+            if dry_run {
+                return preview(ctx, &key, KeyAction::Disable, false).await;
+            }
+            let info = client.disable_key(&key).await?;
             if ctx.json {
-                return output::json(&answer);
+                return output::json(&info);
             }
             output::line(&format!(
-                "rotated key {key}: now at version {}",
-                output::cell(&answer, "version")
+                "disabled key {} ({}): state {}; what it protects is locked until `envault key enable`",
+                info.name, info.crn, info.state
             ))
         }
-        KeyCommand::Disable { key } => {
-            let answer = client.disable_key(&key).await?;
-            confirm(
-                ctx,
-                &answer,
-                &format!("disabled key {key}: what it protects is locked"),
-            )
-        }
         KeyCommand::Enable { key } => {
-            let answer = client.enable_key(&key).await?;
-            confirm(ctx, &answer, &format!("enabled key {key}"))
-        }
-        KeyCommand::Delete { key, force } => {
-            if let Err(error) = client.delete_key(&key, force).await {
-                if error.code() == Some("key_in_use") {
-                    output::note(&format!(
-                        "hint: `envault key delete {key} --force` destroys the key and makes everything under it unreadable"
-                    ));
-                }
-                return Err(error.into());
-            }
+            let info = client.enable_key(&key).await?;
             if ctx.json {
-                return Ok(());
+                return output::json(&info);
             }
-            let what = if force {
-                "destroyed (cryptoshred)"
-            } else {
-                "deleted"
+            output::line(&format!(
+                "enabled key {} ({}): state {}",
+                info.name, info.crn, info.state
+            ))
+        }
+        KeyCommand::Delete {
+            key,
+            force,
+            dry_run,
+        } => {
+            if dry_run {
+                return preview(ctx, &key, KeyAction::Delete, force).await;
+            }
+            let receipt = match client.delete_key(&key, force).await {
+                Ok(receipt) => receipt,
+                Err(error) => {
+                    if error.code() == Some("key_in_use") {
+                        output::note(&format!(
+                            "hint: `envault key delete {key} --force` destroys the key and makes everything under it unreadable"
+                        ));
+                    }
+                    return Err(error.into());
+                }
             };
-            output::line(&format!("key {key} {what}"))
+            if ctx.json {
+                return output::json(&receipt);
+            }
+            super::impact::print_receipt(&receipt)
         }
     }
 }
 
-/// The answer under `--json`, else `message`.
-fn confirm(ctx: &Context, answer: &serde_json::Value, message: &str) -> Result<(), CliError> {
+/// `--dry-run` of rotate, disable and delete: the daemon's preview, printed.
+async fn preview(ctx: &Context, key: &str, action: KeyAction, flag: bool) -> Result<(), CliError> {
+    let impact = ctx.client.preview_key_action(key, action).await?;
     if ctx.json {
-        if answer.is_null() {
-            return Ok(());
-        }
-        return output::json(answer);
+        return output::json(&impact);
     }
-    output::line(message)
+    super::impact::print_impact(&impact, flag)
 }
 
 fn show(key: &KeyInfo) -> Result<(), CliError> {
@@ -212,37 +227,6 @@ fn registrations(list: &[Registration]) -> Result<(), CliError> {
         ]);
     }
     table.print()
-}
-
-/// `key rotate --dry-run`: what a rotation would rewrap, read from the key's registrations.
-async fn rotate_plan(ctx: &Context, key: &str, retire_old: bool) -> Result<(), CliError> {
-    let key = ctx.client.get_key(key).await?;
-    let regs = key.registrations.clone().unwrap_or_default();
-    if ctx.json {
-        return output::json(&json!({
-            "dry_run": true,
-            "key": key.id,
-            "name": key.name,
-            "from_version": key.version,
-            "to_version": key.version + 1,
-            "retire_old": retire_old,
-            "registrations": regs,
-        }));
-    }
-    let count = |kind: &str| regs.iter().filter(|r| r.kind == kind).count();
-    output::line(&format!(
-        "would rotate key {} ({}) from version {} to {}, rewrapping the DEKs of {} database(s) and the headers of {} backup(s)",
-        key.name,
-        key.id,
-        key.version,
-        key.version + 1,
-        count("database"),
-        count("backup"),
-    ))?;
-    if retire_old {
-        output::line(&format!("would then destroy versions 1 to {}", key.version))?;
-    }
-    registrations(&regs)
 }
 
 /// Key material to import: 44 characters of base64 or 64 hex digits (after trimming) are

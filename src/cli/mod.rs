@@ -16,9 +16,11 @@ mod audit;
 mod authz;
 mod backup;
 mod db;
+mod impact;
 mod key;
 pub mod output;
 mod record;
+mod rotation;
 mod token;
 
 /// `envault [--socket PATH] [--token T] [--config PATH] [--json] <command>`.
@@ -251,6 +253,12 @@ mod tests {
             &["key", "create", "k1", "--import", "-"][..],
             &["key", "rotate", "k1", "--retire-old", "--dry-run"],
             &["key", "delete", "k1", "--force"],
+            &["key", "delete", "k1", "--dry-run"],
+            &["key", "disable", "k1", "--dry-run"],
+            &["key", "enable", "k1"],
+            &["db", "delete", "orders"],
+            &["db", "restore", "orders"],
+            &["authz", "list"],
             &[
                 "authz",
                 "grant",
