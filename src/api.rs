@@ -246,7 +246,7 @@ pub struct RotateRequest {
 pub struct RotationStatus {
     /// Job id.
     pub job: String,
-    /// `running` | `completed` | `pending` (recorded, not yet resumed after a restart).
+    /// `pending` | `running` | `completed` | `failed` (a failed job resumes at the next start).
     pub state: String,
     /// Version every DEK is rewrapped to.
     pub target_version: u32,
@@ -260,6 +260,9 @@ pub struct RotationStatus {
     /// Backup headers rewrapped.
     #[serde(default)]
     pub backups_rewrapped: u64,
+    /// Why the job failed (`state` = `failed`); it resumes at the next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `POST /v1/keys/{key}/rotate` answer: 200 when the job is done, 202 when it was started in

@@ -1438,8 +1438,6 @@ async fn concurrent_garbage_does_not_stop_the_daemon() {
 /// decoding: it must be refused, not stored under the literal text (which a second spelling,
 /// `%25ZZ`, also names).
 #[tokio::test]
-#[ignore = "bug: PUT /v1/databases/db/records/a%ZZb answers 204 and stores the record under the \
-            literal key \"a%ZZb\" instead of 400 bad_request for an invalid percent escape"]
 async fn invalid_percent_escapes_in_record_keys_are_refused() {
     let daemon = Daemon::start().await;
     expect(

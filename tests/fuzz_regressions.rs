@@ -363,7 +363,6 @@ fn write_seeds() {
 /// on disk panics the restore handler (connection dropped, no activity-log event) instead
 /// of answering `invalid backup`.
 #[test]
-#[ignore = "bug: BackupFront::prefix panics on a non-ASCII nonce_prefix (src/backup/format.rs:164)"]
 fn backup_nonce_prefix_with_multibyte_char_is_refused_not_a_panic() {
     use envault::backup::format::{read_front, write_front, BackupFormatError, KeySlot};
     use envault::crypto::{Cipher, SecretKey};

@@ -614,7 +614,6 @@ async fn rotating_a_suspended_or_missing_key_fails_cleanly() {
 /// `POST /rotate` with `wait: false` answers 202 with the job it started, and the status route
 /// describes that job from then on, never the previous rotation.
 #[tokio::test]
-#[ignore = "bug: the 202 of a rotation started with wait:false (and GET /rotation right after) can report the previous, completed job"]
 async fn a_rotation_started_without_waiting_reports_its_own_job() {
     let daemon = Daemon::start().await;
     let client = daemon.client();
@@ -921,7 +920,6 @@ async fn purge_resumes_after_a_restart_and_shreds_provider_keys() {
 /// The soft-deletion period is a promise: a database deleted just before a second boundary is
 /// still restorable `period - 0.5 s` later.
 #[tokio::test]
-#[ignore = "bug: purge_at is rounded down to whole seconds (unix_now() + period), so the soft-deletion period is up to 1 s shorter than configured"]
 async fn restore_works_for_the_whole_period() {
     let daemon = Daemon::start_with_env(&[("ENVAULT_SOFT_DELETE_PERIOD", "3s")]).await;
     let client = daemon.client();

@@ -446,7 +446,6 @@ async fn no_write_is_acknowledged_after_the_shred_returns() {
 /// `kms.secrets.delete` event, and no refusal caused by the shred may be logged before the shred
 /// itself. Repeated because the window is a few microseconds wide.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "bug: writes refused with key_destroyed are logged between the receipt's audit_chain_head and the kms.secrets.delete event"]
 async fn the_receipt_chain_head_is_the_event_right_before_the_delete_under_load() {
     let daemon = Daemon::start().await;
     let admin = daemon.client();

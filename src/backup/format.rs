@@ -117,7 +117,7 @@ impl KeySlot {
             return None;
         }
         let digest = Sha256::digest(&bytes[..82]);
-        if bytes[82..90] != digest[..8] {
+        if bytes[82..90] != digest[..8] || bytes[90..].iter().any(|b| *b != 0) {
             return None;
         }
         let len = u16::from_be_bytes([bytes[8], bytes[9]]) as usize;
@@ -156,7 +156,9 @@ impl BackupFront {
     /// The nonce prefix.
     pub fn prefix(&self) -> Result<[u8; 7], BackupFormatError> {
         let text = &self.header.nonce_prefix;
-        if text.len() != 14 {
+        // Attacker-controlled text: check it is 14 ASCII hex digits before slicing it by byte
+        // offsets (a multi-byte character would otherwise split mid-character and panic).
+        if text.len() != 14 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(BackupFormatError::Invalid("nonce prefix"));
         }
         let mut out = [0u8; 7];

@@ -43,7 +43,12 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // The scheme name is case-insensitive (RFC 7235).
+            .and_then(|v| {
+                v.get(..7)
+                    .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                    .map(|_| &v[7..])
+            })
             .map(str::trim);
         let peer = parts.extensions.get::<PeerCred>().map(|p| p.uid);
         let uid_allowed = state.allowed_uids.is_empty()
@@ -84,11 +89,27 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if has_invalid_escape(parts.uri.path()) {
+            return Err(bad_request(
+                "invalid path: '%' must be followed by two hex digits",
+            ));
+        }
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(v)| ApiPath(v))
             .map_err(|e| bad_request(format!("invalid path: {}", e.body_text())))
     }
+}
+
+/// Whether a raw path has a `%` not followed by two hex digits (the router's decoder would
+/// pass it through literally, letting `a%ZZ` and `a%25ZZ` name the same record).
+fn has_invalid_escape(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.iter().enumerate().any(|(i, b)| {
+        *b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
 }
 
 /// Query string; unknown or malformed parameters are a 400.

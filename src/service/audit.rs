@@ -17,51 +17,15 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub use crate::api::{AuditEvent, AuditInitiator as Initiator, AuditVerifyReport as VerifyReport};
 
 use super::{now_rfc3339, Principal};
 
 const HEADER: &str = r#"{"magic":"envault-audit","version":1}"#;
 /// The chain's starting hash (before the first event).
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// Who made the request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Initiator {
-    /// Token id (never the secret), or `system`/`anonymous`.
-    pub token_id: String,
-    /// Peer uid from SO_PEERCRED.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub peer_uid: Option<u32>,
-}
-
-/// One line of the activity log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AuditEvent {
-    /// Position in the log, from 0.
-    pub seq: u64,
-    /// RFC 3339.
-    pub time: String,
-    /// `kms.secrets.create`, `databases.delete`, …
-    pub action: String,
-    /// Target CRN (or the reference given, when it did not resolve).
-    pub target: String,
-    /// Who.
-    pub initiator: Initiator,
-    /// `success` | `failure` | `denied`.
-    pub outcome: String,
-    /// Error code or explanation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Structured extras (receipts, counts).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub details: Option<serde_json::Value>,
-    /// Hash of the previous event.
-    pub prev: String,
-    /// Hash of this event.
-    pub hash: String,
-}
 
 impl AuditEvent {
     fn compute_hash(&self) -> String {
@@ -77,23 +41,6 @@ impl AuditEvent {
             .map(|b| format!("{b:02x}"))
             .collect()
     }
-}
-
-/// Result of checking the chain.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Whether every line checks.
-    pub ok: bool,
-    /// Events checked.
-    pub events: u64,
-    /// 1-based line number of the first broken line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_broken_line: Option<u64>,
-    /// What is wrong there.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
-    /// Hash of the last good event.
-    pub head: String,
 }
 
 struct Tail {
@@ -152,7 +99,22 @@ impl AuditLog {
         reason: Option<String>,
         details: Option<serde_json::Value>,
     ) -> AuditResult<String> {
+        self.append_with(who, action, target, outcome, reason, |_| details)
+    }
+
+    /// Like [`AuditLog::append`], with details built from the chain head the event follows
+    /// (a shred receipt names it), under the log's lock so nothing can come in between.
+    pub fn append_with(
+        &self,
+        who: &Principal,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        reason: Option<String>,
+        details: impl FnOnce(&str) -> Option<serde_json::Value>,
+    ) -> AuditResult<String> {
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let details = details(&tail.head);
         let mut event = AuditEvent {
             seq: tail.seq,
             time: now_rfc3339(),
@@ -189,6 +151,17 @@ impl AuditLog {
 
     /// Events matching `action` (exact, or prefix when it ends in `*`) at or after `since`.
     pub fn query(&self, action: Option<&str>, since: Option<&str>) -> AuditResult<Vec<AuditEvent>> {
+        // Compared as instants: RFC 3339 text with varying fraction digits or offsets does not
+        // sort as time does.
+        let since = match since {
+            Some(text) => Some(parse_time(text).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("since must be an RFC 3339 time, got {text:?}"),
+                )
+            })?),
+            None => None,
+        };
         let file = File::open(&self.path)?;
         let mut events = Vec::new();
         for line in BufReader::new(file).lines().skip(1) {
@@ -202,8 +175,7 @@ impl AuditLog {
                     None => event.action == a,
                 },
             };
-            // RFC 3339 UTC timestamps of the same format compare correctly as strings.
-            let since_ok = since.is_none_or(|s| event.time.as_str() >= s);
+            let since_ok = since.is_none_or(|s| parse_time(&event.time).is_some_and(|t| t >= s));
             if action_ok && since_ok {
                 events.push(event);
             }
@@ -216,6 +188,10 @@ impl AuditLog {
         let _tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         verify_file(&self.path)
     }
+}
+
+fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// Checks a log file's header and chain; reports the first broken line.

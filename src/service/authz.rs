@@ -3,8 +3,9 @@
 //! `AuthorizationDelegator`, and envault then keeps a delegated `backups` → key `Reader`
 //! authorization in place for as long as the database names that backup key.
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+pub use crate::api::{AuthorizationInfo, GrantRequest};
 
 use super::catalog::authorization_key;
 use super::keys::find_key;
@@ -19,36 +20,6 @@ pub const DELEGATOR: &str = "AuthorizationDelegator";
 pub const DATABASES: &str = "databases";
 /// Source service of backups.
 pub const BACKUPS: &str = "backups";
-
-/// `POST /v1/authorizations` body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantRequest {
-    /// `databases` | `backups`.
-    pub source: String,
-    /// A key (name, id or CRN) or `*`.
-    pub target: String,
-    /// `Reader`, optionally `AuthorizationDelegator`.
-    pub roles: Vec<String>,
-}
-
-/// An authorization as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AuthorizationInfo {
-    /// Id.
-    pub id: String,
-    /// Source service.
-    pub source: String,
-    /// Target key CRN, or `*`.
-    pub target: String,
-    /// Roles.
-    pub roles: Vec<String>,
-    /// CRN of the database that caused a delegated authorization.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_by: Option<String>,
-    /// RFC 3339.
-    pub created_at: String,
-}
 
 fn new_id() -> Result<String, ServiceError> {
     let mut bytes = [0u8; 8];

@@ -414,7 +414,14 @@ impl Vault {
         who.require_operator()?;
         let record = self.find_backup(reference)?;
         let path = self.backup_dir.join(&record.file);
-        let mut file = File::open(&path).map_err(io_error)?;
+        let mut file = File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ServiceError::NotFound(format!(
+                "the file of backup {} is missing: {}",
+                record.id,
+                path.display()
+            )),
+            _ => io_error(e),
+        })?;
         let front = format::read_front(&mut std::io::BufReader::new(&mut file))?;
         if front.header.backup_id != record.id || front.header.backup_key_id != record.key_id {
             return Err(ServiceError::BadRequest(
@@ -540,7 +547,13 @@ impl Vault {
                     &plain,
                 )?;
                 let slot = KeySlot {
-                    seq: front.slot.seq + 1,
+                    seq: front
+                        .slot
+                        .seq
+                        .checked_add(1)
+                        .ok_or(ServiceError::BadRequest(
+                            "backup key slot sequence exhausted".into(),
+                        ))?,
                     key_version: version,
                     wrapped,
                 };

@@ -5,68 +5,15 @@
 //! in-flight record operations and every request that starts after it returns sees the new
 //! state (also on connections opened before).
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::catalog::{database_key, dek_key, job_key, key_key};
 use super::databases::find_database;
 use super::keys::find_key;
 use super::{now_rfc3339, Principal, ServiceError, Vault};
+pub use crate::api::{AffectedResource, Impact, ShredReceipt};
 use crate::api::{DatabaseInfo, KeyInfo};
 use crate::store::{codec, CatalogOp, DatabaseRecord, DatabaseState, KeyOrigin, KeyState};
-
-/// One resource a lifecycle action would touch.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AffectedResource {
-    /// `database` (backups come with the backups issue).
-    pub kind: String,
-    /// CRN.
-    pub crn: String,
-    /// Name.
-    pub name: String,
-    /// State before the action.
-    pub state: String,
-    /// `key` or `backup_key`.
-    pub role: String,
-    /// Records it holds (counted for previews; omitted from shred receipts, which must not
-    /// scan records so that a shred stays flat in data size).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub records: Option<u64>,
-}
-
-/// What a rotate / disable / delete would affect (`?dry_run=true`), changing nothing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Impact {
-    /// Always true: nothing was changed.
-    pub dry_run: bool,
-    /// The action previewed.
-    pub action: String,
-    /// Key CRN.
-    pub key: String,
-    /// Databases the key protects.
-    pub databases: Vec<AffectedResource>,
-    /// Backups under the key.
-    pub backups: Vec<AffectedResource>,
-    /// Records in those databases.
-    pub total_records: u64,
-    /// Wrapped DEKs under the key (what rotation rewraps).
-    pub wrapped_deks: u64,
-}
-
-/// Proof of a completed shred, returned and logged.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShredReceipt {
-    /// Key CRN.
-    pub key: String,
-    /// Versions whose material was destroyed.
-    pub destroyed_versions: Vec<u32>,
-    /// Resources made unreadable.
-    pub affected: Vec<AffectedResource>,
-    /// RFC 3339.
-    pub time: String,
-    /// Activity-log chain head just before the `kms.secrets.delete` event.
-    pub audit_chain_head: String,
-}
 
 impl Vault {
     /// What acting on `key_id` affects; `count_records` scans each database (previews only).
@@ -223,14 +170,12 @@ impl Vault {
         reference: &str,
         force: bool,
     ) -> Result<ShredReceipt, ServiceError> {
-        let head = self.audit.head();
-        let result = self.delete_key_inner(who, reference, force, head).await;
+        let result = self.delete_key_inner(who, reference, force).await;
+        if result.is_ok() {
+            return result; // logged inside, while the gate was held
+        }
         let target = self.target_crn(reference, &result.as_ref().map(|r| r.key.clone()));
-        let details = result
-            .as_ref()
-            .ok()
-            .and_then(|r| serde_json::to_value(r).ok());
-        self.audited(who, "kms.secrets.delete", &target, result, details)
+        self.audited(who, "kms.secrets.delete", &target, result, None)
     }
 
     async fn delete_key_inner(
@@ -238,7 +183,6 @@ impl Vault {
         who: &Principal,
         reference: &str,
         force: bool,
-        audit_chain_head: String,
     ) -> Result<ShredReceipt, ServiceError> {
         who.require_operator()?;
         let _gate = self.gate.write().await;
@@ -270,13 +214,34 @@ impl Vault {
         self.shred(&mut key).await?;
         let mut affected = impact.databases;
         affected.extend(impact.backups);
-        Ok(ShredReceipt {
+        let mut receipt = ShredReceipt {
             key: self.crn("key", &key.id),
             destroyed_versions,
             affected,
             time: now_rfc3339(),
-            audit_chain_head,
-        })
+            audit_chain_head: String::new(),
+        };
+        // Logged while the gate is still held, so no request refused because of this shred
+        // can be logged before the shred itself.
+        let target = receipt.key.clone();
+        self.audit
+            .append_with(
+                who,
+                "kms.secrets.delete",
+                &target,
+                "success",
+                None,
+                |head| {
+                    receipt.audit_chain_head = head.to_string();
+                    serde_json::to_value(&receipt).ok()
+                },
+            )
+            .map_err(|e| {
+                ServiceError::Store(crate::store::StoreError::Backend(format!(
+                    "activity log: {e}"
+                )))
+            })?;
+        Ok(receipt)
     }
 
     /// Destroys a key: catalog first (durably marks the key destroyed and its databases
@@ -382,7 +347,10 @@ impl Vault {
         let now = unix_now();
         db.state = DatabaseState::Deleted;
         db.deleted_at = Some(now_rfc3339());
-        db.purge_at = Some(now + self.soft_delete_period.as_secs());
+        // Rounded up to the next whole second: the period is never shorter than configured.
+        let period = self.soft_delete_period;
+        let period_secs = period.as_secs() + u64::from(period.subsec_nanos() > 0);
+        db.purge_at = Some(now + period_secs + 1);
         self.commit(vec![CatalogOp::Put(
             database_key(&db.id),
             codec::encode(&db),

@@ -12,12 +12,12 @@ use std::sync::Mutex;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::catalog::{backup_key, dek_key, job_key, key_key};
 use super::keys::require_usable;
 use super::{now_rfc3339, Principal, ServiceError, Vault};
+pub use crate::api::RotationStatus;
 use crate::crypto::bindings::dek_context;
 use crate::crypto::{EnvelopeKind, SecretKey};
 use crate::keystore::RootKeyRef;
@@ -25,27 +25,6 @@ use crate::store::{codec, CatalogOp, DekRecord, RotationJob};
 
 /// DEKs rewrapped per atomic commit.
 const BATCH: usize = 64;
-
-/// Progress of a key's rotation job.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RotationStatus {
-    /// Job id.
-    pub job: String,
-    /// `running` | `completed`.
-    pub state: String,
-    /// Version being rewrapped to.
-    pub target_version: u32,
-    /// DEKs to rewrap in all.
-    pub total: u64,
-    /// DEKs rewrapped so far.
-    pub done: u64,
-    /// Versions destroyed at the end (`retire_old`).
-    #[serde(default)]
-    pub retired_versions: Vec<u32>,
-    /// Backup headers rewrapped.
-    #[serde(default)]
-    pub backups_rewrapped: u64,
-}
 
 /// In-memory progress of running and recently finished jobs, by key.
 #[derive(Default)]
@@ -138,6 +117,22 @@ impl Vault {
         let mut catalog = self.write_catalog();
         catalog.put_key(key);
         catalog.jobs.insert(job.key_id, job.clone());
+        drop(catalog);
+        // Progress of this job from the moment it exists, so a caller that does not wait sees
+        // it (and not the previous job's final status).
+        self.rotations.set(
+            job.key_id,
+            RotationStatus {
+                job: job.id.clone(),
+                state: "pending".into(),
+                target_version: job.target_version,
+                total: 0,
+                done: 0,
+                retired_versions: Vec::new(),
+                backups_rewrapped: 0,
+                error: None,
+            },
+        );
         Ok(job)
     }
 
@@ -148,6 +143,14 @@ impl Vault {
         job: RotationJob,
     ) -> Result<RotationStatus, ServiceError> {
         let result = self.run_rotation_inner(job.clone()).await;
+        if let Err(err) = &result {
+            // Visible in `GET …/rotation`; the job stays in the catalog and resumes at start.
+            let reason = format!("{} ({})", err, err.code());
+            self.rotations.update(job.key_id, |s| {
+                s.state = "failed".into();
+                s.error = Some(reason);
+            });
+        }
         let target = self.crn("key", &job.key_id);
         let details = result
             .as_ref()
@@ -177,6 +180,7 @@ impl Vault {
                 done: 0,
                 retired_versions: Vec::new(),
                 backups_rewrapped: 0,
+                error: None,
             },
         );
         loop {
@@ -301,6 +305,7 @@ impl Vault {
                 done: 0,
                 retired_versions: Vec::new(),
                 backups_rewrapped: 0,
+                error: None,
             }),
             None => Err(ServiceError::NotFound(format!(
                 "key {:?} has no rotation",
