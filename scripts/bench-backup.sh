@@ -22,8 +22,9 @@
 # STREAM vs OpenSSL (the approach of scripts/bench-vs-openssl.sh): the criterion groups
 # `stream_seal/65536` and `stream_open/65536` of benches/stream.rs (median time per chunk, from
 # <target>/criterion/<group>/65536/new/estimates.json) against
-# `openssl speed -evp aes-256-gcm -bytes 65536 -mr`, plain (bulk EVP_EncryptUpdate) and -aead
-# (set IV, AAD, update, final, tag per message: like one STREAM chunk). Both pinned to one CPU,
+# `openssl speed -elapsed -evp aes-256-gcm -bytes 65536 -mr`, plain (bulk EVP_EncryptUpdate) and
+# -aead (set IV, AAD, update, final, tag per message: like one STREAM chunk). Both wall-clock,
+# both pinned to one CPU (BENCH_CPU, default the last one),
 # measured one after the other in each of $ROUNDS rounds; the median ratio is reported, since
 # other work on the machine moves single figures by +-20 %.
 # MB = 10^6 bytes, MiB = 2^20 bytes. Needs cargo, openssl, jq.
@@ -48,7 +49,10 @@ echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Build first so that compiling never overlaps a measurement.
 cargo build --quiet --release --bin envault --example bench_backup
-cargo bench --quiet --bench stream --no-run
+# The bench binary is run directly in each round, so that it stays the same one even if the
+# sources change meanwhile (cargo bench would rebuild).
+stream_bench=$(cargo bench --quiet --bench stream --no-run --message-format=json |
+    jq -r 'select(.executable != null and .target.name == "stream") | .executable')
 
 daemon_pid=
 workdir=
@@ -119,10 +123,15 @@ fi
 
 pin=()
 if command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ]; then
-    pin=(taskset -c 1)
+    pin=(taskset -c "${BENCH_CPU:-$(($(nproc) - 1))}")
 fi
 openssl_rate() { # extra flag -> bytes per second at 64 KiB
-    "${pin[@]}" openssl speed -evp aes-256-gcm $1 -bytes 65536 -seconds "$OPENSSL_SECONDS" -mr \
+    # -elapsed: wall-clock time, as criterion measures. Without it openssl speed divides by its
+    # user CPU time, which does not grow when another process shares the CPU, while criterion's
+    # wall time does: the ratio would then swing by 2x with the machine's load.
+    # shellcheck disable=SC2086  # $1 is an optional flag
+    "${pin[@]}" openssl speed -elapsed -evp aes-256-gcm $1 -bytes 65536 \
+        -seconds "$OPENSSL_SECONDS" -mr \
         2>/dev/null | awk -F: '/^\+F:/ { print $NF }' | tail -1
 }
 echo
@@ -135,7 +144,8 @@ for round in $(seq "$ROUNDS"); do
     ossl_aead=$(openssl_rate -aead)
     ossl_stream=$(openssl_rate "")
     rm -rf "$target_dir/criterion/stream_seal" "$target_dir/criterion/stream_open"
-    if ! "${pin[@]}" cargo bench --quiet --bench stream -- '^stream_(seal|open)/' >"$slog" 2>&1; then
+    if ! CRITERION_HOME="$target_dir/criterion" "${pin[@]}" "$stream_bench" --bench \
+        '^stream_(seal|open)/' >"$slog" 2>&1; then
         cat "$slog" >&2
         exit 1
     fi

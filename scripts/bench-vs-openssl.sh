@@ -8,14 +8,17 @@
 # Ours: the criterion group `cipher_seal_in_place` of benches/crypto.rs (Cipher::seal_in_place,
 # no AAD, fixed nonce); the median time per seal is read back from
 # <target>/criterion/cipher_seal_in_place/<size>/new/estimates.json.
-# OpenSSL: `openssl speed -evp aes-256-gcm -bytes N -seconds S -mr`, in two modes:
+# OpenSSL: `openssl speed -elapsed -evp aes-256-gcm -bytes N -seconds S -mr`, in two modes:
 #   -aead   a TLS-like message each time (set IV, 13-byte AAD, update, final, get tag), which is
 #           what one seal_in_place does: the like-for-like figure, and the ratio that counts;
 #   stream  plain EVP_EncryptUpdate calls on one context: bulk rate, no per-message IV or tag.
+# `-elapsed` makes OpenSSL divide by wall time, as criterion does; without it OpenSSL divides by
+# its user CPU time, which stays put when another process shares the CPU while ours does not.
 # Each size runs ROUNDS rounds of (openssl -aead, openssl stream, ours) back to back, and each
 # column keeps its best round: on a shared machine noise only ever slows a run down, and
 # interleaving gives both sides the same background load. MB = 10^6 bytes.
-# Needs cargo, openssl and jq; pins the measured processes to one CPU if taskset exists.
+# Needs cargo, openssl and jq; pins the measured processes to CPU $BENCH_CPU (default 1) if
+# taskset exists. ROUNDS (default 3) and SECONDS_PER_RUN (default 2) trade time for stability.
 set -euo pipefail
 
 SIZES=(64 1024 4096 65536)
@@ -30,7 +33,7 @@ done
 target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 pin=()
 if command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ]; then
-    pin=(taskset -c 1)
+    pin=(taskset -c "${BENCH_CPU:-1}")
 fi
 
 echo "== machine"
@@ -46,7 +49,7 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 cargo bench --quiet --bench crypto --no-run ${CARGO_BENCH_ARGS:-}
 
 openssl_rate() { # size, [mode flag] -> MB/s
-    "${pin[@]}" openssl speed -evp aes-256-gcm ${2:+"$2"} -bytes "$1" -seconds "$SECONDS_PER_RUN" \
+    "${pin[@]}" openssl speed -elapsed -evp aes-256-gcm ${2:+"$2"} -bytes "$1" -seconds "$SECONDS_PER_RUN" \
         -mr 2>/dev/null | awk -F: '/^\+F:/ { rate = $NF } END { printf "%.0f\n", rate / 1e6 }'
 }
 
