@@ -93,7 +93,8 @@ pub struct LimitsConfig {
     pub max_record_key: usize,
     /// Concurrent connections.
     pub max_connections: usize,
-    /// Per-request time limit, e.g. "30s".
+    /// Time for a request's headers to arrive (and idle limit of a kept-alive connection),
+    /// e.g. "30s". Bodies have the fixed `server::extract::BODY_TIMEOUT`.
     pub request_timeout: String,
 }
 

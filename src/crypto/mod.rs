@@ -1,8 +1,9 @@
 //! Cryptography with no I/O: secret key types, the AES-256-GCM primitive and the sealed
 //! envelope format shared by records, wrapped DEKs, app-held ciphertexts and the keystore file.
 //!
-//! This is the only module that names `aes-gcm` (in [`aead`]), so a crate upgrade or a switch to
-//! another audited implementation stays contained here.
+//! This is the only module that names an AES-GCM implementation (`ring` by default, or
+//! `aes-gcm` with the `aead-rustcrypto` feature, both in [`aead`]), so a crate upgrade or a
+//! switch to another audited implementation stays contained here.
 
 pub mod aead;
 pub mod bindings;

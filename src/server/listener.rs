@@ -12,6 +12,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+use super::connection::{track_body, Activity, Pressure, TrackedStream, IDLE_GRACE};
 use super::extract::PeerCred;
 use super::{AppState, ServerError};
 use crate::config::Config;
@@ -71,11 +72,12 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     tracing::info!(socket = %path.display(), "envault listening");
     let mut signals = Signals::new().map_err(socket_error(&path))?;
+    let pressure = Pressure::new();
     loop {
         let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
+            permit = acquire_permit(&permits, &pressure) => match permit {
+                Some(p) => p,
+                None => break,
             },
             _ = signals.recv() => break,
         };
@@ -98,13 +100,24 @@ pub async fn serve(
         });
         let app = app.clone();
         let mut shutdown = shutdown_rx.clone();
+        let mut pressed = pressure.subscribe();
         connections.spawn(async move {
+            let activity = Activity::new();
+            let stream = TrackedStream::new(stream, Arc::clone(&activity));
+            let service_activity = Arc::clone(&activity);
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                     if let Some(peer) = peer {
                         request.extensions_mut().insert(peer);
                     }
-                    app.clone().oneshot(request)
+                    let in_flight = service_activity.begin_request();
+                    let answer = app.clone().oneshot(request);
+                    async move {
+                        let response = answer.await?;
+                        Ok::<_, std::convert::Infallible>(
+                            response.map(|body| track_body(body, in_flight)),
+                        )
+                    }
                 });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -113,11 +126,21 @@ pub async fn serve(
                 .max_buf_size(64 * 1024);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = shutdown.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            loop {
+                tokio::select! {
+                    _ = connection.as_mut() => break,
+                    _ = shutdown.changed() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                        break;
+                    }
+                    changed = pressed.changed() => {
+                        if changed.is_err() || activity.is_idle() {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                            break;
+                        }
+                    }
                 }
             }
             drop(permit);
@@ -135,6 +158,28 @@ pub async fn serve(
     let _ = std::fs::remove_file(&path);
     tracing::info!("envault stopped");
     Ok(())
+}
+
+/// A connection permit; while none is free, asks idle connections to give theirs back
+/// (see [`super::connection`]). `None` once the semaphore is closed.
+async fn acquire_permit(
+    permits: &Arc<Semaphore>,
+    pressure: &Pressure,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    match Arc::clone(permits).try_acquire_owned() {
+        Ok(permit) => return Some(permit),
+        Err(tokio::sync::TryAcquireError::Closed) => return None,
+        Err(tokio::sync::TryAcquireError::NoPermits) => {}
+    }
+    let acquire = Arc::clone(permits).acquire_owned();
+    tokio::pin!(acquire);
+    let mut retry = tokio::time::interval(IDLE_GRACE);
+    loop {
+        tokio::select! {
+            permit = acquire.as_mut() => return permit.ok(),
+            _ = retry.tick() => pressure.raise(),
+        }
+    }
 }
 
 /// SIGINT and SIGTERM as one stream.
