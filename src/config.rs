@@ -96,6 +96,9 @@ pub struct LimitsConfig {
     /// Time for a request's headers to arrive (and idle limit of a kept-alive connection),
     /// e.g. "30s". Bodies have the fixed `server::extract::BODY_TIMEOUT`.
     pub request_timeout: String,
+    /// Free space the data dir's filesystem keeps: writes that would eat into it are refused
+    /// with 507 `storage_full`, e.g. "64MiB".
+    pub min_free_space: String,
 }
 
 /// `[backup]`.
@@ -163,6 +166,7 @@ impl Config {
         self.socket_mode()?;
         self.soft_delete_period()?;
         self.max_record_size()?;
+        self.min_free_space()?;
         self.request_timeout()?;
         self.backup_schedule()?;
         if self.keystore.backend != "file" {
@@ -203,6 +207,17 @@ impl Config {
             value: self.limits.request_timeout.clone(),
             expected: "a duration such as \"30s\"",
         })
+    }
+
+    /// Free space kept on the data dir's filesystem, in bytes.
+    pub fn min_free_space(&self) -> Result<u64, ConfigError> {
+        parse_size(&self.limits.min_free_space)
+            .map(|n| n as u64)
+            .ok_or_else(|| ConfigError::Value {
+                key: "limits.min_free_space",
+                value: self.limits.min_free_space.clone(),
+                expected: "a size such as \"64MiB\"",
+            })
     }
 
     /// Largest record value in bytes.
@@ -288,6 +303,7 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_MAX_RECORD_KEY", "limits", "max_record_key"),
     ("ENVAULT_MAX_CONNECTIONS", "limits", "max_connections"),
     ("ENVAULT_REQUEST_TIMEOUT", "limits", "request_timeout"),
+    ("ENVAULT_MIN_FREE_SPACE", "limits", "min_free_space"),
     ("ENVAULT_BACKUP_DIR", "backup", "dir"),
     ("ENVAULT_BACKUP_SCHEDULE", "backup", "schedule"),
     ("ENVAULT_BACKUP_RETENTION", "backup", "retention"),

@@ -27,6 +27,7 @@ pub fn status_of(err: &ServiceError) -> StatusCode {
         NotFound(_) => StatusCode::NOT_FOUND,
         Conflict(_) | DuplicatePolicy | KeyInUse(_) | DatabaseDeleted(_) => StatusCode::CONFLICT,
         TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         KeySuspended(_) | KeyDestroyed(_) => StatusCode::LOCKED,
         Store(_) | Keystore(_) | Integrity => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -45,6 +45,9 @@ pub enum ServiceError {
     /// A value or body exceeds its limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The data dir's filesystem is at its free-space floor; nothing was written.
+    #[error("{0}")]
+    StorageFull(String),
     /// Storage failed; the request may not have taken effect.
     #[error("storage failure")]
     Store(#[from] StoreError),
@@ -85,6 +88,7 @@ impl ServiceError {
             ServiceError::KeyDestroyed(_) => "key_destroyed",
             ServiceError::DatabaseDeleted(_) => "database_deleted",
             ServiceError::TooLarge(_) => "too_large",
+            ServiceError::StorageFull(_) => "storage_full",
             ServiceError::Store(_) => "storage_error",
             ServiceError::Keystore(_) => "keystore_error",
             ServiceError::Integrity => "integrity_error",

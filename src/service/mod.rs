@@ -7,6 +7,7 @@ mod backups;
 mod catalog;
 mod databases;
 mod dek_cache;
+mod disk_space;
 mod durability;
 mod error;
 mod keys;
@@ -36,6 +37,7 @@ use crate::keystore::RootKeyBackend;
 use crate::store::sled_store::SledStore;
 use crate::store::{codec, CatalogOp, InstanceRecord, Store};
 use dek_cache::DekCache;
+use disk_space::DiskSpace;
 use durability::GroupFlusher;
 
 /// Request-size limits the service enforces.
@@ -70,6 +72,8 @@ pub struct Vault {
     instance_id: Uuid,
     limits: Limits,
     soft_delete_period: Duration,
+    /// The data dir's free-space floor, checked before record writes.
+    disk_space: DiskSpace,
 }
 
 impl Vault {
@@ -88,7 +92,7 @@ impl Vault {
             max_record_size: config.max_record_size().map_err(bad_config)?,
             max_record_key: config.limits.max_record_key,
         };
-        Self::with_parts(
+        let mut vault = Self::with_parts(
             store,
             Arc::new(keystore),
             audit,
@@ -96,7 +100,12 @@ impl Vault {
             config.instance.clone(),
             limits,
             config.soft_delete_period().map_err(bad_config)?,
-        )
+        )?;
+        vault.disk_space = DiskSpace::new(
+            data_dir.clone(),
+            config.min_free_space().map_err(bad_config)?,
+        );
+        Ok(vault)
     }
 
     /// Assembles a vault from backends (tests use this with temp dirs).
@@ -144,6 +153,7 @@ impl Vault {
             instance_id: instance.id,
             limits,
             soft_delete_period,
+            disk_space: DiskSpace::unchecked(),
         })
     }
 

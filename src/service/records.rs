@@ -287,6 +287,8 @@ impl Vault {
                 self.limits.max_record_size
             )));
         }
+        self.disk_space
+            .ensure_room((key.len() + value.len()) as u64)?;
         let generation = self.seal_generation(db).await?;
         let cipher = self.dek(db, generation)?;
         let sealed = Envelope(EnvelopeKind::Record)
