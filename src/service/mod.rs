@@ -88,6 +88,7 @@ impl Vault {
             max_record_size: config.max_record_size().map_err(bad_config)?,
             max_record_key: config.limits.max_record_key,
         };
+        let dek_ttl = config.dek_ttl().map_err(bad_config)?;
         Self::with_parts(
             store,
             Arc::new(keystore),
@@ -97,6 +98,7 @@ impl Vault {
             limits,
             config.soft_delete_period().map_err(bad_config)?,
         )
+        .map(|vault| vault.with_dek_cache(config.cache.max_deks, dek_ttl))
     }
 
     /// Assembles a vault from backends (tests use this with temp dirs).
@@ -234,6 +236,17 @@ impl Vault {
     /// Number of DEKs currently unwrapped in memory.
     pub fn cached_dek_count(&self) -> usize {
         self.deks.len()
+    }
+
+    /// Size and counters of the DEK cache (`GET /v1/health`).
+    pub fn dek_cache_stats(&self) -> crate::api::DekCacheStats {
+        self.deks.stats()
+    }
+
+    /// Replaces the (still empty) DEK cache by one with the configured cap and lifetime.
+    pub fn with_dek_cache(mut self, max_deks: usize, ttl: Option<Duration>) -> Self {
+        self.deks = DekCache::new(max_deks, ttl);
+        self
     }
 }
 
