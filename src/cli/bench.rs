@@ -7,6 +7,8 @@
 //!
 //! - `put`: random keys among `--keys`, values of `--value-size` random bytes (durable writes).
 //! - `get`: the same keys, all written before the run, so every get hits.
+//! - `--databases N` spreads them over N databases (`<database>-0` …), e.g. to load 1,000
+//!   databases of 1,000 records for a memory figure.
 //! - `mixed`: 70 % get, 30 % put on the pre-written keys.
 //! - `wrap` / `unwrap`: `--value-size` bytes under root key `--key` (created if missing);
 //!   unwrap opens one envelope made before the run.
@@ -70,9 +72,12 @@ pub struct BenchArgs {
     /// Database of put/get/mixed (created with a provider-managed key if missing).
     #[arg(long, default_value = "bench")]
     database: String,
-    /// Distinct record keys (`bench-000000` …), written before get and mixed runs.
+    /// Distinct record keys per database (`bench-000000` …), written before get and mixed.
     #[arg(long, default_value_t = 1000)]
     keys: usize,
+    /// Spread put/get/mixed over this many databases, `<database>-0` … (1: just `<database>`).
+    #[arg(long, default_value_t = 1)]
+    databases: usize,
     /// Root key of wrap/unwrap (generated if missing).
     #[arg(long, default_value = "bench")]
     key: String,
@@ -122,12 +127,20 @@ pub struct Report {
 /// What every worker shares.
 struct Plan {
     op: BenchOp,
-    database: String,
+    databases: Vec<String>,
     keys: usize,
     key: String,
     value_size: usize,
     /// Made before the run: the envelope unwrap opens, the ciphertext transit-decrypt opens.
     ciphertext: String,
+}
+
+impl Plan {
+    /// A random database and record key.
+    fn pick(&self, rng: &mut StdRng) -> (&str, String) {
+        let database = &self.databases[rng.random_range(0..self.databases.len())];
+        (database, record_key(rng.random_range(0..self.keys)))
+    }
 }
 
 /// One connection.
@@ -149,9 +162,9 @@ struct Tally {
 pub async fn run(ctx: &Context, args: BenchArgs) -> Result<(), CliError> {
     let duration = parse_seconds("--duration", &args.duration)?;
     let warmup = parse_seconds("--warmup", &args.warmup)?;
-    if args.clients == 0 || args.keys == 0 || duration.is_zero() {
+    if args.clients == 0 || args.keys == 0 || args.databases == 0 || duration.is_zero() {
         return Err(CliError::Failed(
-            "--clients, --keys and --duration must be positive".into(),
+            "--clients, --keys, --databases and --duration must be positive".into(),
         ));
     }
     let transit = match args.op {
@@ -244,7 +257,13 @@ async fn prepare(
     let client = &ctx.client;
     let mut plan = Plan {
         op: args.op,
-        database: args.database.clone(),
+        databases: if args.databases == 1 {
+            vec![args.database.clone()]
+        } else {
+            (0..args.databases)
+                .map(|i| format!("{}-{i}", args.database))
+                .collect()
+        },
         keys: args.keys,
         key: args.key.clone(),
         value_size: args.value_size,
@@ -253,17 +272,19 @@ async fn prepare(
     let plaintext = vec![0xa5u8; args.value_size];
     match args.op {
         BenchOp::Put | BenchOp::Get | BenchOp::Mixed => {
-            match client.get_database(&args.database).await {
-                Ok(_) => {}
-                Err(e) if e.code() == Some("not_found") => {
-                    client.create_database(&args.database, None, None).await?;
+            for database in &plan.databases {
+                match client.get_database(database).await {
+                    Ok(_) => {}
+                    Err(e) if e.code() == Some("not_found") => {
+                        client.create_database(database, None, None).await?;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
             }
             if args.op != BenchOp::Put {
                 prefill(
                     client,
-                    &args.database,
+                    &plan.databases,
                     args.keys,
                     args.value_size,
                     args.clients,
@@ -299,22 +320,25 @@ async fn prepare(
     Ok(plan)
 }
 
-/// Writes keys `0..keys` with `clients` connections.
+/// Writes keys `0..keys` of every database with `clients` connections.
 async fn prefill(
     client: &Client,
-    database: &str,
+    databases: &[String],
     keys: usize,
     value_size: usize,
     clients: usize,
 ) -> Result<(), CliError> {
+    let total = databases.len() * keys;
+    let databases = Arc::new(databases.to_vec());
     let mut tasks = Vec::new();
-    for first in 0..clients.min(keys) {
+    for first in 0..clients.min(total) {
         let client = client.duplicate();
-        let database = database.to_string();
+        let databases = Arc::clone(&databases);
         tasks.push(tokio::spawn(async move {
             let value = random_bytes(value_size);
-            for k in (first..keys).step_by(clients) {
-                client.put_record(&database, &record_key(k), &value).await?;
+            for n in (first..total).step_by(clients) {
+                let (database, k) = (&databases[n / keys], n % keys);
+                client.put_record(database, &record_key(k), &value).await?;
             }
             Ok::<_, ClientError>(())
         }));
@@ -375,31 +399,31 @@ async fn one_request(
     match worker {
         Worker::Envault(client) => match plan.op {
             BenchOp::Put => {
-                let rec = record_key(rng.random_range(0..plan.keys));
+                let (database, rec) = plan.pick(rng);
                 client
-                    .put_record(&plan.database, &rec, value)
+                    .put_record(database, &rec, value)
                     .await
                     .map_err(|e| fail("put", e))
             }
             BenchOp::Get => {
-                let rec = record_key(rng.random_range(0..plan.keys));
+                let (database, rec) = plan.pick(rng);
                 let got = client
-                    .get_record(&plan.database, &rec)
+                    .get_record(database, &rec)
                     .await
                     .map_err(|e| fail("get", e))?;
                 check_len(got.len(), plan.value_size)
             }
             BenchOp::Mixed => {
-                let rec = record_key(rng.random_range(0..plan.keys));
+                let (database, rec) = plan.pick(rng);
                 if rng.random_range(0..10u32) < 7 {
                     let got = client
-                        .get_record(&plan.database, &rec)
+                        .get_record(database, &rec)
                         .await
                         .map_err(|e| fail("get", e))?;
                     check_len(got.len(), plan.value_size)
                 } else {
                     client
-                        .put_record(&plan.database, &rec, value)
+                        .put_record(database, &rec, value)
                         .await
                         .map_err(|e| fail("put", e))
                 }
