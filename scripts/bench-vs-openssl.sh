@@ -21,7 +21,7 @@
 # taskset exists. ROUNDS (default 3) and SECONDS_PER_RUN (default 2) trade time for stability.
 set -euo pipefail
 
-SIZES=(64 1024 4096 65536)
+read -r -a SIZES <<<"${OPENSSL_SIZES:-64 1024 4096 65536}"  # bytes per message
 ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-2}
 GROUP=cipher_seal_in_place

@@ -224,6 +224,28 @@ pub struct Health {
     /// Whether the daemon can be core-dumped or ptraced (false when hardened).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dumpable: Option<bool>,
+    /// The DEK cache's size and counters since start (issue 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dek_cache: Option<DekCacheStats>,
+}
+
+/// `dek_cache` of `GET /v1/health`: unwrapped DEKs held in memory and how the cache fared.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DekCacheStats {
+    /// DEKs cached now.
+    pub size: u64,
+    /// The cap (`[cache] max_deks`).
+    pub max: u64,
+    /// Lifetime of a cached DEK in seconds (`[cache] dek_ttl`); 0 = no expiry.
+    pub ttl_seconds: u64,
+    /// Lookups served from the cache.
+    pub hits: u64,
+    /// Lookups that had to unwrap (absent or expired).
+    pub misses: u64,
+    /// Entries dropped to stay under the cap (least recently used first).
+    pub evictions: u64,
+    /// Entries dropped because their lifetime was over.
+    pub expired: u64,
 }
 
 // ----- lifecycle, authorizations and the activity log (client-side view of the answers)

@@ -90,6 +90,12 @@ impl Client {
         Client::new(self.socket(), token)
     }
 
+    /// Another client of the same socket with the same token, on its own connection (load
+    /// generators open one per concurrent caller).
+    pub fn duplicate(&self) -> Self {
+        Client::new(self.socket(), self.connection.token().map(str::to_string))
+    }
+
     /// The socket path.
     pub fn socket(&self) -> &Path {
         self.connection.socket()

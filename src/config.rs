@@ -63,6 +63,18 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Backup settings.
     pub backup: BackupConfig,
+    /// DEK cache settings (issue 7).
+    pub cache: CacheConfig,
+}
+
+/// `[cache]` (issue 7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Most DEKs kept unwrapped in memory; the least recently used are evicted past it.
+    pub max_deks: usize,
+    /// How long an unwrapped DEK may serve before it must be unwrapped again; "0" = no limit.
+    pub dek_ttl: String,
 }
 
 /// `[keystore]`.
@@ -128,6 +140,7 @@ struct Overlay {
     lifecycle: Option<toml::Table>,
     limits: Option<toml::Table>,
     backup: Option<toml::Table>,
+    cache: Option<toml::Table>,
 }
 
 impl Config {
@@ -169,6 +182,14 @@ impl Config {
         self.min_free_space()?;
         self.request_timeout()?;
         self.backup_schedule()?;
+        self.dek_ttl()?;
+        if self.cache.max_deks == 0 {
+            return Err(ConfigError::Value {
+                key: "cache.max_deks",
+                value: "0".into(),
+                expected: "at least 1",
+            });
+        }
         if self.keystore.backend != "file" {
             return Err(ConfigError::Value {
                 key: "keystore.backend",
@@ -253,6 +274,17 @@ impl Config {
             })
     }
 
+    /// Lifetime of a cached DEK; `None` when "0" (no expiry).
+    pub fn dek_ttl(&self) -> Result<Option<Duration>, ConfigError> {
+        parse_duration(&self.cache.dek_ttl)
+            .map(|d| Some(d).filter(|d| !d.is_zero()))
+            .ok_or_else(|| ConfigError::Value {
+                key: "cache.dek_ttl",
+                value: self.cache.dek_ttl.clone(),
+                expected: "a duration such as \"5m\", \"1h\", or \"0\" for no expiry",
+            })
+    }
+
     /// Backup directory path.
     pub fn backup_dir(&self) -> PathBuf {
         if self.backup.dir.as_os_str().is_empty() {
@@ -307,13 +339,15 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_BACKUP_DIR", "backup", "dir"),
     ("ENVAULT_BACKUP_SCHEDULE", "backup", "schedule"),
     ("ENVAULT_BACKUP_RETENTION", "backup", "retention"),
+    ("ENVAULT_CACHE_MAX_DEKS", "cache", "max_deks"),
+    ("ENVAULT_CACHE_DEK_TTL", "cache", "dek_ttl"),
 ];
 
 fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {
     for (var, section, key) in ENV_KEYS {
         let Some(raw) = get(var) else { continue };
         // Integers stay integers so that numeric settings deserialize.
-        const NUMERIC: &[&str] = &["max_record_key", "max_connections", "retention"];
+        const NUMERIC: &[&str] = &["max_record_key", "max_connections", "retention", "max_deks"];
         let value = raw
             .parse::<i64>()
             .ok()

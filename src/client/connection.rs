@@ -38,6 +38,10 @@ impl Connection {
         self.token.is_some()
     }
 
+    pub(super) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
         let connect_error = |source| ClientError::Connect {
             path: self.socket.clone(),

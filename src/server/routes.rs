@@ -62,13 +62,14 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
-async fn health() -> Json<Health> {
+async fn health(s: State) -> Json<Health> {
     let protection = crate::hardening::status();
     Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         memory_locked: Some(protection.memory_locked),
         dumpable: Some(protection.dumpable),
+        dek_cache: Some(s.vault.dek_cache_stats()),
     })
 }
 

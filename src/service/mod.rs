@@ -92,6 +92,7 @@ impl Vault {
             max_record_size: config.max_record_size().map_err(bad_config)?,
             max_record_key: config.limits.max_record_key,
         };
+        let dek_ttl = config.dek_ttl().map_err(bad_config)?;
         let mut vault = Self::with_parts(
             store,
             Arc::new(keystore),
@@ -100,7 +101,8 @@ impl Vault {
             config.instance.clone(),
             limits,
             config.soft_delete_period().map_err(bad_config)?,
-        )?;
+        )?
+        .with_dek_cache(config.cache.max_deks, dek_ttl);
         vault.disk_space = DiskSpace::new(
             data_dir.clone(),
             config.min_free_space().map_err(bad_config)?,
@@ -244,6 +246,17 @@ impl Vault {
     /// Number of DEKs currently unwrapped in memory.
     pub fn cached_dek_count(&self) -> usize {
         self.deks.len()
+    }
+
+    /// Size and counters of the DEK cache (`GET /v1/health`).
+    pub fn dek_cache_stats(&self) -> crate::api::DekCacheStats {
+        self.deks.stats()
+    }
+
+    /// Replaces the (still empty) DEK cache by one with the configured cap and lifetime.
+    pub fn with_dek_cache(mut self, max_deks: usize, ttl: Option<Duration>) -> Self {
+        self.deks = DekCache::new(max_deks, ttl);
+        self
     }
 }
 
