@@ -63,6 +63,28 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Backup settings.
     pub backup: BackupConfig,
+    /// Drop-in front ends (issue 11).
+    pub compat: CompatConfig,
+    /// Kubernetes KMS v2 plugin (issue 11).
+    pub kms_v2: KmsV2Config,
+}
+
+/// `[compat]` (issue 11).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompatConfig {
+    /// Loopback address of the transit TCP listener, e.g. "127.0.0.1:8200"; empty = off.
+    pub transit_listen: String,
+}
+
+/// `[kms_v2]` (issue 11).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsV2Config {
+    /// Unix socket of the KMS v2 gRPC service; empty = off.
+    pub socket: PathBuf,
+    /// Name (or id, or CRN) of the root key it encrypts with.
+    pub key: String,
 }
 
 /// `[keystore]`.
@@ -124,6 +146,8 @@ struct Overlay {
     lifecycle: Option<toml::Table>,
     limits: Option<toml::Table>,
     backup: Option<toml::Table>,
+    compat: Option<toml::Table>,
+    kms_v2: Option<toml::Table>,
 }
 
 impl Config {
@@ -290,6 +314,9 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_BACKUP_DIR", "backup", "dir"),
     ("ENVAULT_BACKUP_SCHEDULE", "backup", "schedule"),
     ("ENVAULT_BACKUP_RETENTION", "backup", "retention"),
+    ("ENVAULT_TRANSIT_LISTEN", "compat", "transit_listen"),
+    ("ENVAULT_KMS_V2_SOCKET", "kms_v2", "socket"),
+    ("ENVAULT_KMS_V2_KEY", "kms_v2", "key"),
 ];
 
 fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {
