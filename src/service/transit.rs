@@ -161,7 +161,13 @@ impl Vault {
             let key = self.transit_record(name)?;
             Ok(self.transit_view(&key, &self.transit_settings(&key.id)))
         });
-        self.audited(who, "kms.transit.read", &self.transit_target(name), result, None)
+        self.audited(
+            who,
+            "kms.transit.read",
+            &self.transit_target(name),
+            result,
+            None,
+        )
     }
 
     /// `POST transit/keys/<name>`: creates the root key, or answers the existing one (transit
@@ -245,7 +251,9 @@ impl Vault {
             codec::encode(&settings),
         )])
         .await?;
-        self.write_catalog().transit.insert(key.id, settings.clone());
+        self.write_catalog()
+            .transit
+            .insert(key.id, settings.clone());
         Ok(self.transit_view(&key, &settings))
     }
 
@@ -270,7 +278,9 @@ impl Vault {
             codec::encode(&settings),
         )])
         .await?;
-        self.write_catalog().transit.insert(key.id, settings.clone());
+        self.write_catalog()
+            .transit
+            .insert(key.id, settings.clone());
         Ok(self.transit_view(&key, &settings))
     }
 
@@ -378,7 +388,8 @@ impl Vault {
         )?)
     }
 
-    /// Logs a batch call: one event per call, with the item counts.
+    /// Logs a batch call: one event per call, with the item counts. A call whose every item
+    /// failed (a single bad ciphertext, say) is logged as a failure with the first item's code.
     fn transit_audited<T>(
         &self,
         who: &Principal,
@@ -386,11 +397,32 @@ impl Vault {
         name: &str,
         result: Result<ItemResults<T>, ServiceError>,
     ) -> Result<ItemResults<T>, ServiceError> {
-        let details = result.as_ref().ok().map(|items| {
-            let failed = items.iter().filter(|r| r.is_err()).count();
-            serde_json::json!({ "items": items.len(), "failed": failed })
-        });
-        self.audited(who, action, &self.transit_target(name), result, details)
+        let target = self.transit_target(name);
+        let items = match result {
+            Ok(items) => items,
+            Err(err) => return self.audited(who, action, &target, Err(err), None),
+        };
+        let failed: Vec<&ServiceError> = items.iter().filter_map(|r| r.as_ref().err()).collect();
+        let details = Some(serde_json::json!({ "items": items.len(), "failed": failed.len() }));
+        let (outcome, reason) = match failed.first() {
+            Some(first) if failed.len() == items.len() => {
+                let outcome = if first.is_denial() {
+                    "denied"
+                } else {
+                    "failure"
+                };
+                (outcome, Some(first.code().to_string()))
+            }
+            _ => ("success", None),
+        };
+        self.audit
+            .append(who, action, &target, outcome, reason, details)
+            .map_err(|e| {
+                ServiceError::Store(crate::store::StoreError::Backend(format!(
+                    "activity log: {e}"
+                )))
+            })?;
+        Ok(items)
     }
 
     /// `encrypt/<name>` (and `datakey`, with `action` naming which): seals each item.

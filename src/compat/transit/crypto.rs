@@ -11,8 +11,8 @@ use zeroize::Zeroizing;
 
 use super::keys::refuse_unsupported;
 use super::wire::{
-    base64_field, encode, format_ciphertext, parse_ciphertext, respond, string, uint,
-    TransitAuth, TransitBody, TransitError, TransitResult,
+    base64_field, encode, format_ciphertext, parse_ciphertext, respond, string, uint, TransitAuth,
+    TransitBody, TransitError, TransitResult,
 };
 use crate::server::AppState;
 use crate::service::{ItemResults, OpenItem, SealItem, ServiceError};
@@ -21,7 +21,7 @@ type S = State<Arc<AppState>>;
 /// JSON object of one request item.
 type Item = Map<String, Value>;
 /// (batch mode?, the raw items, the parsed items).
-type Parsed<T> = (bool, Vec<Item>, Vec<T>);
+type Parsed<T> = (bool, Vec<Item>, Vec<Result<T, TransitError>>);
 
 /// The request's items: `batch_input` (a list, or a JSON string holding one), else the body.
 fn items(body: &Map<String, Value>) -> Result<Option<Vec<Map<String, Value>>>, TransitError> {
@@ -66,9 +66,9 @@ fn reference(item: &Map<String, Value>) -> Value {
 /// Single mode answers the one item (its error as the response); batch mode lists results.
 fn answer<T>(
     batch: bool,
-    inputs: &[Map<String, Value>],
-    results: ItemResults<T>,
-    shape: impl Fn(T) -> Map<String, Value>,
+    inputs: &[Item],
+    results: Vec<Result<T, TransitError>>,
+    shape: impl Fn(T) -> Item,
 ) -> TransitResult {
     if !batch {
         let one = results
@@ -89,7 +89,7 @@ fn answer<T>(
                 }
                 Err(err) => {
                     let mut map = Map::new();
-                    map.insert("error".into(), json!(TransitError::from(err).message));
+                    map.insert("error".into(), json!(err.message));
                     map
                 }
             };
@@ -105,10 +105,11 @@ fn answer<T>(
     Ok(respond(status, json!({ "batch_results": listed })))
 }
 
-/// Parses each item into `T`; a bad item fails the call (nothing was done yet).
+/// Parses each item; in single mode a bad item is the answer, in batch mode it is that
+/// item's result (as in Vault) and the others are still processed.
 fn parse_all<T>(
-    body: &Map<String, Value>,
-    parse: impl Fn(&Map<String, Value>) -> Result<T, TransitError>,
+    body: &Item,
+    parse: impl Fn(&Item) -> Result<T, TransitError>,
 ) -> Result<Parsed<T>, TransitError> {
     refuse_unsupported(body)?;
     let (batch, inputs) = match items(body)? {
@@ -117,12 +118,51 @@ fn parse_all<T>(
     };
     let parsed = inputs
         .iter()
-        .map(|item| {
-            refuse_context(item)?;
-            parse(item)
+        .map(|item| refuse_context(item).and_then(|_| parse(item)))
+        .collect::<Vec<_>>();
+    if batch {
+        return Ok((true, inputs, parsed));
+    }
+    let mut parsed = parsed;
+    match parsed.pop() {
+        Some(Ok(one)) => Ok((false, inputs, vec![Ok(one)])),
+        Some(Err(err)) => Err(err),
+        None => Err(TransitError::bad("nothing to process")),
+    }
+}
+
+/// Which items parsed: `None` marks a slot whose result comes from the service.
+type Slots = Vec<Option<TransitError>>;
+
+/// Separates parse errors (kept in their slots) from the items to send to the service.
+fn split<T>(parsed: Vec<Result<T, TransitError>>) -> (Slots, Vec<T>) {
+    let mut slots = Vec::with_capacity(parsed.len());
+    let mut valid = Vec::new();
+    for item in parsed {
+        match item {
+            Ok(v) => {
+                slots.push(None);
+                valid.push(v);
+            }
+            Err(err) => slots.push(Some(err)),
+        }
+    }
+    (slots, valid)
+}
+
+/// Puts the service's results back between the parse errors, in request order.
+fn merge<R>(slots: Slots, results: ItemResults<R>) -> Vec<Result<R, TransitError>> {
+    let mut results = results.into_iter();
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Some(err) => Err(err),
+            None => results
+                .next()
+                .unwrap_or(Err(ServiceError::Integrity))
+                .map_err(TransitError::from),
         })
-        .collect::<Result<Vec<T>, _>>()?;
-    Ok((batch, inputs, parsed))
+        .collect()
 }
 
 fn sealed_shape(sealed: crate::service::TransitSealed) -> Map<String, Value> {
@@ -178,8 +218,9 @@ pub async fn encrypt(
             key_version: uint(item, "key_version")?.or(default_version),
         })
     })?;
+    let (slots, items) = split(items);
     let results = seal(&s, &who, "kms.transit.encrypt", &name, &items).await?;
-    answer(batch, &inputs, results, sealed_shape)
+    answer(batch, &inputs, merge(slots, results), sealed_shape)
 }
 
 /// `POST|PUT transit/decrypt/<name>`.
@@ -190,12 +231,18 @@ pub async fn decrypt(
     TransitBody(body): TransitBody,
 ) -> TransitResult {
     let (batch, inputs, items) = parse_all(&body, open_item)?;
+    let (slots, items) = split(items);
     let results = s.vault.transit_decrypt(&who, &name, &items)?;
-    answer(batch, &inputs, results, |plain: Zeroizing<Vec<u8>>| {
-        let mut map = Map::new();
-        map.insert("plaintext".into(), json!(encode(&plain)));
-        map
-    })
+    answer(
+        batch,
+        &inputs,
+        merge(slots, results),
+        |plain: Zeroizing<Vec<u8>>| {
+            let mut map = Map::new();
+            map.insert("plaintext".into(), json!(encode(&plain)));
+            map
+        },
+    )
 }
 
 /// `POST|PUT transit/rewrap/<name>`.
@@ -207,10 +254,14 @@ pub async fn rewrap(
 ) -> TransitResult {
     let default_version = uint(&body, "key_version")?;
     let (batch, inputs, items) = parse_all(&body, |item| {
-        Ok((open_item(item)?, uint(item, "key_version")?.or(default_version)))
+        Ok((
+            open_item(item)?,
+            uint(item, "key_version")?.or(default_version),
+        ))
     })?;
+    let (slots, items) = split(items);
     let results = s.vault.transit_rewrap(&who, &name, &items)?;
-    answer(batch, &inputs, results, sealed_shape)
+    answer(batch, &inputs, merge(slots, results), sealed_shape)
 }
 
 /// `POST|PUT transit/datakey/{plaintext|wrapped}/<name>`: a fresh random key of `bits`
@@ -237,8 +288,7 @@ pub async fn datakey(
         return Err(TransitError::bad("invalid bits: use 128, 256 or 512"));
     }
     let mut key = Zeroizing::new(vec![0u8; bits as usize / 8]);
-    crate::crypto::os_random(&mut key)
-        .map_err(|_| TransitError::from(ServiceError::Integrity))?;
+    crate::crypto::os_random(&mut key).map_err(|_| TransitError::from(ServiceError::Integrity))?;
     let item = SealItem {
         plaintext: key.clone(),
         associated_data: base64_field(&body, "associated_data")?.to_vec(),
@@ -246,7 +296,7 @@ pub async fn datakey(
     };
     let action = "kms.transit.datakey";
     let results = s.vault.transit_encrypt(&who, action, &name, &[item])?;
-    answer(false, &[], results, |sealed| {
+    answer(false, &[], merge(vec![None], results), |sealed| {
         let mut map = sealed_shape(sealed);
         if with_plaintext {
             map.insert("plaintext".into(), json!(encode(&key)));

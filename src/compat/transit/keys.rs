@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 
-use super::wire::{boolean, respond, string, uint, TransitAuth, TransitBody, TransitError};
 use super::wire::TransitResult;
+use super::wire::{boolean, respond, string, uint, TransitAuth, TransitBody, TransitError};
 use crate::server::AppState;
 use crate::service::TransitKey;
 
@@ -91,8 +91,14 @@ pub async fn create(
 
 /// `GET transit/keys/<name>`.
 pub async fn read(s: S, TransitAuth(who): TransitAuth, Path(name): Path<String>) -> TransitResult {
-    let key = s.vault.transit_key(&who, &name)?;
-    Ok(respond(StatusCode::OK, key_data(&key)))
+    match s.vault.transit_key(&who, &name) {
+        Ok(key) => Ok(respond(StatusCode::OK, key_data(&key))),
+        Err(crate::service::ServiceError::NotFound(_)) => Err(TransitError {
+            status: StatusCode::NOT_FOUND,
+            message: String::new(),
+        }),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// `GET transit/keys?list=true` (what `LIST transit/keys` becomes over HTTP).

@@ -66,7 +66,13 @@ impl From<ServiceError> for TransitError {
 
 impl IntoResponse for TransitError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "errors": [self.message] }))).into_response()
+        // Vault answers a read of a missing path with 404 and no message; clients (the CLI's
+        // "No value found") rely on that.
+        let errors: Vec<String> = Some(self.message)
+            .filter(|m| !m.is_empty())
+            .into_iter()
+            .collect();
+        (self.status, Json(json!({ "errors": errors }))).into_response()
     }
 }
 
@@ -141,7 +147,9 @@ impl<S: Send + Sync> FromRequest<S> for TransitBody {
             Ok(Value::Null) => Ok(TransitBody(Map::new())),
             Ok(Value::Object(map)) => Ok(TransitBody(map)),
             Ok(_) => Err(TransitError::bad("request body must be a JSON object")),
-            Err(e) => Err(TransitError::bad(format!("failed to parse JSON input: {e}"))),
+            Err(e) => Err(TransitError::bad(format!(
+                "failed to parse JSON input: {e}"
+            ))),
         }
     }
 }
@@ -265,10 +273,8 @@ mod tests {
 
     #[test]
     fn lenient_fields() {
-        let map: Map<String, Value> = serde_json::from_str(
-            r#"{"a":"2","b":3,"c":"true","d":false,"e":"","f":[1]}"#,
-        )
-        .unwrap();
+        let map: Map<String, Value> =
+            serde_json::from_str(r#"{"a":"2","b":3,"c":"true","d":false,"e":"","f":[1]}"#).unwrap();
         assert_eq!(uint(&map, "a").unwrap(), Some(2));
         assert_eq!(uint(&map, "b").unwrap(), Some(3));
         assert_eq!(boolean(&map, "c").unwrap(), Some(true));
