@@ -352,14 +352,9 @@ async fn transit_keys_follow_the_envault_lifecycle_and_tokens() {
     );
 
     // Raw HTTP: Authorization: Bearer works too; POST and PUT; empty body and `null` are {}.
-    let auth = daemon.auth();
+    let auth = [daemon.auth()];
     let (status, body) = daemon
-        .raw(
-            "POST",
-            &format!("/v1/transit/keys/{k}/rotate"),
-            &[auth.clone()],
-            b"",
-        )
+        .raw("POST", &format!("/v1/transit/keys/{k}/rotate"), &auth, b"")
         .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let answer: Value = serde_json::from_slice(&body).unwrap();
@@ -377,12 +372,7 @@ async fn transit_keys_follow_the_envault_lifecycle_and_tokens() {
     }
     assert_eq!(answer["data"]["latest_version"], 3);
     let (status, body) = daemon
-        .raw(
-            "PUT",
-            &format!("/v1/transit/encrypt/{k}"),
-            &[auth.clone()],
-            b"null",
-        )
+        .raw("PUT", &format!("/v1/transit/encrypt/{k}"), &auth, b"null")
         .await;
     assert_eq!(status, 400);
     let errors: Value = serde_json::from_slice(&body).unwrap();
@@ -392,7 +382,7 @@ async fn transit_keys_follow_the_envault_lifecycle_and_tokens() {
         .raw(
             "PUT",
             &format!("/v1/transit/encrypt/{k}"),
-            &[auth.clone()],
+            &auth,
             request.to_string().as_bytes(),
         )
         .await;
