@@ -65,6 +65,10 @@ pub struct Config {
     pub backup: BackupConfig,
     /// DEK cache settings (issue 7).
     pub cache: CacheConfig,
+    /// Drop-in front ends (issue 11).
+    pub compat: CompatConfig,
+    /// Kubernetes KMS v2 plugin (issue 11).
+    pub kms_v2: KmsV2Config,
 }
 
 /// `[cache]` (issue 7).
@@ -75,6 +79,24 @@ pub struct CacheConfig {
     pub max_deks: usize,
     /// How long an unwrapped DEK may serve before it must be unwrapped again; "0" = no limit.
     pub dek_ttl: String,
+}
+
+/// `[compat]` (issue 11).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompatConfig {
+    /// Loopback address of the transit TCP listener, e.g. "127.0.0.1:8200"; empty = off.
+    pub transit_listen: String,
+}
+
+/// `[kms_v2]` (issue 11).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsV2Config {
+    /// Unix socket of the KMS v2 gRPC service; empty = off.
+    pub socket: PathBuf,
+    /// Name (or id, or CRN) of the root key it encrypts with.
+    pub key: String,
 }
 
 /// `[keystore]`.
@@ -141,6 +163,8 @@ struct Overlay {
     limits: Option<toml::Table>,
     backup: Option<toml::Table>,
     cache: Option<toml::Table>,
+    compat: Option<toml::Table>,
+    kms_v2: Option<toml::Table>,
 }
 
 impl Config {
@@ -341,6 +365,9 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_BACKUP_RETENTION", "backup", "retention"),
     ("ENVAULT_CACHE_MAX_DEKS", "cache", "max_deks"),
     ("ENVAULT_CACHE_DEK_TTL", "cache", "dek_ttl"),
+    ("ENVAULT_TRANSIT_LISTEN", "compat", "transit_listen"),
+    ("ENVAULT_KMS_V2_SOCKET", "kms_v2", "socket"),
+    ("ENVAULT_KMS_V2_KEY", "kms_v2", "key"),
 ];
 
 fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {

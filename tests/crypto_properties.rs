@@ -12,12 +12,13 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-const KINDS: [EnvelopeKind; 5] = [
+const KINDS: [EnvelopeKind; 6] = [
     EnvelopeKind::Record,
     EnvelopeKind::WrappedDek,
     EnvelopeKind::AppWrap,
     EnvelopeKind::Keystore,
     EnvelopeKind::BackupDek,
+    EnvelopeKind::Transit,
 ];
 
 /// Stops compiling when a kind is added, until it is listed in `KINDS` too.
@@ -28,7 +29,8 @@ fn kinds_are_listed(kind: EnvelopeKind) {
         | EnvelopeKind::WrappedDek
         | EnvelopeKind::AppWrap
         | EnvelopeKind::Keystore
-        | EnvelopeKind::BackupDek => {}
+        | EnvelopeKind::BackupDek
+        | EnvelopeKind::Transit => {}
     }
 }
 

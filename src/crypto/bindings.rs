@@ -26,3 +26,9 @@ pub fn app_wrap_context(root_key_id: &[u8; 16], aad: &[String]) -> Vec<u8> {
 pub fn backup_dek_context(backup_id: &[u8; 16], backup_key_id: &[u8; 16]) -> Vec<u8> {
     context(&[b"backup-dek", backup_id, backup_key_id])
 }
+
+/// A transit ciphertext is bound to its root key and the caller's `associated_data`; the root
+/// key version is the envelope label (the `v<N>` of `vault:v<N>:`).
+pub fn transit_context(root_key_id: &[u8; 16], associated_data: &[u8]) -> Vec<u8> {
+    context(&[b"transit", root_key_id, associated_data])
+}

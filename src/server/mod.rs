@@ -14,6 +14,7 @@ mod routes;
 
 use std::sync::Arc;
 
+pub use error::ApiError; // issue 11: compat front ends map its errors
 pub use extract::PeerCred;
 
 use crate::config::{Config, ConfigError};
@@ -99,6 +100,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     spawn_background(Arc::clone(&state));
     if let Some(every) = config.backup_schedule()? {
         spawn_backup_schedule(Arc::clone(&state), every, config.backup.retention);
+    }
+    // Issue 11: the transit TCP listener and the KMS v2 socket, when configured.
+    if let Err(err) = crate::compat::start(&config, Arc::clone(&state)).await {
+        let _ = std::fs::remove_file(&config.socket);
+        return Err(err);
     }
     let app = routes::router(Arc::clone(&state));
     listener::serve(&config, listener, app, state).await

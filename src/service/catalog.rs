@@ -88,6 +88,8 @@ pub struct Catalog {
     pub jobs: HashMap<Uuid, RotationJob>,
     /// Backups by id.
     pub backups: HashMap<Uuid, BackupRecord>,
+    /// Transit settings by root key id (issue 11).
+    pub transit: HashMap<Uuid, super::transit::TransitSettings>,
 }
 
 fn scan<T: serde::de::DeserializeOwned>(
@@ -128,6 +130,7 @@ impl Catalog {
         for job in scan::<RotationJob>(store, JOB)? {
             catalog.jobs.insert(job.key_id, job);
         }
+        catalog.transit = super::transit::load_settings(store)?;
         Ok(catalog)
     }
 

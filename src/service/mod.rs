@@ -15,6 +15,7 @@ mod lifecycle;
 mod records;
 mod rotation;
 mod tokens;
+mod transit; // issue 11
 
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -30,6 +31,7 @@ pub use error::ServiceError;
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
 pub use rotation::RotationStatus;
 pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenInfo};
+pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
 
 use crate::config::Config;
 use crate::keystore::file::FileKeystore;

@@ -1,0 +1,22 @@
+//! Drop-in front ends (issue 11): protocols other software already speaks, served over the
+//! same service layer as envault's own API.
+//!
+//! - [`transit`]: the Vault/OpenBao transit secrets engine's HTTP API, under `/v1/transit/` on
+//!   the envault socket and optionally on a loopback TCP port (`[compat] transit_listen`).
+//! - [`kms_v2`]: the Kubernetes KMS v2 plugin gRPC service on its own Unix socket
+//!   (`[kms_v2] socket`).
+
+pub mod transit;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::server::{AppState, ServerError};
+
+/// Starts the optional listeners the configuration turns on.
+pub async fn start(config: &Config, state: Arc<AppState>) -> Result<(), ServerError> {
+    if !config.compat.transit_listen.trim().is_empty() {
+        transit::listen(config, Arc::clone(&state)).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! `transit/encrypt`, `decrypt`, `rewrap` and `datakey`: parse the (batch) request, call one
+//! service method, shape the answer. A batch answers per item (`error` instead of a result),
+//! with 400 only when every item failed, as Vault does.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{json, Map, Value};
+use zeroize::Zeroizing;
+
+use super::keys::refuse_unsupported;
+use super::wire::{
+    base64_field, encode, format_ciphertext, parse_ciphertext, respond, string, uint, TransitAuth,
+    TransitBody, TransitError, TransitResult,
+};
+use crate::server::AppState;
+use crate::service::{ItemResults, OpenItem, SealItem, ServiceError};
+
+type S = State<Arc<AppState>>;
+/// JSON object of one request item.
+type Item = Map<String, Value>;
+/// (batch mode?, the raw items, the parsed items).
+type Parsed<T> = (bool, Vec<Item>, Vec<Result<T, TransitError>>);
+
+/// The request's items: `batch_input` (a list, or a JSON string holding one), else the body.
+fn items(body: &Map<String, Value>) -> Result<Option<Vec<Map<String, Value>>>, TransitError> {
+    let list = match body.get("batch_input") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(text)) => serde_json::from_str::<Value>(text)
+            .map_err(|e| TransitError::bad(format!("batch_input is not valid JSON: {e}")))?,
+        Some(other) => other.clone(),
+    };
+    let Value::Array(list) = list else {
+        return Err(TransitError::bad("batch_input must be a list"));
+    };
+    if list.is_empty() {
+        return Err(TransitError::bad("missing batch input to process"));
+    }
+    list.into_iter()
+        .map(|item| match item {
+            Value::Object(map) => Ok(map),
+            _ => Err(TransitError::bad("each batch_input item must be an object")),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Derived keys and caller nonces are Vault features envault keys do not have: a `context`
+/// or `nonce` is refused rather than silently ignored.
+fn refuse_context(item: &Map<String, Value>) -> Result<(), TransitError> {
+    for field in ["context", "nonce"] {
+        if string(item, field)?.is_some_and(|v| !v.is_empty()) {
+            return Err(TransitError::bad(format!(
+                "{field} is not supported: envault transit keys are not derived or convergent"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn reference(item: &Map<String, Value>) -> Value {
+    json!(string(item, "reference").ok().flatten().unwrap_or_default())
+}
+
+/// Single mode answers the one item (its error as the response); batch mode lists results.
+fn answer<T>(
+    batch: bool,
+    inputs: &[Item],
+    results: Vec<Result<T, TransitError>>,
+    shape: impl Fn(T) -> Item,
+) -> TransitResult {
+    if !batch {
+        let one = results
+            .into_iter()
+            .next()
+            .ok_or_else(|| TransitError::bad("nothing to process"))?;
+        return Ok(respond(StatusCode::OK, Value::Object(shape(one?))));
+    }
+    let mut any_ok = false;
+    let listed: Vec<Value> = results
+        .into_iter()
+        .zip(inputs)
+        .map(|(result, input)| {
+            let mut out = match result {
+                Ok(value) => {
+                    any_ok = true;
+                    shape(value)
+                }
+                Err(err) => {
+                    let mut map = Map::new();
+                    map.insert("error".into(), json!(err.message));
+                    map
+                }
+            };
+            out.insert("reference".into(), reference(input));
+            Value::Object(out)
+        })
+        .collect();
+    let status = if any_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    Ok(respond(status, json!({ "batch_results": listed })))
+}
+
+/// Parses each item; in single mode a bad item is the answer, in batch mode it is that
+/// item's result (as in Vault) and the others are still processed.
+fn parse_all<T>(
+    body: &Item,
+    parse: impl Fn(&Item) -> Result<T, TransitError>,
+) -> Result<Parsed<T>, TransitError> {
+    refuse_unsupported(body)?;
+    let (batch, inputs) = match items(body)? {
+        Some(list) => (true, list),
+        None => (false, vec![body.clone()]),
+    };
+    let parsed = inputs
+        .iter()
+        .map(|item| refuse_context(item).and_then(|_| parse(item)))
+        .collect::<Vec<_>>();
+    if batch {
+        return Ok((true, inputs, parsed));
+    }
+    let mut parsed = parsed;
+    match parsed.pop() {
+        Some(Ok(one)) => Ok((false, inputs, vec![Ok(one)])),
+        Some(Err(err)) => Err(err),
+        None => Err(TransitError::bad("nothing to process")),
+    }
+}
+
+/// Which items parsed: `None` marks a slot whose result comes from the service.
+type Slots = Vec<Option<TransitError>>;
+
+/// Separates parse errors (kept in their slots) from the items to send to the service.
+fn split<T>(parsed: Vec<Result<T, TransitError>>) -> (Slots, Vec<T>) {
+    let mut slots = Vec::with_capacity(parsed.len());
+    let mut valid = Vec::new();
+    for item in parsed {
+        match item {
+            Ok(v) => {
+                slots.push(None);
+                valid.push(v);
+            }
+            Err(err) => slots.push(Some(err)),
+        }
+    }
+    (slots, valid)
+}
+
+/// Puts the service's results back between the parse errors, in request order.
+fn merge<R>(slots: Slots, results: ItemResults<R>) -> Vec<Result<R, TransitError>> {
+    let mut results = results.into_iter();
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Some(err) => Err(err),
+            None => results
+                .next()
+                .unwrap_or(Err(ServiceError::Integrity))
+                .map_err(TransitError::from),
+        })
+        .collect()
+}
+
+fn sealed_shape(sealed: crate::service::TransitSealed) -> Map<String, Value> {
+    let mut map = Map::new();
+    map.insert("key_version".into(), json!(sealed.version));
+    map.insert("ciphertext".into(), json!(format_ciphertext(&sealed)));
+    map
+}
+
+fn open_item(item: &Map<String, Value>) -> Result<OpenItem, TransitError> {
+    let text = string(item, "ciphertext")?
+        .ok_or_else(|| TransitError::bad("missing ciphertext to decrypt"))?;
+    let (version, body) = parse_ciphertext(&text)?;
+    Ok(OpenItem {
+        version,
+        body,
+        associated_data: base64_field(item, "associated_data")?.to_vec(),
+    })
+}
+
+/// Seals, creating the key first when it does not exist (Vault's encrypt upserts).
+async fn seal(
+    s: &AppState,
+    who: &crate::service::Principal,
+    action: &str,
+    name: &str,
+    items: &[SealItem],
+) -> Result<ItemResults<crate::service::TransitSealed>, TransitError> {
+    match s.vault.transit_encrypt(who, action, name, items) {
+        Err(ServiceError::NotFound(_)) => {
+            s.vault.transit_create(who, name).await?;
+            Ok(s.vault.transit_encrypt(who, action, name, items)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// `POST|PUT transit/encrypt/<name>`.
+pub async fn encrypt(
+    s: S,
+    TransitAuth(who): TransitAuth,
+    Path(name): Path<String>,
+    TransitBody(body): TransitBody,
+) -> TransitResult {
+    let default_version = uint(&body, "key_version")?;
+    let (batch, inputs, items) = parse_all(&body, |item| {
+        if item.get("plaintext").is_none_or(Value::is_null) {
+            return Err(TransitError::bad("missing plaintext to encrypt"));
+        }
+        Ok(SealItem {
+            plaintext: base64_field(item, "plaintext")?,
+            associated_data: base64_field(item, "associated_data")?.to_vec(),
+            key_version: uint(item, "key_version")?.or(default_version),
+        })
+    })?;
+    let (slots, items) = split(items);
+    let results = seal(&s, &who, "kms.transit.encrypt", &name, &items).await?;
+    answer(batch, &inputs, merge(slots, results), sealed_shape)
+}
+
+/// `POST|PUT transit/decrypt/<name>`.
+pub async fn decrypt(
+    s: S,
+    TransitAuth(who): TransitAuth,
+    Path(name): Path<String>,
+    TransitBody(body): TransitBody,
+) -> TransitResult {
+    let (batch, inputs, items) = parse_all(&body, open_item)?;
+    let (slots, items) = split(items);
+    let results = s.vault.transit_decrypt(&who, &name, &items)?;
+    answer(
+        batch,
+        &inputs,
+        merge(slots, results),
+        |plain: Zeroizing<Vec<u8>>| {
+            let mut map = Map::new();
+            map.insert("plaintext".into(), json!(encode(&plain)));
+            map
+        },
+    )
+}
+
+/// `POST|PUT transit/rewrap/<name>`.
+pub async fn rewrap(
+    s: S,
+    TransitAuth(who): TransitAuth,
+    Path(name): Path<String>,
+    TransitBody(body): TransitBody,
+) -> TransitResult {
+    let default_version = uint(&body, "key_version")?;
+    let (batch, inputs, items) = parse_all(&body, |item| {
+        Ok((
+            open_item(item)?,
+            uint(item, "key_version")?.or(default_version),
+        ))
+    })?;
+    let (slots, items) = split(items);
+    let results = s.vault.transit_rewrap(&who, &name, &items)?;
+    answer(batch, &inputs, merge(slots, results), sealed_shape)
+}
+
+/// `POST|PUT transit/datakey/{plaintext|wrapped}/<name>`: a fresh random key of `bits`
+/// (128, 256 or 512) sealed under the key; `plaintext` also returns it.
+pub async fn datakey(
+    s: S,
+    TransitAuth(who): TransitAuth,
+    Path((kind, name)): Path<(String, String)>,
+    TransitBody(body): TransitBody,
+) -> TransitResult {
+    let with_plaintext = match kind.as_str() {
+        "plaintext" => true,
+        "wrapped" => false,
+        other => {
+            return Err(TransitError::bad(format!(
+                "invalid datakey type {other:?}: use plaintext or wrapped"
+            )))
+        }
+    };
+    refuse_unsupported(&body)?;
+    refuse_context(&body)?;
+    let bits = uint(&body, "bits")?.unwrap_or(256);
+    if !matches!(bits, 128 | 256 | 512) {
+        return Err(TransitError::bad("invalid bits: use 128, 256 or 512"));
+    }
+    let mut key = Zeroizing::new(vec![0u8; bits as usize / 8]);
+    crate::crypto::os_random(&mut key).map_err(|_| TransitError::from(ServiceError::Integrity))?;
+    let item = SealItem {
+        plaintext: key.clone(),
+        associated_data: base64_field(&body, "associated_data")?.to_vec(),
+        key_version: uint(&body, "key_version")?,
+    };
+    let action = "kms.transit.datakey";
+    let results = s.vault.transit_encrypt(&who, action, &name, &[item])?;
+    answer(false, &[], merge(vec![None], results), |sealed| {
+        let mut map = sealed_shape(sealed);
+        if with_plaintext {
+            map.insert("plaintext".into(), json!(encode(&key)));
+        }
+        map
+    })
+}
