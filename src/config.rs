@@ -107,6 +107,18 @@ pub struct BackupConfig {
     pub schedule: String,
     /// Scheduled backups kept per database.
     pub retention: usize,
+    /// Issue 9: `s3://BUCKET/PREFIX`; empty = the local directory `dir`.
+    #[serde(default)]
+    pub target: String,
+    /// S3 endpoint URL (S3-compatible services); empty = AWS.
+    #[serde(default)]
+    pub endpoint: String,
+    /// S3 region; empty = `us-east-1`.
+    #[serde(default)]
+    pub region: String,
+    /// AWS shared-credentials file used when no credentials are in the environment.
+    #[serde(default)]
+    pub credentials_file: PathBuf,
 }
 
 /// A partial file: every key optional, merged over the defaults. Deserialized only to
@@ -164,6 +176,14 @@ impl Config {
         self.max_record_size()?;
         self.request_timeout()?;
         self.backup_schedule()?;
+        let target = self.backup.target.trim();
+        if !target.is_empty() {
+            crate::backup::target::s3::parse_url(target).map_err(|_| ConfigError::Value {
+                key: "backup.target",
+                value: self.backup.target.clone(),
+                expected: "\"s3://BUCKET/PREFIX\", or empty for the directory backup.dir",
+            })?;
+        }
         if self.keystore.backend != "file" {
             return Err(ConfigError::Value {
                 key: "keystore.backend",
@@ -290,6 +310,14 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_BACKUP_DIR", "backup", "dir"),
     ("ENVAULT_BACKUP_SCHEDULE", "backup", "schedule"),
     ("ENVAULT_BACKUP_RETENTION", "backup", "retention"),
+    ("ENVAULT_BACKUP_TARGET", "backup", "target"),
+    ("ENVAULT_BACKUP_ENDPOINT", "backup", "endpoint"),
+    ("ENVAULT_BACKUP_REGION", "backup", "region"),
+    (
+        "ENVAULT_BACKUP_CREDENTIALS_FILE",
+        "backup",
+        "credentials_file",
+    ),
 ];
 
 fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {

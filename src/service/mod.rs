@@ -3,6 +3,7 @@
 
 mod audit;
 mod authz;
+mod backup_adoption;
 mod backups;
 mod catalog;
 mod databases;
@@ -55,7 +56,11 @@ pub struct Vault {
     deks: DekCache,
     seal_budgets: records::SealBudgets,
     database_locks: records::DatabaseLocks,
-    backup_dir: std::path::PathBuf,
+    /// Where backups are written (issue 9: a local directory or an S3 bucket).
+    backup_target: Arc<dyn crate::backup::target::BackupTarget>,
+    /// Objects in a shared backup target that did not verify, by name and size, so that
+    /// listing does not fetch them again.
+    unadoptable_backups: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
     rotations: rotation::RotationProgress,
     flusher: GroupFlusher,
     /// Serializes catalog mutations (create, delete, state changes) so each computes its
@@ -88,7 +93,7 @@ impl Vault {
             max_record_size: config.max_record_size().map_err(bad_config)?,
             max_record_key: config.limits.max_record_key,
         };
-        Self::with_parts(
+        let mut vault = Self::with_parts(
             store,
             Arc::new(keystore),
             audit,
@@ -96,7 +101,9 @@ impl Vault {
             config.instance.clone(),
             limits,
             config.soft_delete_period().map_err(bad_config)?,
-        )
+        )?;
+        vault.backup_target = crate::backup::target::from_config(config)?;
+        Ok(vault)
     }
 
     /// Assembles a vault from backends (tests use this with temp dirs).
@@ -134,7 +141,10 @@ impl Vault {
             deks: DekCache::default(),
             seal_budgets: records::SealBudgets::default(),
             database_locks: records::DatabaseLocks::default(),
-            backup_dir,
+            backup_target: Arc::new(crate::backup::target::local::LocalDirTarget::new(
+                backup_dir,
+            )),
+            unadoptable_backups: Default::default(),
             rotations: rotation::RotationProgress::default(),
             flusher,
             admin: tokio::sync::Mutex::new(()),
