@@ -145,6 +145,18 @@ pub struct BackupConfig {
     pub schedule: String,
     /// Scheduled backups kept per database.
     pub retention: usize,
+    /// Issue 9: `s3://BUCKET/PREFIX`; empty = the local directory `dir`.
+    #[serde(default)]
+    pub target: String,
+    /// S3 endpoint URL (S3-compatible services); empty = AWS.
+    #[serde(default)]
+    pub endpoint: String,
+    /// S3 region; empty = `us-east-1`.
+    #[serde(default)]
+    pub region: String,
+    /// AWS shared-credentials file used when no credentials are in the environment.
+    #[serde(default)]
+    pub credentials_file: PathBuf,
 }
 
 /// A partial file: every key optional, merged over the defaults. Deserialized only to
@@ -213,6 +225,14 @@ impl Config {
                 value: "0".into(),
                 expected: "at least 1",
             });
+        }
+        let target = self.backup.target.trim();
+        if !target.is_empty() {
+            crate::backup::target::s3::parse_url(target).map_err(|_| ConfigError::Value {
+                key: "backup.target",
+                value: self.backup.target.clone(),
+                expected: "\"s3://BUCKET/PREFIX\", or empty for the directory backup.dir",
+            })?;
         }
         if self.keystore.backend != "file" {
             return Err(ConfigError::Value {
@@ -368,6 +388,14 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_TRANSIT_LISTEN", "compat", "transit_listen"),
     ("ENVAULT_KMS_V2_SOCKET", "kms_v2", "socket"),
     ("ENVAULT_KMS_V2_KEY", "kms_v2", "key"),
+    ("ENVAULT_BACKUP_TARGET", "backup", "target"),
+    ("ENVAULT_BACKUP_ENDPOINT", "backup", "endpoint"),
+    ("ENVAULT_BACKUP_REGION", "backup", "region"),
+    (
+        "ENVAULT_BACKUP_CREDENTIALS_FILE",
+        "backup",
+        "credentials_file",
+    ),
 ];
 
 fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {

@@ -262,6 +262,18 @@ pub fn write_slot(
     Ok(())
 }
 
+/// Where key slot `index` lives in a backup file, and `slot` encoded for it (for targets that
+/// rewrite a copy instead of writing in place).
+pub fn encode_slot_at(index: usize, slot: &KeySlot) -> Result<(u64, Vec<u8>), BackupFormatError> {
+    if index > 1 {
+        return Err(BackupFormatError::Invalid("key slot index"));
+    }
+    Ok((
+        (PREAMBLE_LEN + index * SLOT_LEN) as u64,
+        slot.encode()?.to_vec(),
+    ))
+}
+
 /// Appends one record to a payload buffer.
 pub fn encode_record(buffer: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     buffer.extend_from_slice(&(key.len() as u32).to_be_bytes());

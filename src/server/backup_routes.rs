@@ -43,7 +43,7 @@ struct BackupList {
 
 async fn list(s: State, who: Principal) -> ApiResult<impl IntoResponse> {
     Ok(Json(BackupList {
-        backups: s.vault.list_backups(&who)?,
+        backups: s.vault.list_backups(&who).await?,
     }))
 }
 
@@ -52,7 +52,7 @@ async fn show(
     who: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(s.vault.show_backup(&who, &id)?))
+    Ok(Json(s.vault.show_backup(&who, &id).await?))
 }
 
 async fn remove(s: State, who: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {

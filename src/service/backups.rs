@@ -1,10 +1,9 @@
 //! Backups (DESIGN.md rule 7): a consistent snapshot of a database re-sealed under a fresh
-//! backup DEK, wrapped by the database's backup key (or its own key), in one file written to a
-//! temp name, fsynced and renamed. Restore verifies the whole file before creating anything.
+//! backup DEK, wrapped by the database's backup key (or its own key), in one object of the
+//! backup target (`backup::target`: a directory or an S3 bucket) that becomes visible only
+//! once complete. Restore verifies the whole object before creating anything.
 
-use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -16,6 +15,7 @@ use super::{now_rfc3339, Principal, ServiceError, Vault};
 use crate::api::{CreateDatabaseRequest, DatabaseInfo};
 use crate::backup::format::{self, BackedUpDatabase, BackupFormatError, BackupHeader, KeySlot};
 use crate::backup::stream_io::{read_payload, PayloadWriter};
+use crate::backup::target::{object_name, BackupObjectMeta, ObjectWriter, TargetError};
 use crate::crypto::bindings::{backup_dek_context, record_context};
 use crate::crypto::stream::{random_prefix, CHUNK_SIZE};
 use crate::crypto::{Cipher, Envelope, EnvelopeKind, SecretKey};
@@ -50,8 +50,20 @@ pub struct BackupInfo {
     pub created_at: String,
     /// `available` | `key_destroyed`.
     pub state: String,
-    /// File path.
+    /// File path, or `s3://BUCKET/KEY` of the object.
     pub path: String,
+}
+
+impl From<TargetError> for ServiceError {
+    fn from(err: TargetError) -> Self {
+        match err {
+            TargetError::NotFound(m) => ServiceError::NotFound(m),
+            TargetError::Config(m) => ServiceError::BadRequest(m),
+            TargetError::Failed(m) => ServiceError::Store(crate::store::StoreError::Backend(
+                format!("backup target: {m}"),
+            )),
+        }
+    }
 }
 
 impl From<BackupFormatError> for ServiceError {
@@ -63,12 +75,6 @@ impl From<BackupFormatError> for ServiceError {
             other => ServiceError::BadRequest(other.to_string()),
         }
     }
-}
-
-fn io_error(e: std::io::Error) -> ServiceError {
-    ServiceError::Store(crate::store::StoreError::Backend(format!(
-        "backup file: {e}"
-    )))
 }
 
 impl Vault {
@@ -85,7 +91,7 @@ impl Vault {
             record_count: b.record_count,
             created_at: b.created_at.clone(),
             state: b.state.clone(),
-            path: self.backup_dir.join(&b.file).display().to_string(),
+            path: self.backup_target.location(&b.file),
         }
     }
 
@@ -179,17 +185,7 @@ impl Vault {
         )?;
         let cipher = Cipher::new(&dek);
         drop(dek);
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&self.backup_dir)
-                .map_err(io_error)?;
-        }
-        let file_name = format!("{backup_id}.evb");
-        let final_path = self.backup_dir.join(&file_name);
-        let temp_path = self.backup_dir.join(format!(".{backup_id}.evb.tmp"));
+        let file_name = object_name(&backup_id);
         // Writers to this database wait while the snapshot is taken: the backup is of one
         // point in time, and every write is wholly in it or wholly not.
         let lock = self.database_lock(db.id);
@@ -214,16 +210,20 @@ impl Vault {
                     .map(|b| format!("{b:02x}"))
                     .collect(),
             };
-            let result =
-                self.write_backup_file(&temp_path, &header, &wrapped, key.version, &cipher, db.id);
-            match result {
-                Ok(size) => {
-                    std::fs::rename(&temp_path, &final_path).map_err(io_error)?;
-                    crate::keystore::file::sync_dir(&self.backup_dir)?;
-                    Ok((header, size))
-                }
+            let mut out = self.backup_target.create(
+                &file_name,
+                &BackupObjectMeta {
+                    backup_id,
+                    database_id: db.id,
+                    backup_key_id: key.id,
+                    created_at: header.created_at.clone(),
+                },
+            )?;
+            // Nothing lists as a backup unless `finish` completes: a failure aborts the object.
+            match self.write_backup(&mut out, &header, &wrapped, key.version, &cipher, db.id) {
+                Ok(()) => Ok((header, out.finish()?)),
                 Err(err) => {
-                    let _ = std::fs::remove_file(&temp_path);
+                    out.abort();
                     Err(err)
                 }
             }
@@ -236,7 +236,7 @@ impl Vault {
             database_name: db.name.clone(),
             key_id: key.id,
             key_version: key.version,
-            file: file_name,
+            file: file_name.clone(),
             size,
             record_count: header.record_count,
             created_at: header.created_at.clone(),
@@ -249,7 +249,7 @@ impl Vault {
             )])
             .await
         {
-            let _ = std::fs::remove_file(&final_path);
+            let _ = tokio::task::block_in_place(|| self.backup_target.delete(&file_name));
             return Err(err);
         }
         let info = self.backup_info(&record);
@@ -257,26 +257,17 @@ impl Vault {
         Ok(info)
     }
 
-    /// Writes and fsyncs a complete backup to `path`; returns its size.
-    fn write_backup_file(
+    /// Writes a complete backup to `out` (the caller finishes or aborts it).
+    fn write_backup(
         &self,
-        path: &PathBuf,
+        out: &mut Box<dyn ObjectWriter>,
         header: &BackupHeader,
         wrapped: &[u8],
         key_version: u32,
         cipher: &Cipher,
         database: Uuid,
-    ) -> Result<u64, ServiceError> {
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(io_error)?
-        };
-        let mut out = BufWriter::with_capacity(256 * 1024, file);
+    ) -> Result<(), ServiceError> {
+        let mut out: &mut dyn ObjectWriter = out.as_mut();
         let slot = KeySlot {
             seq: 1,
             key_version,
@@ -298,13 +289,11 @@ impl Vault {
                 payload.add(&key, &value)?;
             }
         }
-        let (out, written) = payload.finish()?;
+        let (_, written) = payload.finish()?;
         if written != header.record_count {
             return Err(ServiceError::Integrity);
         }
-        let file = out.into_inner().map_err(|e| io_error(e.into_error()))?;
-        file.sync_all().map_err(io_error)?;
-        Ok(file.metadata().map_err(io_error)?.len())
+        Ok(())
     }
 
     /// Opens a record as stored (the DEK generation is in its header).
@@ -325,13 +314,27 @@ impl Vault {
             .map_err(|_| ServiceError::Integrity)
     }
 
-    /// Every backup, newest last.
-    pub fn list_backups(&self, who: &Principal) -> Result<Vec<BackupInfo>, ServiceError> {
+    /// Every backup, newest last. A shared target (S3) is listed first, and objects this
+    /// node has no registration for are adopted when they verify (`backup_adoption`).
+    pub async fn list_backups(&self, who: &Principal) -> Result<Vec<BackupInfo>, ServiceError> {
         who.require_operator()?;
+        self.adopt_backup_objects().await?;
         let catalog = self.read_catalog();
         let mut list: Vec<&BackupRecord> = catalog.backups.values().collect();
         list.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(list.into_iter().map(|b| self.backup_info(b)).collect())
+    }
+
+    /// [`Vault::find_backup`], adopting the target's unregistered objects first when the
+    /// backup is not registered (a shared target may hold it).
+    async fn find_backup_adopting(&self, reference: &str) -> Result<BackupRecord, ServiceError> {
+        match self.find_backup(reference) {
+            Err(ServiceError::NotFound(_)) if self.backup_target.is_shared() => {
+                self.adopt_backup_objects().await?;
+                self.find_backup(reference)
+            }
+            other => other,
+        }
     }
 
     fn find_backup(&self, reference: &str) -> Result<BackupRecord, ServiceError> {
@@ -348,13 +351,13 @@ impl Vault {
     }
 
     /// One backup.
-    pub fn show_backup(
+    pub async fn show_backup(
         &self,
         who: &Principal,
         reference: &str,
     ) -> Result<BackupInfo, ServiceError> {
         who.require_operator()?;
-        Ok(self.backup_info(&self.find_backup(reference)?))
+        Ok(self.backup_info(&self.find_backup_adopting(reference).await?))
     }
 
     /// Deletes a backup's registration and file.
@@ -373,15 +376,15 @@ impl Vault {
         reference: &str,
     ) -> Result<(), ServiceError> {
         who.require_operator()?;
+        let record = self.find_backup_adopting(reference).await?;
+        // Adoption takes `admin` too: it cannot re-register the object being deleted.
         let _admin = self.admin.lock().await;
-        let record = self.find_backup(reference)?;
+        // The object first: if the target refuses, the backup stays registered and listed.
+        tokio::task::block_in_place(|| self.backup_target.delete(&record.file))?;
         self.commit(vec![CatalogOp::Delete(backup_key(&record.id))])
             .await?;
         self.write_catalog().backups.remove(&record.id);
-        match std::fs::remove_file(self.backup_dir.join(&record.file)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(e)),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// Restores a backup into a new database (under the original database's key, or `key`).
@@ -412,22 +415,8 @@ impl Vault {
         key: Option<String>,
     ) -> Result<DatabaseInfo, ServiceError> {
         who.require_operator()?;
-        let record = self.find_backup(reference)?;
-        let path = self.backup_dir.join(&record.file);
-        let mut file = File::open(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ServiceError::NotFound(format!(
-                "the file of backup {} is missing: {}",
-                record.id,
-                path.display()
-            )),
-            _ => io_error(e),
-        })?;
-        let front = format::read_front(&mut std::io::BufReader::new(&mut file))?;
-        if front.header.backup_id != record.id || front.header.backup_key_id != record.key_id {
-            return Err(ServiceError::BadRequest(
-                "backup file does not match its registration".into(),
-            ));
-        }
+        let record = self.find_backup_adopting(reference).await?;
+        let (front, _) = tokio::task::block_in_place(|| self.open_backup_payload(&record))?;
         let backup_key = self
             .read_catalog()
             .keys
@@ -449,11 +438,11 @@ impl Vault {
         let cipher =
             Cipher::new(&SecretKey::from_slice(&plain).map_err(|_| ServiceError::Integrity)?);
         drop(plain);
-        // Pass 1: authenticate the whole payload before creating anything.
+        // Pass 1: authenticate the whole payload before creating anything. The object is
+        // streamed (twice: a backup can be far larger than memory).
         tokio::task::block_in_place(|| -> Result<u64, ServiceError> {
-            file.seek(SeekFrom::Start(front.payload_offset))
-                .map_err(io_error)?;
-            Ok(read_payload(&mut file, &cipher, &front, |_, _| Ok(()))?)
+            let (_, payload) = self.open_backup_payload(&record)?;
+            Ok(read_payload(payload, &cipher, &front, |_, _| Ok(()))?)
         })?;
         let original_key = {
             let catalog = self.read_catalog();
@@ -488,10 +477,14 @@ impl Vault {
         let dek = self.dek(db_id, generation)?;
         // Pass 2: re-seal every record under the new database's DEK.
         let restored = tokio::task::block_in_place(|| -> Result<u64, ServiceError> {
-            file.seek(SeekFrom::Start(front.payload_offset))
-                .map_err(io_error)?;
+            let (again, payload) = self.open_backup_payload(&record)?;
+            if again.header_bytes != front.header_bytes {
+                return Err(ServiceError::BadRequest(
+                    "the backup object changed during the restore".into(),
+                ));
+            }
             let envelope = Envelope(EnvelopeKind::Record);
-            Ok(read_payload(&mut file, &cipher, &front, |k, v| {
+            Ok(read_payload(payload, &cipher, &front, |k, v| {
                 let sealed = envelope
                     .seal(&dek, generation, &record_context(db_id.as_bytes(), k), v)
                     .map_err(|_| BackupFormatError::Invalid("cannot seal"))?;
@@ -525,13 +518,8 @@ impl Vault {
             .collect();
         let mut done = Vec::with_capacity(pending.len());
         for mut record in pending {
-            let path = self.backup_dir.join(&record.file);
-            let mut file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(io_error)?;
-            let front = format::read_front(&mut std::io::BufReader::new(&mut file))?;
+            let (front, payload) = self.open_backup_payload(&record)?;
+            drop(payload);
             let context = backup_dek_context(record.id.as_bytes(), key_id.as_bytes());
             if front.slot.key_version < version {
                 let plain = self.keystore.open(
@@ -557,7 +545,8 @@ impl Vault {
                     key_version: version,
                     wrapped,
                 };
-                format::write_slot(&mut file, 1 - front.slot_index, &slot)?;
+                self.backup_target
+                    .write_slot(&record.file, 1 - front.slot_index, &slot)?;
             }
             record.key_version = version;
             done.push(record);
@@ -565,29 +554,42 @@ impl Vault {
         Ok(done)
     }
 
-    /// Deletes temp files of interrupted backups and files no registration names.
+    /// Deletes temp files of interrupted backups and files no registration names (local
+    /// directory only: a shared target's unregistered objects are adopted instead).
     pub fn clean_backup_dir(&self) -> Result<usize, ServiceError> {
-        let Ok(entries) = std::fs::read_dir(&self.backup_dir) else {
-            return Ok(0);
-        };
         let known: std::collections::HashSet<String> = self
             .read_catalog()
             .backups
             .values()
             .map(|b| b.file.clone())
             .collect();
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let interrupted = name.starts_with('.') && name.ends_with(".evb.tmp");
-            let orphan = name.ends_with(".evb") && !known.contains(&name);
-            if interrupted || orphan {
-                tracing::warn!(file = %name, "removing an unfinished or unregistered backup file");
-                std::fs::remove_file(entry.path()).map_err(io_error)?;
-                removed += 1;
-            }
+        Ok(self.backup_target.clean(&known)?)
+    }
+
+    /// Opens a registered backup's object and reads its front, checking it against the
+    /// registration (and against the object's metadata, where the target keeps some); the
+    /// returned reader is positioned at the payload.
+    fn open_backup_payload(
+        &self,
+        record: &BackupRecord,
+    ) -> Result<(format::BackupFront, Box<dyn Read + Send>), ServiceError> {
+        let opened = self.backup_target.open(&record.file)?;
+        let mut reader = opened.reader;
+        let front = format::read_front(&mut reader)?;
+        let meta_matches = opened.meta.as_ref().is_none_or(|m| {
+            m.backup_id == front.header.backup_id
+                && m.backup_key_id == front.header.backup_key_id
+                && m.database_id == front.header.database.id
+        });
+        if front.header.backup_id != record.id
+            || front.header.backup_key_id != record.key_id
+            || !meta_matches
+        {
+            return Err(ServiceError::BadRequest(
+                "backup file does not match its registration".into(),
+            ));
         }
-        Ok(removed)
+        Ok((front, reader))
     }
 
     /// Creates a backup of every active database and keeps the newest `retention` of each.

@@ -3,6 +3,7 @@
 
 mod audit;
 mod authz;
+mod backup_adoption;
 mod backups;
 mod catalog;
 mod databases;
@@ -59,7 +60,11 @@ pub struct Vault {
     deks: DekCache,
     seal_budgets: records::SealBudgets,
     database_locks: records::DatabaseLocks,
-    backup_dir: std::path::PathBuf,
+    /// Where backups are written (issue 9: a local directory or an S3 bucket).
+    backup_target: Arc<dyn crate::backup::target::BackupTarget>,
+    /// Objects in a shared backup target that did not verify, by name and size, so that
+    /// listing does not fetch them again.
+    unadoptable_backups: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
     rotations: rotation::RotationProgress,
     flusher: GroupFlusher,
     /// Serializes catalog mutations (create, delete, state changes) so each computes its
@@ -109,6 +114,7 @@ impl Vault {
             data_dir.clone(),
             config.min_free_space().map_err(bad_config)?,
         );
+        vault.backup_target = crate::backup::target::from_config(config)?;
         Ok(vault)
     }
 
@@ -147,7 +153,10 @@ impl Vault {
             deks: DekCache::default(),
             seal_budgets: records::SealBudgets::default(),
             database_locks: records::DatabaseLocks::default(),
-            backup_dir,
+            backup_target: Arc::new(crate::backup::target::local::LocalDirTarget::new(
+                backup_dir,
+            )),
+            unadoptable_backups: Default::default(),
             rotations: rotation::RotationProgress::default(),
             flusher,
             admin: tokio::sync::Mutex::new(()),
