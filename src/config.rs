@@ -341,13 +341,25 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_KEYSTORE_BACKEND", "keystore", "backend"),
     ("ENVAULT_MASTER_KEY_FILE", "keystore", "master_key_file"),
     ("ENVAULT_PKCS11_MODULE", "keystore.pkcs11", "module"),
-    ("ENVAULT_PKCS11_TOKEN_LABEL", "keystore.pkcs11", "token_label"),
+    (
+        "ENVAULT_PKCS11_TOKEN_LABEL",
+        "keystore.pkcs11",
+        "token_label",
+    ),
     ("ENVAULT_PKCS11_PIN_FILE", "keystore.pkcs11", "pin_file"),
     ("ENVAULT_PKCS11_TIMEOUT", "keystore.pkcs11", "timeout"),
     ("ENVAULT_TRANSIT_ADDRESS", "keystore.transit", "address"),
-    ("ENVAULT_TRANSIT_TOKEN_FILE", "keystore.transit", "token_file"),
+    (
+        "ENVAULT_TRANSIT_TOKEN_FILE",
+        "keystore.transit",
+        "token_file",
+    ),
     ("ENVAULT_TRANSIT_MOUNT", "keystore.transit", "mount"),
-    ("ENVAULT_TRANSIT_KEY_PREFIX", "keystore.transit", "key_prefix"),
+    (
+        "ENVAULT_TRANSIT_KEY_PREFIX",
+        "keystore.transit",
+        "key_prefix",
+    ),
     ("ENVAULT_TRANSIT_TIMEOUT", "keystore.transit", "timeout"),
     ("ENVAULT_TRANSIT_CA_FILE", "keystore.transit", "ca_file"),
     (
@@ -378,7 +390,9 @@ fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {
         // Sections may be dotted ("keystore.transit").
         let mut target = Some(&mut *table);
         for part in section.split('.').filter(|p| !p.is_empty()) {
-            target = target.and_then(|t| t.get_mut(part)).and_then(|v| v.as_table_mut());
+            target = target
+                .and_then(|t| t.get_mut(part))
+                .and_then(|v| v.as_table_mut());
         }
         if let Some(target) = target {
             target.insert((*key).to_string(), value);

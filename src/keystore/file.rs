@@ -169,8 +169,10 @@ impl FileKeystore {
 }
 
 impl FileKeystore {
-    /// Stores `material` as `key`. Fails if that version exists.
-    fn insert(&self, key: RootKeyRef, material: SecretKey) -> Result<(), KeystoreError> {
+    /// Stores `material` as exactly `key`. Fails if that version exists. The service goes
+    /// through [`RootKeyBackend::create`] / [`RootKeyBackend::rotate`]; tools and the fuzz
+    /// seeds use this to write chosen versions.
+    pub fn insert(&self, key: RootKeyRef, material: SecretKey) -> Result<(), KeystoreError> {
         let mut keys = self.lock();
         if keys
             .get(&key.key_id)

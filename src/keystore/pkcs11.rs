@@ -35,8 +35,8 @@ use zeroize::{Zeroize, Zeroizing};
 use super::secrets::read_credential;
 use super::{BackendInfo, KeystoreError, NewKey, RootKeyBackend, RootKeyRef};
 use crate::config::{parse_duration, Pkcs11Config};
-use crate::crypto::envelope::{HEADER_LEN, OVERHEAD};
 use crate::crypto::envelope::ENVELOPE_VERSION;
+use crate::crypto::envelope::{HEADER_LEN, OVERHEAD};
 use crate::crypto::{CryptoError, Envelope, EnvelopeKind};
 
 /// Sessions (and worker threads) kept open on the token.
@@ -72,6 +72,18 @@ impl Pkcs11Keystore {
     /// Loads the module, finds the token by label, logs in and starts the session workers.
     /// Every failure is one sentence for the operator.
     pub fn open(config: &Pkcs11Config) -> Result<Self, KeystoreError> {
+        Self::validate(config)?;
+        let pin = read_credential(
+            "PKCS#11 PIN",
+            &config.pin_file,
+            "ENVAULT_PKCS11_PIN",
+            "keystore.pkcs11.pin_file",
+        )?;
+        Self::connect(config, &pin)
+    }
+
+    /// Checks the settings that need no token: the timeout and that the module exists.
+    fn validate(config: &Pkcs11Config) -> Result<Duration, KeystoreError> {
         let timeout = parse_duration(&config.timeout)
             .filter(|d| !d.is_zero())
             .ok_or_else(|| {
@@ -87,13 +99,14 @@ impl Pkcs11Keystore {
                 module.display()
             )));
         }
-        let pin = read_credential(
-            "PKCS#11 PIN",
-            &config.pin_file,
-            "ENVAULT_PKCS11_PIN",
-            "keystore.pkcs11.pin_file",
-        )?;
-        let pin = AuthPin::new(pin.as_str().into());
+        Ok(timeout)
+    }
+
+    /// [`Pkcs11Keystore::open`] with the PIN given (tools and tests that hold it already).
+    pub fn connect(config: &Pkcs11Config, pin: &str) -> Result<Self, KeystoreError> {
+        let timeout = Self::validate(config)?;
+        let module = &config.module;
+        let pin = AuthPin::new(pin.into());
         let pkcs11 = Pkcs11::new(module).map_err(|e| {
             KeystoreError::Config(format!(
                 "cannot load the PKCS#11 module {}: {e}",
@@ -120,9 +133,9 @@ impl Pkcs11Keystore {
             session: None,
         };
         first.session().map_err(|e| match e {
-            KeystoreError::Backend(why) | KeystoreError::Unavailable(why) => KeystoreError::Config(
-                format!("PKCS#11 token {:?}: {why}", config.token_label),
-            ),
+            KeystoreError::Backend(why) | KeystoreError::Unavailable(why) => {
+                KeystoreError::Config(format!("PKCS#11 token {:?}: {why}", config.token_label))
+            }
             other => other,
         })?;
         let (jobs, receiver) = mpsc::channel::<Job>();
@@ -173,9 +186,9 @@ impl Pkcs11Keystore {
                 "the PKCS#11 token did not answer within {:?}",
                 self.timeout
             ))),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(KeystoreError::Unavailable(
-                "a PKCS#11 worker failed".into(),
-            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(KeystoreError::Unavailable("a PKCS#11 worker failed".into()))
+            }
         }
     }
 
@@ -520,7 +533,11 @@ impl RootKeyBackend for Pkcs11Keystore {
     }
 
     fn key_ids(&self) -> Result<Vec<Uuid>, KeystoreError> {
-        let mut ids: Vec<Uuid> = self.scan()?.into_iter().map(|(key, _)| key.key_id).collect();
+        let mut ids: Vec<Uuid> = self
+            .scan()?
+            .into_iter()
+            .map(|(key, _)| key.key_id)
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         Ok(ids)

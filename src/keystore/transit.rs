@@ -175,6 +175,18 @@ struct KeyData {
 impl TransitKeystore {
     /// Connects, checks the token and the mount; every failure is one sentence for the operator.
     pub fn open(config: &TransitConfig) -> Result<Self, KeystoreError> {
+        Self::validate(config)?;
+        let token = read_credential(
+            "transit token",
+            &config.token_file,
+            "ENVAULT_TRANSIT_TOKEN",
+            "keystore.transit.token_file",
+        )?;
+        Self::connect(config, token)
+    }
+
+    /// Checks the settings that need no server: address scheme, timeout, mount.
+    fn validate(config: &TransitConfig) -> Result<(String, Duration, String), KeystoreError> {
         let address = config.address.trim().trim_end_matches('/').to_string();
         if !(address.starts_with("http://") || address.starts_with("https://")) {
             return Err(KeystoreError::Config(format!(
@@ -195,12 +207,15 @@ impl TransitKeystore {
                 "keystore.transit.mount is empty".into(),
             ));
         }
-        let token = read_credential(
-            "transit token",
-            &config.token_file,
-            "ENVAULT_TRANSIT_TOKEN",
-            "keystore.transit.token_file",
-        )?;
+        Ok((address, timeout, mount))
+    }
+
+    /// [`TransitKeystore::open`] with the token given (tools and tests that hold it already).
+    pub fn connect(
+        config: &TransitConfig,
+        token: Zeroizing<String>,
+    ) -> Result<Self, KeystoreError> {
+        let (address, timeout, mount) = Self::validate(config)?;
         let mut agent_config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
@@ -312,7 +327,13 @@ impl TransitKeystore {
         }
     }
 
-    fn post_ok(&self, path: &str, body: &serde_json::Value, action: &str, key_id: Uuid) -> Result<(), KeystoreError> {
+    fn post_ok(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        action: &str,
+        key_id: Uuid,
+    ) -> Result<(), KeystoreError> {
         let body = body.to_string();
         let answer = self
             .http
@@ -329,10 +350,7 @@ impl TransitKeystore {
 const MIN_BODY: usize = 12 + 16;
 
 /// Parses `[magic 4 | 0x10 | label u32 | body]`: (label, header, transit ciphertext text).
-fn parse_envelope(
-    kind: EnvelopeKind,
-    sealed: &[u8],
-) -> Result<(u32, &[u8], String), CryptoError> {
+fn parse_envelope(kind: EnvelopeKind, sealed: &[u8]) -> Result<(u32, &[u8], String), CryptoError> {
     if sealed.len() < HEADER_LEN + MIN_BODY {
         return Err(CryptoError::Malformed("too short"));
     }
@@ -471,9 +489,7 @@ impl RootKeyBackend for TransitKeystore {
         )?;
         match answer.status {
             200 => {}
-            400 if answer.errors().contains("not found")
-                || answer.errors().contains("version") =>
-            {
+            400 if answer.errors().contains("not found") || answer.errors().contains("version") => {
                 return Err(KeystoreError::NoSuchVersion(key.key_id, key.version))
             }
             _ => return Err(self.refused("encrypt with", key.key_id, &answer)),
@@ -494,7 +510,9 @@ impl RootKeyBackend for TransitKeystore {
         B64.decode_vec(body, &mut sealed)
             .map_err(|_| KeystoreError::Backend("transit ciphertext is not base64".into()))?;
         if sealed.len() < HEADER_LEN + MIN_BODY {
-            return Err(KeystoreError::Backend("transit ciphertext is too short".into()));
+            return Err(KeystoreError::Backend(
+                "transit ciphertext is too short".into(),
+            ));
         }
         Ok(sealed)
     }
@@ -546,7 +564,7 @@ impl RootKeyBackend for TransitKeystore {
         let decrypted: Decrypted<'_> = serde_json::from_slice(&answer.body)
             .map_err(|e| KeystoreError::Backend(format!("unexpected decrypt answer: {e}")))?;
         let mut plain = Zeroizing::new(Vec::with_capacity(decrypted.data.plaintext.len()));
-        B64.decode_vec(decrypted.data.plaintext, &mut *plain)
+        B64.decode_vec(decrypted.data.plaintext, &mut plain)
             .map_err(|_| KeystoreError::Backend("decrypt answer is not base64".into()))?;
         Ok(plain)
     }
@@ -584,7 +602,10 @@ impl RootKeyBackend for TransitKeystore {
                 "retiring every version of a transit key is a shred; destroy the whole key".into(),
             ));
         };
-        if let Some(newer) = doomed.iter().find(|v| **v > oldest_kept && live.contains(v)) {
+        if let Some(newer) = doomed
+            .iter()
+            .find(|v| **v > oldest_kept && live.contains(v))
+        {
             return Err(KeystoreError::Unsupported(format!(
                 "transit can only retire the oldest versions of a key; version {newer} of key {key_id} stays on the server unused and the next rotation adopts it"
             )));
@@ -657,7 +678,10 @@ mod tests {
         sealed.extend_from_slice(&[7u8; MIN_BODY + 32]);
         let (label, head, text) = parse_envelope(EnvelopeKind::WrappedDek, &sealed).unwrap();
         assert_eq!((label, head.len()), (3, HEADER_LEN));
-        assert_eq!(text, format!("vault:v3:{}", B64.encode([7u8; MIN_BODY + 32])));
+        assert_eq!(
+            text,
+            format!("vault:v3:{}", B64.encode([7u8; MIN_BODY + 32]))
+        );
         assert!(parse_envelope(EnvelopeKind::AppWrap, &sealed).is_err());
         assert!(parse_envelope(EnvelopeKind::WrappedDek, &sealed[..HEADER_LEN + 10]).is_err());
         let mut local = sealed;
