@@ -65,19 +65,27 @@ async fn lifecycle(kind: Kind) {
     assert_eq!((root.origin.as_str(), root.version), ("generated", 1));
     allow_databases(&client, "root").await;
 
-    // Import: the transit backend refuses it with a clear 400 and creates nothing.
+    // Import (transit: BYOK through the server's wrapping key).
     let material: Vec<u8> = [Uuid::new_v4().into_bytes(), Uuid::new_v4().into_bytes()].concat();
-    let imported = client.create_key("imported", Some(&material), None).await;
-    let imported = if kind == Kind::Transit {
-        assert_api_error(imported, 400, "bad_request");
-        let keys = client.list_keys().await.expect("list keys");
-        assert!(keys.iter().all(|k| k.name != "imported"), "{keys:?}");
-        None
-    } else {
-        let info = imported.expect("import a key");
-        assert_eq!(info.origin, "imported");
-        Some(info)
-    };
+    let imported = client
+        .create_key("imported", Some(&material), None)
+        .await
+        .expect("import a key");
+    assert_eq!(imported.origin, "imported");
+    // Bad input changes nothing.
+    assert_api_error(
+        client
+            .create_key("short", Some(&material[..31]), None)
+            .await,
+        400,
+        "bad_request",
+    );
+    assert!(client
+        .list_keys()
+        .await
+        .expect("list")
+        .iter()
+        .all(|k| k.name != "short"));
 
     // The wrap API.
     let aad = vec!["tenant-7".to_string()];
@@ -129,7 +137,7 @@ async fn lifecycle(kind: Kind) {
         .put_record("scratch", "s", b"scratch value")
         .await
         .expect("put");
-    if imported.is_some() {
+    {
         allow_databases(&client, "imported").await;
         client
             .create_database("legacy", Some("imported"), None)
@@ -246,15 +254,13 @@ async fn lifecycle(kind: Kind) {
     );
     assert_eq!(read(&daemon, "scratch", "s").await, b"scratch value");
     let objects_before = fixture.token_objects();
-    if let Some(info) = &imported {
-        assert_eq!(read(&daemon, "legacy", "l").await, b"legacy value");
-        let receipt = client
-            .delete_key("imported", true)
-            .await
-            .expect("shred import");
-        assert_eq!(receipt.destroyed_versions, vec![1]);
-        assert_eq!(info.version, 1);
-    }
+    assert_eq!(read(&daemon, "legacy", "l").await, b"legacy value");
+    let receipt = client
+        .delete_key("imported", true)
+        .await
+        .expect("shred import");
+    assert_eq!(receipt.destroyed_versions, vec![1]);
+    assert_api_error(client.get_record("legacy", "l").await, 423, "key_destroyed");
     if kind == Kind::Pkcs11 {
         // One token object file per destroyed version is gone from the token directory.
         assert_eq!(fixture.token_objects(), objects_before - 1);
@@ -268,10 +274,11 @@ async fn lifecycle(kind: Kind) {
             !ids.contains(&id(&root)),
             "the shredded key is still in the backend"
         );
-        if let Some(info) = &imported {
-            assert!(backend.versions(id(info)).expect("versions").is_empty());
-            assert!(!ids.contains(&id(info)));
-        }
+        assert!(backend
+            .versions(id(&imported))
+            .expect("versions")
+            .is_empty());
+        assert!(!ids.contains(&id(&imported)));
         // The provider key of `scratch` is untouched.
         assert_eq!(ids.len(), 1, "{ids:?}");
     });

@@ -1,7 +1,9 @@
 //! Root keys as `aes256-gcm96` keys of a Vault-compatible transit engine (OpenBao, Vault).
 //!
 //! Key `K` is the transit key `<key_prefix><K>`, created by the server (`exportable=false`), so
-//! its material never exists outside it. Envault versions are transit versions: rotation is
+//! its material never exists outside it. An imported key goes in through transit's BYOK import:
+//! wrapped with AES-KWP under an ephemeral key that is itself RSA-OAEP-wrapped under the
+//! server's wrapping key, so only the server can read it. Envault versions are transit versions: rotation is
 //! transit's `rotate`, retiring old versions raises `min_decryption_version` and trims them,
 //! and a shred sets `deletion_allowed` and deletes the key.
 //!
@@ -36,10 +38,14 @@ use super::secrets::read_credential;
 use super::{BackendInfo, KeystoreError, NewKey, RootKeyBackend, RootKeyRef};
 use crate::config::{parse_duration, TransitConfig};
 use crate::crypto::envelope::HEADER_LEN;
-use crate::crypto::{CryptoError, EnvelopeKind};
+use crate::crypto::{CryptoError, EnvelopeKind, SecretKey};
 
 /// Version byte of a transit envelope (local AES-GCM envelopes are version 1).
 pub const TRANSIT_ENVELOPE_VERSION: u8 = 0x10;
+
+/// Time limit of the import calls (wrapping key, import): the server generates its 4096-bit
+/// RSA wrapping key on first use, which can take seconds. Imports are rare operator actions.
+const SLOW_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The transit backend.
 pub struct TransitKeystore {
@@ -51,6 +57,9 @@ pub struct TransitKeystore {
 /// A small blocking client for the server: one agent (pooled connections) and the token.
 struct Http {
     agent: ureq::Agent,
+    /// For the rare calls the server may take long to answer the first time (the import
+    /// wrapping key is a 4096-bit RSA key generated on first use).
+    slow_agent: ureq::Agent,
     address: String,
     token: Zeroizing<String>,
     timeout: Duration,
@@ -78,10 +87,21 @@ impl Http {
         body: Option<&[u8]>,
         retry_stale: bool,
     ) -> Result<Answer, KeystoreError> {
-        match self.call_once(verb, path, body) {
+        self.call_with(&self.agent, verb, path, body, retry_stale)
+    }
+
+    fn call_with(
+        &self,
+        agent: &ureq::Agent,
+        verb: Verb,
+        path: &str,
+        body: Option<&[u8]>,
+        retry_stale: bool,
+    ) -> Result<Answer, KeystoreError> {
+        match self.call_once(agent, verb, path, body) {
             // A pooled connection the server closed (e.g. after a restart) fails with an I/O
             // error; calls that are safe to repeat get one fresh attempt.
-            Err(ureq::Error::Io(_)) if retry_stale => self.call_once(verb, path, body),
+            Err(ureq::Error::Io(_)) if retry_stale => self.call_once(agent, verb, path, body),
             other => other,
         }
         .map_err(|e| self.transport_error(e))
@@ -89,6 +109,7 @@ impl Http {
 
     fn call_once(
         &self,
+        agent: &ureq::Agent,
         verb: Verb,
         path: &str,
         body: Option<&[u8]>,
@@ -96,26 +117,22 @@ impl Http {
         let url = format!("{}/v1/{path}", self.address);
         let token = self.token.as_str();
         let mut response = match verb {
-            Verb::Get => self
-                .agent
+            Verb::Get => agent
                 .get(&url)
                 .header("X-Vault-Token", token)
                 .header("X-Vault-Request", "true")
                 .call()?,
-            Verb::List => self
-                .agent
+            Verb::List => agent
                 .get(&format!("{url}?list=true"))
                 .header("X-Vault-Token", token)
                 .header("X-Vault-Request", "true")
                 .call()?,
-            Verb::Delete => self
-                .agent
+            Verb::Delete => agent
                 .delete(&url)
                 .header("X-Vault-Token", token)
                 .header("X-Vault-Request", "true")
                 .call()?,
-            Verb::Post => self
-                .agent
+            Verb::Post => agent
                 .post(&url)
                 .header("X-Vault-Token", token)
                 .header("X-Vault-Request", "true")
@@ -216,17 +233,27 @@ impl TransitKeystore {
         token: Zeroizing<String>,
     ) -> Result<Self, KeystoreError> {
         let (address, timeout, mount) = Self::validate(config)?;
-        let mut agent_config = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .max_redirects(0);
-        if !config.ca_file.as_os_str().is_empty() {
-            agent_config = agent_config.tls_config(tls_with_ca(&config.ca_file)?);
-        }
-        let agent: ureq::Agent = agent_config.build().into();
+        let tls = if config.ca_file.as_os_str().is_empty() {
+            None
+        } else {
+            Some(tls_with_ca(&config.ca_file)?)
+        };
+        let agent_with = |limit: Duration| -> ureq::Agent {
+            let mut builder = ureq::Agent::config_builder()
+                .timeout_global(Some(limit))
+                .http_status_as_error(false)
+                .max_redirects(0);
+            if let Some(tls) = &tls {
+                builder = builder.tls_config(tls.clone());
+            }
+            builder.build().into()
+        };
+        let agent = agent_with(timeout);
+        let slow_agent = agent_with(timeout.max(SLOW_CALL_TIMEOUT));
         let store = Self {
             http: Http {
                 agent,
+                slow_agent,
                 address: address.clone(),
                 token,
                 timeout,
@@ -314,6 +341,49 @@ impl TransitKeystore {
             "the transit server refused to {action} key {key_id} (HTTP {}): {detail}",
             answer.status
         ))
+    }
+
+    /// BYOK: the material wrapped for `keys/<name>/import`, readable only by the server:
+    /// `RSA-OAEP-SHA256(wrapping key, ephemeral AES key) || AES-KWP(ephemeral key, material)`.
+    fn wrap_for_import(&self, material: &SecretKey) -> Result<String, KeystoreError> {
+        use rsa::pkcs8::DecodePublicKey as _;
+        let answer = self.http.call_with(
+            &self.http.slow_agent,
+            Verb::Get,
+            &format!("{}/wrapping_key", self.mount),
+            None,
+            true,
+        )?;
+        if answer.status != 200 {
+            return Err(KeystoreError::Backend(format!(
+                "the transit server has no wrapping key for imports (HTTP {}): {}",
+                answer.status,
+                answer.errors()
+            )));
+        }
+        #[derive(Deserialize)]
+        struct WrappingKey {
+            public_key: String,
+        }
+        let pem = answer.data::<WrappingKey>("wrapping key")?.public_key;
+        let public = rsa::RsaPublicKey::from_public_key_pem(&pem)
+            .map_err(|e| KeystoreError::Backend(format!("unusable transit wrapping key: {e}")))?;
+        let ephemeral = SecretKey::generate()?;
+        let kek = aes_kw::KekAes256::try_from(&ephemeral.expose_secret()[..])
+            .map_err(|_| KeystoreError::Backend("AES-KWP key setup failed".into()))?;
+        let wrapped_material = kek
+            .wrap_with_padding_vec(material.expose_secret())
+            .map_err(|_| KeystoreError::Backend("AES-KWP wrap failed".into()))?;
+        let wrapped_key = public
+            .encrypt(
+                &mut rsa::rand_core::OsRng,
+                rsa::Oaep::new::<sha2::Sha256>(),
+                ephemeral.expose_secret(),
+            )
+            .map_err(|e| KeystoreError::Backend(format!("RSA-OAEP wrap failed: {e}")))?;
+        let mut blob = wrapped_key;
+        blob.extend_from_slice(&wrapped_material);
+        Ok(B64.encode(blob))
     }
 
     fn read_key(&self, key_id: Uuid) -> Result<Option<KeyData>, KeystoreError> {
@@ -416,20 +486,43 @@ impl RootKeyBackend for TransitKeystore {
     }
 
     fn create(&self, key_id: Uuid, material: NewKey) -> Result<(), KeystoreError> {
-        if let NewKey::Import(_) = material {
-            return Err(KeystoreError::Unsupported(
-                "importing key material is not supported by the transit keystore backend; create the key without a payload (it is generated inside the transit server)".into(),
-            ));
-        }
         if self.read_key(key_id)?.is_some() {
             return Err(KeystoreError::VersionExists(key_id, 1));
         }
-        let body = serde_json::json!({
-            "type": "aes256-gcm96",
-            "exportable": false,
-            "allow_plaintext_backup": false,
-        });
-        self.post_ok(&self.path("keys", key_id), &body, "create", key_id)
+        match material {
+            NewKey::Generate => {
+                let body = serde_json::json!({
+                    "type": "aes256-gcm96",
+                    "exportable": false,
+                    "allow_plaintext_backup": false,
+                });
+                self.post_ok(&self.path("keys", key_id), &body, "create", key_id)
+            }
+            NewKey::Import(material) => {
+                let ciphertext = self.wrap_for_import(&material)?;
+                let body = serde_json::json!({
+                    "ciphertext": ciphertext,
+                    "type": "aes256-gcm96",
+                    "hash_function": "SHA256",
+                    "exportable": false,
+                    "allow_plaintext_backup": false,
+                });
+                let path = format!("{}/import", self.path("keys", key_id));
+                let body = body.to_string();
+                let answer = self.http.call_with(
+                    &self.http.slow_agent,
+                    Verb::Post,
+                    &path,
+                    Some(body.as_bytes()),
+                    false,
+                )?;
+                if (200..300).contains(&answer.status) {
+                    Ok(())
+                } else {
+                    Err(self.refused("import", key_id, &answer))
+                }
+            }
+        }
     }
 
     fn rotate(&self, key: RootKeyRef) -> Result<(), KeystoreError> {
