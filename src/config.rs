@@ -478,6 +478,38 @@ mod tests {
     }
 
     #[test]
+    fn backend_sections_from_env() {
+        let mut table = parse_table(DEFAULT_CONFIG, "defaults").unwrap();
+        apply_env(&mut table, |name| match name {
+            "ENVAULT_KEYSTORE_BACKEND" => Some("transit".into()),
+            "ENVAULT_TRANSIT_ADDRESS" => Some("http://10.0.0.1:8200".into()),
+            "ENVAULT_PKCS11_TOKEN_LABEL" => Some("hsm-a".into()),
+            _ => None,
+        });
+        let config: Config = table.try_into().unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.keystore.backend, "transit");
+        assert_eq!(config.keystore.transit.address, "http://10.0.0.1:8200");
+        assert_eq!(config.keystore.transit.mount, "transit");
+        assert_eq!(config.keystore.pkcs11.token_label, "hsm-a");
+        assert_eq!(config.transit_timeout().unwrap(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_backend_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[keystore]\nbackend = \"hsm\"\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&path)),
+            Err(ConfigError::Value {
+                key: "keystore.backend",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn file_overlay_rejects_unknown_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

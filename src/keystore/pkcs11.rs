@@ -174,7 +174,13 @@ impl Pkcs11Keystore {
         work: impl FnOnce(&mut Worker) -> Result<T, KeystoreError> + Send + 'static,
     ) -> Result<T, KeystoreError> {
         let (reply, answer) = mpsc::sync_channel(1);
+        let deadline = std::time::Instant::now() + self.timeout;
         let job: Job = Box::new(move |worker| {
+            // The caller gave up (503) while this job waited behind a stuck call: doing it now
+            // would change the token after the request failed, so it is dropped.
+            if std::time::Instant::now() >= deadline {
+                return;
+            }
             let _ = reply.send(work(worker));
         });
         self.jobs
