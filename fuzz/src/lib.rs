@@ -474,7 +474,10 @@ impl KeystoreFixture {
             );
         }
         if let Ok(keystore) = result {
-            for key_id in keystore.key_ids().expect("the file keystore lists from memory") {
+            for key_id in keystore
+                .key_ids()
+                .expect("the file keystore lists from memory")
+            {
                 let versions = keystore.versions(key_id).expect("versions from memory");
                 assert!(!versions.is_empty(), "a listed key without versions");
                 assert!(

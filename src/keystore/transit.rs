@@ -242,7 +242,10 @@ impl TransitKeystore {
             let mut builder = ureq::Agent::config_builder()
                 .timeout_global(Some(limit))
                 .http_status_as_error(false)
-                .max_redirects(0);
+                .max_redirects(0)
+                // Requests run on many blocking threads at once: keep their connections.
+                .max_idle_connections(64)
+                .max_idle_connections_per_host(64);
             if let Some(tls) = &tls {
                 builder = builder.tls_config(tls.clone());
             }
