@@ -103,10 +103,48 @@ pub struct KmsV2Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeystoreConfig {
-    /// Backend name; only "file".
+    /// Backend name: "file", "pkcs11" or "transit".
     pub backend: String,
     /// Master key file; empty = `<data_dir>/master.key`.
     pub master_key_file: PathBuf,
+    /// `[keystore.pkcs11]`, read when `backend = "pkcs11"`.
+    pub pkcs11: Pkcs11Config,
+    /// `[keystore.transit]`, read when `backend = "transit"`.
+    pub transit: TransitConfig,
+}
+
+/// `[keystore.pkcs11]` (issue 8). The PIN is never in this file: `pin_file` or
+/// `ENVAULT_PKCS11_PIN`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// Path of the PKCS#11 module (shared library).
+    pub module: PathBuf,
+    /// Label of the token holding envault's root keys.
+    pub token_label: String,
+    /// File holding the user PIN; empty = the `ENVAULT_PKCS11_PIN` variable.
+    pub pin_file: PathBuf,
+    /// How long a token call may take before requests fail with `key_backend_unavailable`.
+    pub timeout: String,
+}
+
+/// `[keystore.transit]` (issue 8). The token is never in this file: `token_file` or
+/// `ENVAULT_TRANSIT_TOKEN`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitConfig {
+    /// Server address, e.g. "https://vault.example:8200".
+    pub address: String,
+    /// File holding the token; empty = the `ENVAULT_TRANSIT_TOKEN` variable.
+    pub token_file: PathBuf,
+    /// Mount path of the transit engine.
+    pub mount: String,
+    /// Prefix of envault's transit key names (`<prefix><key id>`).
+    pub key_prefix: String,
+    /// Per-request time limit, e.g. "5s"; requests needing the server then fail with 503.
+    pub timeout: String,
+    /// PEM file of CA certificates to trust for an https address; empty = the Mozilla roots.
+    pub ca_file: PathBuf,
 }
 
 /// `[lifecycle]`.
@@ -234,14 +272,38 @@ impl Config {
                 expected: "\"s3://BUCKET/PREFIX\", or empty for the directory backup.dir",
             })?;
         }
-        if self.keystore.backend != "file" {
+        if !["file", "pkcs11", "transit"].contains(&self.keystore.backend.as_str()) {
             return Err(ConfigError::Value {
                 key: "keystore.backend",
                 value: self.keystore.backend.clone(),
-                expected: "\"file\" (the only backend built so far)",
+                expected: "\"file\", \"pkcs11\" or \"transit\"",
             });
         }
+        self.pkcs11_timeout()?;
+        self.transit_timeout()?;
         Ok(())
+    }
+
+    /// `[keystore.pkcs11] timeout`.
+    pub fn pkcs11_timeout(&self) -> Result<Duration, ConfigError> {
+        parse_duration(&self.keystore.pkcs11.timeout)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ConfigError::Value {
+                key: "keystore.pkcs11.timeout",
+                value: self.keystore.pkcs11.timeout.clone(),
+                expected: "a duration such as \"5s\"",
+            })
+    }
+
+    /// `[keystore.transit] timeout`.
+    pub fn transit_timeout(&self) -> Result<Duration, ConfigError> {
+        parse_duration(&self.keystore.transit.timeout)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ConfigError::Value {
+                key: "keystore.transit.timeout",
+                value: self.keystore.transit.timeout.clone(),
+                expected: "a duration such as \"5s\"",
+            })
     }
 
     /// Socket mode as bits.
@@ -370,6 +432,28 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_INSTANCE", "", "instance"),
     ("ENVAULT_KEYSTORE_BACKEND", "keystore", "backend"),
     ("ENVAULT_MASTER_KEY_FILE", "keystore", "master_key_file"),
+    ("ENVAULT_PKCS11_MODULE", "keystore.pkcs11", "module"),
+    (
+        "ENVAULT_PKCS11_TOKEN_LABEL",
+        "keystore.pkcs11",
+        "token_label",
+    ),
+    ("ENVAULT_PKCS11_PIN_FILE", "keystore.pkcs11", "pin_file"),
+    ("ENVAULT_PKCS11_TIMEOUT", "keystore.pkcs11", "timeout"),
+    ("ENVAULT_TRANSIT_ADDRESS", "keystore.transit", "address"),
+    (
+        "ENVAULT_TRANSIT_TOKEN_FILE",
+        "keystore.transit",
+        "token_file",
+    ),
+    ("ENVAULT_TRANSIT_MOUNT", "keystore.transit", "mount"),
+    (
+        "ENVAULT_TRANSIT_KEY_PREFIX",
+        "keystore.transit",
+        "key_prefix",
+    ),
+    ("ENVAULT_TRANSIT_TIMEOUT", "keystore.transit", "timeout"),
+    ("ENVAULT_TRANSIT_CA_FILE", "keystore.transit", "ca_file"),
     (
         "ENVAULT_SOFT_DELETE_PERIOD",
         "lifecycle",
@@ -409,11 +493,13 @@ fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {
             .filter(|_| NUMERIC.contains(key))
             .map(toml::Value::Integer)
             .unwrap_or(toml::Value::String(raw));
-        let target = if section.is_empty() {
-            Some(&mut *table)
-        } else {
-            table.get_mut(*section).and_then(|v| v.as_table_mut())
-        };
+        // Sections may be dotted ("keystore.transit").
+        let mut target = Some(&mut *table);
+        for part in section.split('.').filter(|p| !p.is_empty()) {
+            target = target
+                .and_then(|t| t.get_mut(part))
+                .and_then(|v| v.as_table_mut());
+        }
         if let Some(target) = target {
             target.insert((*key).to_string(), value);
         }
@@ -495,6 +581,38 @@ mod tests {
         assert_eq!(config.soft_delete_period().unwrap(), Duration::from_secs(5));
         assert_eq!(config.limits.max_record_key, 64);
         assert_eq!(config.socket_mode().unwrap(), 0o600);
+    }
+
+    #[test]
+    fn backend_sections_from_env() {
+        let mut table = parse_table(DEFAULT_CONFIG, "defaults").unwrap();
+        apply_env(&mut table, |name| match name {
+            "ENVAULT_KEYSTORE_BACKEND" => Some("transit".into()),
+            "ENVAULT_TRANSIT_ADDRESS" => Some("http://10.0.0.1:8200".into()),
+            "ENVAULT_PKCS11_TOKEN_LABEL" => Some("hsm-a".into()),
+            _ => None,
+        });
+        let config: Config = table.try_into().unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.keystore.backend, "transit");
+        assert_eq!(config.keystore.transit.address, "http://10.0.0.1:8200");
+        assert_eq!(config.keystore.transit.mount, "transit");
+        assert_eq!(config.keystore.pkcs11.token_label, "hsm-a");
+        assert_eq!(config.transit_timeout().unwrap(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_backend_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[keystore]\nbackend = \"hsm\"\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&path)),
+            Err(ConfigError::Value {
+                key: "keystore.backend",
+                ..
+            })
+        ));
     }
 
     #[test]

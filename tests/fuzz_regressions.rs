@@ -337,7 +337,7 @@ fn seeds_are_current() {
         envault::keystore::file::FileKeystore::open(dir.path(), &dir.path().join("master.key"))
             .expect("the keystore seed opens");
     use envault::keystore::RootKeyBackend;
-    assert_eq!(keystore.key_ids().len(), 2);
+    assert_eq!(keystore.key_ids().expect("list keys").len(), 2);
 }
 
 /// Writes `fuzz/seeds/<target>/<name>` from the harness's generators.

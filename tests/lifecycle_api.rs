@@ -912,7 +912,7 @@ async fn purge_resumes_after_a_restart_and_shreds_provider_keys() {
     let provider_id = uuid::Uuid::parse_str(&provider_db.key).unwrap();
     use envault::keystore::RootKeyBackend as _;
     assert!(
-        keystore.versions(provider_id).is_empty(),
+        keystore.versions(provider_id).expect("versions").is_empty(),
         "provider key material survived the purge"
     );
 }

@@ -165,7 +165,7 @@ fn check_at_rest(daemon: &Daemon, key_id: Uuid, version: u32, versions: &[u32], 
     let keystore = FileKeystore::open(&daemon.data_dir, &daemon.data_dir.join("master.key"))
         .expect("open the keystore");
     assert_eq!(
-        keystore.versions(key_id),
+        keystore.versions(key_id).expect("versions"),
         versions,
         "{stage}: keystore versions"
     );

@@ -206,12 +206,12 @@ async fn a_forced_delete_shreds_everything_under_the_key() {
         let doomed_id = Uuid::parse_str(&doomed.id).unwrap();
         let survivor_id = Uuid::parse_str(&survivor.id).unwrap();
         assert!(
-            keystore.versions(doomed_id).is_empty(),
+            keystore.versions(doomed_id).expect("versions").is_empty(),
             "the shredded key still has material: {:?}",
-            keystore.versions(doomed_id)
+            keystore.versions(doomed_id).expect("versions")
         );
-        assert!(!keystore.key_ids().contains(&doomed_id));
-        assert_eq!(keystore.versions(survivor_id), vec![1]);
+        assert!(!keystore.key_ids().expect("list keys").contains(&doomed_id));
+        assert_eq!(keystore.versions(survivor_id).expect("versions"), vec![1]);
     }
 
     // After a restart: still disabled and locked, metadata shown, the rest intact.

@@ -474,8 +474,11 @@ impl KeystoreFixture {
             );
         }
         if let Ok(keystore) = result {
-            for key_id in keystore.key_ids() {
-                let versions = keystore.versions(key_id);
+            for key_id in keystore
+                .key_ids()
+                .expect("the file keystore lists from memory")
+            {
+                let versions = keystore.versions(key_id).expect("versions from memory");
                 assert!(!versions.is_empty(), "a listed key without versions");
                 assert!(
                     versions.windows(2).all(|w| w[0] < w[1]),

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::{master, KeystoreError, RootKeyBackend, RootKeyRef};
+use super::{master, BackendInfo, KeystoreError, NewKey, RootKeyBackend, RootKeyRef};
 use crate::crypto::{Cipher, Envelope, EnvelopeKind, SecretKey};
 
 const FILE_NAME: &str = "keystore.bin";
@@ -168,8 +168,11 @@ impl FileKeystore {
     }
 }
 
-impl RootKeyBackend for FileKeystore {
-    fn insert(&self, key: RootKeyRef, material: SecretKey) -> Result<(), KeystoreError> {
+impl FileKeystore {
+    /// Stores `material` as exactly `key`. Fails if that version exists. The service goes
+    /// through [`RootKeyBackend::create`] / [`RootKeyBackend::rotate`]; tools and the fuzz
+    /// seeds use this to write chosen versions.
+    pub fn insert(&self, key: RootKeyRef, material: SecretKey) -> Result<(), KeystoreError> {
         let mut keys = self.lock();
         if keys
             .get(&key.key_id)
@@ -192,6 +195,28 @@ impl RootKeyBackend for FileKeystore {
             return Err(err);
         }
         Ok(())
+    }
+}
+
+impl RootKeyBackend for FileKeystore {
+    fn describe(&self) -> BackendInfo {
+        BackendInfo {
+            kind: "file",
+            location: self.path.display().to_string(),
+            remote: false,
+        }
+    }
+
+    fn create(&self, key_id: Uuid, material: NewKey) -> Result<(), KeystoreError> {
+        let material = match material {
+            NewKey::Generate => SecretKey::generate()?,
+            NewKey::Import(material) => material,
+        };
+        self.insert(RootKeyRef { key_id, version: 1 }, material)
+    }
+
+    fn rotate(&self, key: RootKeyRef) -> Result<(), KeystoreError> {
+        self.insert(key, SecretKey::generate()?)
     }
 
     fn seal(
@@ -244,15 +269,16 @@ impl RootKeyBackend for FileKeystore {
         Ok(())
     }
 
-    fn versions(&self, key_id: Uuid) -> Vec<u32> {
-        self.lock()
+    fn versions(&self, key_id: Uuid) -> Result<Vec<u32>, KeystoreError> {
+        Ok(self
+            .lock()
             .get(&key_id)
             .map(|v| v.keys().copied().collect())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
-    fn key_ids(&self) -> Vec<Uuid> {
-        self.lock().keys().copied().collect()
+    fn key_ids(&self) -> Result<Vec<Uuid>, KeystoreError> {
+        Ok(self.lock().keys().copied().collect())
     }
 }
 
@@ -330,7 +356,7 @@ mod tests {
                 .unwrap()
         };
         let ks = open(dir.path());
-        assert_eq!(ks.versions(key(1).key_id), vec![1]);
+        assert_eq!(ks.versions(key(1).key_id).unwrap(), vec![1]);
         let plain = ks
             .open(key(1).key_id, EnvelopeKind::AppWrap, b"c", sealed.clone())
             .unwrap();
@@ -341,7 +367,7 @@ mod tests {
             .is_err());
         drop(ks);
         let ks = open(dir.path());
-        assert!(ks.versions(key(1).key_id).is_empty());
+        assert!(ks.versions(key(1).key_id).unwrap().is_empty());
         assert!(ks
             .open(key(1).key_id, EnvelopeKind::AppWrap, b"c", sealed)
             .is_err());
@@ -362,7 +388,7 @@ mod tests {
         ));
         ks.insert(key(2), SecretKey::generate().unwrap()).unwrap();
         ks.destroy(key(1).key_id, Some(&[1])).unwrap();
-        assert_eq!(ks.versions(key(1).key_id), vec![2]);
+        assert_eq!(ks.versions(key(1).key_id).unwrap(), vec![2]);
     }
 
     #[test]
@@ -377,7 +403,7 @@ mod tests {
         std::fs::write(dir.path().join(TEMP_NAME), &good).unwrap();
         std::fs::write(dir.path().join(FILE_NAME), vec![0u8; good.len()]).unwrap();
         let ks = open(dir.path());
-        assert_eq!(ks.versions(key(1).key_id), vec![1]);
+        assert_eq!(ks.versions(key(1).key_id).unwrap(), vec![1]);
         assert!(!dir.path().join(TEMP_NAME).exists());
     }
 

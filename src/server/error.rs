@@ -30,6 +30,7 @@ pub fn status_of(err: &ServiceError) -> StatusCode {
         StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         KeySuspended(_) | KeyDestroyed(_) => StatusCode::LOCKED,
         Store(_) | Keystore(_) | Integrity => StatusCode::INTERNAL_SERVER_ERROR,
+        KeyBackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

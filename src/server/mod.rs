@@ -81,6 +81,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             return Err(ServerError::Open(describe(&err)));
         }
     };
+    let keystore = vault.keystore_info();
+    tracing::info!(backend = keystore.kind, location = %keystore.location, "root-key backend");
     vault.reconcile_keystore()?;
     if let Some(token_id) = vault
         .ensure_operator_token_file(&config.operator_token_path())

@@ -174,15 +174,17 @@ impl Vault {
         self.check_backup_key(&key, db.key_id, &db_crn).await?;
         let backup_id = Uuid::new_v4();
         let dek = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
-        let wrapped = self.keystore.seal(
-            RootKeyRef {
-                key_id: key.id,
-                version: key.version,
-            },
-            EnvelopeKind::BackupDek,
-            &backup_dek_context(backup_id.as_bytes(), key.id.as_bytes()),
-            dek.expose_secret(),
-        )?;
+        let wrapped = self.keystore_call(|ks| {
+            ks.seal(
+                RootKeyRef {
+                    key_id: key.id,
+                    version: key.version,
+                },
+                EnvelopeKind::BackupDek,
+                &backup_dek_context(backup_id.as_bytes(), key.id.as_bytes()),
+                dek.expose_secret(),
+            )
+        })?;
         let cipher = Cipher::new(&dek);
         drop(dek);
         let file_name = object_name(&backup_id);
@@ -429,12 +431,14 @@ impl Vault {
             &front.header.database.crn,
         )
         .await?;
-        let plain = self.keystore.open(
-            record.key_id,
-            EnvelopeKind::BackupDek,
-            &backup_dek_context(record.id.as_bytes(), record.key_id.as_bytes()),
-            front.slot.wrapped.clone(),
-        )?;
+        let plain = self.keystore_call(|ks| {
+            ks.open(
+                record.key_id,
+                EnvelopeKind::BackupDek,
+                &backup_dek_context(record.id.as_bytes(), record.key_id.as_bytes()),
+                front.slot.wrapped.clone(),
+            )
+        })?;
         let cipher =
             Cipher::new(&SecretKey::from_slice(&plain).map_err(|_| ServiceError::Integrity)?);
         drop(plain);
@@ -522,18 +526,22 @@ impl Vault {
             drop(payload);
             let context = backup_dek_context(record.id.as_bytes(), key_id.as_bytes());
             if front.slot.key_version < version {
-                let plain = self.keystore.open(
-                    key_id,
-                    EnvelopeKind::BackupDek,
-                    &context,
-                    front.slot.wrapped.clone(),
-                )?;
-                let wrapped = self.keystore.seal(
-                    RootKeyRef { key_id, version },
-                    EnvelopeKind::BackupDek,
-                    &context,
-                    &plain,
-                )?;
+                let plain = self.keystore_call(|ks| {
+                    ks.open(
+                        key_id,
+                        EnvelopeKind::BackupDek,
+                        &context,
+                        front.slot.wrapped.clone(),
+                    )
+                })?;
+                let wrapped = self.keystore_call(|ks| {
+                    ks.seal(
+                        RootKeyRef { key_id, version },
+                        EnvelopeKind::BackupDek,
+                        &context,
+                        &plain,
+                    )
+                })?;
                 let slot = KeySlot {
                     seq: front
                         .slot

@@ -13,7 +13,7 @@ use super::{now_rfc3339, validate_name, Principal, ServiceError, Vault};
 use crate::api::{CreateDatabaseRequest, DatabaseInfo};
 use crate::crypto::bindings::dek_context;
 use crate::crypto::{Cipher, EnvelopeKind, SecretKey};
-use crate::keystore::RootKeyRef;
+use crate::keystore::{NewKey, RootKeyRef};
 use crate::store::{
     codec, CatalogOp, DatabaseRecord, DatabaseState, DekRecord, KeyOrigin, KeyRecord, KeyState,
 };
@@ -108,8 +108,7 @@ impl Vault {
                     created_at: now_rfc3339(),
                     owner_database: Some(database_id),
                 };
-                let material = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
-                self.install_key(provider.clone(), material).await?;
+                self.install_key(provider.clone(), NewKey::Generate).await?;
                 provider
             }
         };
@@ -155,15 +154,17 @@ impl Vault {
         generation: u32,
     ) -> Result<(DekRecord, Arc<Cipher>), ServiceError> {
         let dek = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
-        let wrapped = self.keystore.seal(
-            RootKeyRef {
-                key_id: root.id,
-                version: root.version,
-            },
-            EnvelopeKind::WrappedDek,
-            &dek_context(database.id.as_bytes(), generation, root.id.as_bytes()),
-            dek.expose_secret(),
-        )?;
+        let wrapped = self.keystore_call(|ks| {
+            ks.seal(
+                RootKeyRef {
+                    key_id: root.id,
+                    version: root.version,
+                },
+                EnvelopeKind::WrappedDek,
+                &dek_context(database.id.as_bytes(), generation, root.id.as_bytes()),
+                dek.expose_secret(),
+            )
+        })?;
         let record = DekRecord {
             database_id: database.id,
             generation,
@@ -177,7 +178,7 @@ impl Vault {
 
     /// Undoes a provider key whose database never became durable.
     async fn drop_provider_key(&self, key: &KeyRecord) {
-        let _ = self.keystore.destroy(key.id, None);
+        let _ = self.keystore_call(|ks| ks.destroy(key.id, None));
         let _ = self.commit(vec![CatalogOp::Delete(key_key(&key.id))]).await;
         self.write_catalog().remove_key(&key.id);
     }

@@ -57,6 +57,10 @@ pub enum ServiceError {
     /// Stored data failed to decrypt: corruption or tampering.
     #[error("stored data failed to authenticate")]
     Integrity,
+    /// The root-key backend (HSM, transit server) is unreachable or too slow; nothing changed
+    /// and the request may be retried.
+    #[error("{0}")]
+    KeyBackendUnavailable(String),
 }
 
 impl ServiceError {
@@ -92,6 +96,7 @@ impl ServiceError {
             ServiceError::Store(_) => "storage_error",
             ServiceError::Keystore(_) => "keystore_error",
             ServiceError::Integrity => "integrity_error",
+            ServiceError::KeyBackendUnavailable(_) => "key_backend_unavailable",
         }
     }
 }
@@ -109,7 +114,20 @@ impl From<KeystoreError> for ServiceError {
             KeystoreError::NoSuchVersion(..) => ServiceError::BadRequest(
                 "ciphertext was wrapped by a key version that no longer exists".into(),
             ),
+            KeystoreError::Unavailable(why) => ServiceError::KeyBackendUnavailable(why),
+            KeystoreError::Unsupported(why) => ServiceError::BadRequest(why),
             other => ServiceError::Keystore(other),
+        }
+    }
+}
+
+impl ServiceError {
+    /// For unwraps of stored material (DEKs, backup DEKs): a backend that is unavailable stays
+    /// a 503, every other failure means the stored data does not open (integrity).
+    pub(crate) fn from_stored_open(err: KeystoreError) -> Self {
+        match err {
+            KeystoreError::Unavailable(why) => ServiceError::KeyBackendUnavailable(why),
+            _ => ServiceError::Integrity,
         }
     }
 }

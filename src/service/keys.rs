@@ -14,7 +14,7 @@ use crate::api::{
 };
 use crate::crypto::bindings::app_wrap_context;
 use crate::crypto::{EnvelopeKind, SecretKey};
-use crate::keystore::RootKeyRef;
+use crate::keystore::{KeystoreError, NewKey, RootKeyRef};
 use crate::store::{codec, CatalogOp, KeyOrigin, KeyRecord, KeyState};
 
 /// Largest plaintext the wrap API accepts (it wraps keys and small secrets, not data).
@@ -64,12 +64,10 @@ impl Vault {
                         bytes.len()
                     ))
                 })?;
-                (key, KeyOrigin::Imported)
+                (NewKey::Import(key), KeyOrigin::Imported)
             }
-            None => (
-                SecretKey::generate().map_err(|_| ServiceError::Integrity)?,
-                KeyOrigin::Generated,
-            ),
+            // Generated inside the backend: with an HSM or transit server it never exists here.
+            None => (NewKey::Generate, KeyOrigin::Generated),
         };
         let _admin = self.admin.lock().await;
         if self.read_catalog().key_names.contains_key(&request.name) {
@@ -97,14 +95,11 @@ impl Vault {
     pub(super) async fn install_key(
         &self,
         record: KeyRecord,
-        material: SecretKey,
+        material: NewKey,
     ) -> Result<KeyInfo, ServiceError> {
-        let key_ref = RootKeyRef {
-            key_id: record.id,
-            version: 1,
-        };
+        let key_id = record.id;
         let keystore = std::sync::Arc::clone(&self.keystore);
-        tokio::task::spawn_blocking(move || keystore.insert(key_ref, material))
+        tokio::task::spawn_blocking(move || keystore.create(key_id, material))
             .await
             .map_err(|_| ServiceError::Integrity)??;
         if let Err(err) = self
@@ -114,7 +109,7 @@ impl Vault {
             )])
             .await
         {
-            let _ = self.keystore.destroy(record.id, None);
+            let _ = self.keystore_call(|ks| ks.destroy(record.id, None));
             return Err(err);
         }
         let mut catalog = self.write_catalog();
@@ -127,9 +122,10 @@ impl Vault {
     pub fn reconcile_keystore(&self) -> Result<(), ServiceError> {
         // (key, versions to destroy; None = all)
         let mut doomed: Vec<(Uuid, Option<Vec<u32>>)> = Vec::new();
+        let key_ids = self.keystore_call(|ks| ks.key_ids())?;
         {
             let catalog = self.read_catalog();
-            for id in self.keystore.key_ids() {
+            for id in key_ids {
                 match catalog.keys.get(&id) {
                     // Material with no catalog entry: a create that crashed before commit.
                     None => doomed.push((id, None)),
@@ -138,8 +134,7 @@ impl Vault {
                     // A version added by a rotation that crashed before its commit.
                     Some(key) => {
                         let extra: Vec<u32> = self
-                            .keystore
-                            .versions(id)
+                            .keystore_call(|ks| ks.versions(id))?
                             .into_iter()
                             .filter(|v| *v > key.version)
                             .collect();
@@ -152,7 +147,12 @@ impl Vault {
         }
         for (id, versions) in doomed {
             tracing::warn!(key_id = %id, ?versions, "destroying keystore material the catalog does not keep");
-            self.keystore.destroy(id, versions.as_deref())?;
+            match self.keystore_call(|ks| ks.destroy(id, versions.as_deref())) {
+                // A backend that cannot drop a newer unused version (transit) keeps it; the
+                // next rotation of this key adopts it. Not a reason to refuse to start.
+                Err(KeystoreError::Unsupported(why)) => tracing::warn!(key_id = %id, "{why}"),
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -280,12 +280,14 @@ impl Vault {
             key_id: key.id,
             version: key.version,
         };
-        let sealed = self.keystore.seal(
-            key_ref,
-            EnvelopeKind::AppWrap,
-            &app_wrap_context(key.id.as_bytes(), &aad),
-            &plaintext,
-        )?;
+        let sealed = self.keystore_call(|ks| {
+            ks.seal(
+                key_ref,
+                EnvelopeKind::AppWrap,
+                &app_wrap_context(key.id.as_bytes(), &aad),
+                &plaintext,
+            )
+        })?;
         Ok(WrapResponse {
             ciphertext: B64.encode(sealed),
             key_version: key.version,
@@ -300,12 +302,14 @@ impl Vault {
     ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
         let sealed = Self::decode_base64("ciphertext", &request.ciphertext)?;
         let aad = request.aad.clone().unwrap_or_default();
-        Ok(self.keystore.open(
-            key.id,
-            EnvelopeKind::AppWrap,
-            &app_wrap_context(key.id.as_bytes(), &aad),
-            sealed.to_vec(),
-        )?)
+        Ok(self.keystore_call(|ks| {
+            ks.open(
+                key.id,
+                EnvelopeKind::AppWrap,
+                &app_wrap_context(key.id.as_bytes(), &aad),
+                sealed.to_vec(),
+            )
+        })?)
     }
 
     /// Unwraps app-held material; the AAD must match the wrap's.
@@ -360,12 +364,14 @@ impl Vault {
             key_id: key.id,
             version: key.version,
         };
-        let sealed = self.keystore.seal(
-            key_ref,
-            EnvelopeKind::AppWrap,
-            &app_wrap_context(key.id.as_bytes(), &aad),
-            &plain,
-        )?;
+        let sealed = self.keystore_call(|ks| {
+            ks.seal(
+                key_ref,
+                EnvelopeKind::AppWrap,
+                &app_wrap_context(key.id.as_bytes(), &aad),
+                &plain,
+            )
+        })?;
         Ok(RewrapResponse {
             ciphertext: B64.encode(sealed),
             key_version: key.version,

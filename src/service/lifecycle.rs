@@ -210,7 +210,7 @@ impl Vault {
                 names.join(", ")
             )));
         }
-        let destroyed_versions = self.keystore.versions(key.id);
+        let destroyed_versions = self.keystore_call(|ks| ks.versions(key.id))?;
         self.shred(&mut key).await?;
         let mut affected = impact.databases;
         affected.extend(impact.backups);
@@ -472,7 +472,7 @@ impl Vault {
         }
         self.commit(ops).await?;
         if let Some(key) = &provider {
-            self.keystore.destroy(key.id, None)?;
+            self.keystore_call(|ks| ks.destroy(key.id, None))?;
             self.deks.purge_root_key(key.id);
         }
         self.deks.purge_database(db.id);

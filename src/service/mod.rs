@@ -35,7 +35,6 @@ pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenInfo};
 pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
 
 use crate::config::Config;
-use crate::keystore::file::FileKeystore;
 use crate::keystore::RootKeyBackend;
 use crate::store::sled_store::SledStore;
 use crate::store::{codec, CatalogOp, InstanceRecord, Store};
@@ -56,6 +55,8 @@ pub struct Limits {
 pub struct Vault {
     store: Arc<dyn Store>,
     keystore: Arc<dyn RootKeyBackend>,
+    /// Whether keystore calls may wait on a device or the network (see `keystore_call`).
+    keystore_remote: bool,
     catalog: RwLock<Catalog>,
     deks: DekCache,
     seal_budgets: records::SealBudgets,
@@ -89,7 +90,7 @@ impl Vault {
     pub fn open(config: &Config) -> Result<Self, ServiceError> {
         let data_dir = &config.data_dir;
         create_private_dir(data_dir)?;
-        let keystore = FileKeystore::open(data_dir, &config.master_key_path())?;
+        let keystore = crate::keystore::open_backend(config)?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir.join("store"))?);
         let audit = AuditLog::open(&data_dir.join("audit.log")).map_err(|e| {
             ServiceError::Store(crate::store::StoreError::Backend(format!("audit log: {e}")))
@@ -102,7 +103,7 @@ impl Vault {
         let dek_ttl = config.dek_ttl().map_err(bad_config)?;
         let mut vault = Self::with_parts(
             store,
-            Arc::new(keystore),
+            keystore,
             audit,
             config.backup_dir(),
             config.instance.clone(),
@@ -148,6 +149,7 @@ impl Vault {
         let flusher = GroupFlusher::start(Arc::clone(&store));
         Ok(Self {
             store,
+            keystore_remote: keystore.describe().remote,
             keystore,
             catalog: RwLock::new(catalog),
             deks: DekCache::default(),
@@ -168,6 +170,25 @@ impl Vault {
             soft_delete_period,
             disk_space: DiskSpace::unchecked(),
         })
+    }
+
+    /// Runs a keystore call. A remote backend (HSM, transit server) may wait up to its timeout,
+    /// so the call then leaves the async worker (`block_in_place`) and the runtime keeps
+    /// serving other requests, including those answered from the DEK cache; the file backend is
+    /// called inline. (Which backend it is does not matter here, only whether it may block.)
+    fn keystore_call<T>(&self, call: impl FnOnce(&dyn RootKeyBackend) -> T) -> T {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if self.keystore_remote && multi_thread {
+            tokio::task::block_in_place(|| call(self.keystore.as_ref()))
+        } else {
+            call(self.keystore.as_ref())
+        }
+    }
+
+    /// The keystore backend's description (for start-up logs).
+    pub fn keystore_info(&self) -> crate::keystore::BackendInfo {
+        self.keystore.describe()
     }
 
     fn read_catalog(&self) -> RwLockReadGuard<'_, Catalog> {

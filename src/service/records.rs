@@ -166,14 +166,15 @@ impl Vault {
             .decode(&record.wrapped)
             .map_err(|_| ServiceError::Integrity)?;
         let plain = self
-            .keystore
-            .open(
-                record.key_id,
-                EnvelopeKind::WrappedDek,
-                &dek_context(database.as_bytes(), generation, record.key_id.as_bytes()),
-                wrapped,
-            )
-            .map_err(|_| ServiceError::Integrity)?;
+            .keystore_call(|ks| {
+                ks.open(
+                    record.key_id,
+                    EnvelopeKind::WrappedDek,
+                    &dek_context(database.as_bytes(), generation, record.key_id.as_bytes()),
+                    wrapped,
+                )
+            })
+            .map_err(ServiceError::from_stored_open)?;
         let dek = SecretKey::from_slice(&plain).map_err(|_| ServiceError::Integrity)?;
         let cipher = Arc::new(Cipher::new(&dek));
         self.deks

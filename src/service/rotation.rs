@@ -19,7 +19,7 @@ use super::keys::require_usable;
 use super::{now_rfc3339, Principal, ServiceError, Vault};
 pub use crate::api::RotationStatus;
 use crate::crypto::bindings::dek_context;
-use crate::crypto::{EnvelopeKind, SecretKey};
+use crate::crypto::EnvelopeKind;
 use crate::keystore::RootKeyRef;
 use crate::store::{codec, CatalogOp, DekRecord, RotationJob};
 
@@ -87,13 +87,12 @@ impl Vault {
             )));
         }
         let version = key.version + 1;
-        let material = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
         let keystore = std::sync::Arc::clone(&self.keystore);
         let key_ref = RootKeyRef {
             key_id: key.id,
             version,
         };
-        tokio::task::spawn_blocking(move || keystore.insert(key_ref, material))
+        tokio::task::spawn_blocking(move || keystore.rotate(key_ref))
             .await
             .map_err(|_| ServiceError::Integrity)??;
         key.version = version;
@@ -233,13 +232,12 @@ impl Vault {
         let mut retired = Vec::new();
         if job.retire_old {
             retired = self
-                .keystore
-                .versions(job.key_id)
+                .keystore_call(|ks| ks.versions(job.key_id))?
                 .into_iter()
                 .filter(|v| *v < job.target_version)
                 .collect();
             if !retired.is_empty() {
-                self.keystore.destroy(job.key_id, Some(&retired))?;
+                self.keystore_call(|ks| ks.destroy(job.key_id, Some(&retired)))?;
             }
         }
         self.commit(vec![CatalogOp::Delete(job_key(&job.key_id))])
@@ -266,18 +264,19 @@ impl Vault {
             .decode(&dek.wrapped)
             .map_err(|_| ServiceError::Integrity)?;
         let plain = self
-            .keystore
-            .open(dek.key_id, EnvelopeKind::WrappedDek, &context, wrapped)
-            .map_err(|_| ServiceError::Integrity)?;
-        let rewrapped = self.keystore.seal(
-            RootKeyRef {
-                key_id: dek.key_id,
-                version,
-            },
-            EnvelopeKind::WrappedDek,
-            &context,
-            &plain,
-        )?;
+            .keystore_call(|ks| ks.open(dek.key_id, EnvelopeKind::WrappedDek, &context, wrapped))
+            .map_err(ServiceError::from_stored_open)?;
+        let rewrapped = self.keystore_call(|ks| {
+            ks.seal(
+                RootKeyRef {
+                    key_id: dek.key_id,
+                    version,
+                },
+                EnvelopeKind::WrappedDek,
+                &context,
+                &plain,
+            )
+        })?;
         Ok(DekRecord {
             key_version: version,
             wrapped: B64.encode(rewrapped),

@@ -118,17 +118,21 @@ impl Vault {
             .unwrap_or_default()
     }
 
-    fn transit_view(&self, key: &KeyRecord, settings: &TransitSettings) -> TransitKey {
+    fn transit_view(
+        &self,
+        key: &KeyRecord,
+        settings: &TransitSettings,
+    ) -> Result<TransitKey, ServiceError> {
         let min = settings.min_decryption_version.max(1);
         let created = unix_time(&key.created_at);
         let versions = self
             .keystore
-            .versions(key.id)
+            .versions(key.id)?
             .into_iter()
             .filter(|v| *v >= min && *v <= key.version)
             .map(|v| (v, *settings.version_times.get(&v).unwrap_or(&created)))
             .collect();
-        TransitKey {
+        Ok(TransitKey {
             name: key.name.clone(),
             crn: self.crn("key", &key.id),
             latest_version: key.version,
@@ -136,7 +140,7 @@ impl Vault {
             deletion_allowed: settings.deletion_allowed,
             imported: key.origin == KeyOrigin::Imported,
             versions,
-        }
+        })
     }
 
     /// A customer key by name (transit never reaches provider-managed keys).
@@ -159,7 +163,7 @@ impl Vault {
     pub fn transit_key(&self, who: &Principal, name: &str) -> Result<TransitKey, ServiceError> {
         let result = who.require_operator().and_then(|_| {
             let key = self.transit_record(name)?;
-            Ok(self.transit_view(&key, &self.transit_settings(&key.id)))
+            self.transit_view(&key, &self.transit_settings(&key.id))
         });
         self.audited(
             who,
@@ -184,7 +188,7 @@ impl Vault {
                     "key {name:?} was destroyed; its name cannot be reused"
                 )))
             } else {
-                Ok(self.transit_view(&key, &self.transit_settings(&key.id)))
+                self.transit_view(&key, &self.transit_settings(&key.id))
             };
             let details = serde_json::json!({ "already_existed": true });
             let target = self.crn("key", &key.id);
@@ -197,7 +201,7 @@ impl Vault {
         };
         self.create_key(who, request).await?; // logged as kms.secrets.create
         let key = self.transit_record(name)?;
-        Ok(self.transit_view(&key, &TransitSettings::default()))
+        self.transit_view(&key, &TransitSettings::default())
     }
 
     /// `POST transit/keys/<name>/config`.
@@ -254,7 +258,7 @@ impl Vault {
         self.write_catalog()
             .transit
             .insert(key.id, settings.clone());
-        Ok(self.transit_view(&key, &settings))
+        self.transit_view(&key, &settings)
     }
 
     /// `POST transit/keys/<name>/rotate`: an envault rotation (new version, DEKs under the key
@@ -281,7 +285,7 @@ impl Vault {
         self.write_catalog()
             .transit
             .insert(key.id, settings.clone());
-        Ok(self.transit_view(&key, &settings))
+        self.transit_view(&key, &settings)
     }
 
     /// `DELETE transit/keys/<name>`: refused unless `deletion_allowed`; then an envault key
