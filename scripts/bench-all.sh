@@ -8,6 +8,7 @@
 # Phases (each writes CSV/JSON under $OUT, default bench-results/):
 #   crypto     scripts/bench-vs-openssl.sh at 64 B, 4 KiB, 64 KiB: Cipher::seal_in_place
 #              (criterion) vs `openssl speed -elapsed -evp aes-256-gcm [-aead]`     crypto.csv
+#              and `cargo bench --bench alloc`: allocations and ns per seal/open at 64 B alloc.json
 #   records    redis-server on a temp Unix socket, appendonly yes, once with appendfsync
 #              always and once everysec, driven by `redis-benchmark -s SOCK -t set|get
 #              -d SIZE -c C -r KEYS`; envault durable PUT and GET through `envault bench`
@@ -113,6 +114,9 @@ if ! skipped crypto; then
         awk -v load="$(loadavg)" '$1 ~ /^[0-9]+$/ && NF == 6 {
             printf "%s,%s,%s,%s,%s,%s,%s\n", $1, $2, $3, $4, $5, $6, load }' "$work/crypto.txt"
     } >"$OUT/crypto.csv"
+    echo "== allocations per seal/open at 64 B (load $(loadavg))"
+    cargo bench --quiet --bench alloc | tee "$work/alloc.txt"
+    sed -n 's/^RESULT //p' "$work/alloc.txt" >"$OUT/alloc.json"
 fi
 
 # ---- records: redis (always, everysec) vs envault
