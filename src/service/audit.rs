@@ -10,9 +10,10 @@
 //! Each append is fsynced before the request it records is answered. Appends share fsyncs
 //! (group commit): a writer appends its line under the log's lock, then waits for one
 //! `fdatasync` that started after its line was written, running it itself when none is in
-//! flight; concurrent writers are covered by the same call instead of queueing one each. Editing, removing or
-//! reordering any line breaks the chain at that line, which `verify` reports. Events carry
-//! names, CRNs and reasons only: never key material, never record values.
+//! flight; concurrent writers are covered by the same call instead of queueing one each.
+//!
+//! Editing, removing or reordering any line breaks the chain at that line, which `verify`
+//! reports. Events carry names, CRNs and reasons only: never key material, never record values.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
