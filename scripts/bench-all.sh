@@ -8,6 +8,7 @@
 # Phases (each writes CSV/JSON under $OUT, default bench-results/):
 #   crypto     scripts/bench-vs-openssl.sh at 64 B, 4 KiB, 64 KiB: Cipher::seal_in_place
 #              (criterion) vs `openssl speed -elapsed -evp aes-256-gcm [-aead]`     crypto.csv
+#              and `cargo bench --bench alloc`: allocations and ns per seal/open at 64 B alloc.json
 #   records    redis-server on a temp Unix socket, appendonly yes, once with appendfsync
 #              always and once everysec, driven by `redis-benchmark -s SOCK -t set|get
 #              -d SIZE -c C -r KEYS`; envault durable PUT and GET through `envault bench`
@@ -17,6 +18,7 @@
 #              of 32-byte plaintexts vs envault wrap/unwrap, both driven by `envault bench`
 #              (transit-encrypt/transit-decrypt speak HTTP/1.1 keep-alive to OpenBao with
 #              the same loop and histogram), 1/16/64 clients                       wrap.csv
+#              BAO_AUDIT=1 gives OpenBao a file audit device (rows "openbao-audit")
 #   lifecycle  `cargo bench --bench lifecycle`: rotation and shred of a key protecting 100
 #              databases holding LIFECYCLE_SIZES records in all (default 1000,1000000;
 #              the fill stops after LIFECYCLE_FILL_SECS, default 240)             lifecycle.csv
@@ -113,6 +115,9 @@ if ! skipped crypto; then
         awk -v load="$(loadavg)" '$1 ~ /^[0-9]+$/ && NF == 6 {
             printf "%s,%s,%s,%s,%s,%s,%s\n", $1, $2, $3, $4, $5, $6, load }' "$work/crypto.txt"
     } >"$OUT/crypto.csv"
+    echo "== allocations per seal/open at 64 B (load $(loadavg))"
+    cargo bench --quiet --bench alloc | tee "$work/alloc.txt"
+    sed -n 's/^RESULT //p' "$work/alloc.txt" >"$OUT/alloc.json"
 fi
 
 # ---- records: redis (always, everysec) vs envault
@@ -186,8 +191,18 @@ fi
 if ! skipped wrap; then
     echo "system,op,clients,plaintext_size,ops_per_s,p50_ms,p99_ms,p999_ms,loadavg" >"$OUT/wrap.csv"
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    bao_config=()
+    peer=openbao
+    if [ -n "${BAO_AUDIT:-}" ]; then
+        # Like for like with envault's activity log. OpenBao 2.x creates audit devices only
+        # from its configuration file; its file device does not fsync each entry.
+        printf 'audit "file" "bench" {\n  options {\n    file_path = "%s"\n  }\n}\n' \
+            "$work/bao-audit.log" >"$work/bao-audit.hcl"
+        bao_config=(-config="$work/bao-audit.hcl")
+        peer=openbao-audit
+    fi
     bao server -dev -dev-root-token-id=bench-root -dev-listen-address="127.0.0.1:$port" \
-        >"$work/bao.log" 2>&1 &
+        "${bao_config[@]}" >"$work/bao.log" 2>&1 &
     pids+=("$!")
     export BAO_ADDR="http://127.0.0.1:$port" BAO_TOKEN=bench-root VAULT_TOKEN=bench-root
     for _ in $(seq 100); do bao status >/dev/null 2>&1 && break; sleep 0.2; done
@@ -202,9 +217,9 @@ if ! skipped wrap; then
     }
     for c in $CLIENTS; do
         echo "== wrap: $c clients (load $(loadavg))"
-        wrap_row openbao encrypt "$c" "$(envault_bench transit-encrypt "$c" 32 --transit-addr "$BAO_ADDR")"
+        wrap_row "$peer" encrypt "$c" "$(envault_bench transit-encrypt "$c" 32 --transit-addr "$BAO_ADDR")"
         wrap_row envault wrap "$c" "$(envault_bench wrap "$c" 32)"
-        wrap_row openbao decrypt "$c" "$(envault_bench transit-decrypt "$c" 32 --transit-addr "$BAO_ADDR")"
+        wrap_row "$peer" decrypt "$c" "$(envault_bench transit-decrypt "$c" 32 --transit-addr "$BAO_ADDR")"
         wrap_row envault unwrap "$c" "$(envault_bench unwrap "$c" 32)"
         tail -n 4 "$OUT/wrap.csv"
     done

@@ -70,6 +70,9 @@ def main():
     records = read_csv(f"{results}/records.csv")
     wrap = read_csv(f"{results}/wrap.csv")
     lifecycle = read_csv(f"{results}/lifecycle.csv")
+    alloc = []
+    if os.path.exists(f"{results}/alloc.json"):
+        alloc = json.load(open(f"{results}/alloc.json"))
     memory = None
     if os.path.exists(f"{results}/memory.json"):
         memory = json.load(open(f"{results}/memory.json"))
@@ -181,6 +184,12 @@ def main():
         written.append("lifecycle_vs_records.png")
 
     table = render_table(machine, crypto, records, wrap, lifecycle, memory, plots, written)
+    if alloc:
+        table += ("\nAllocations per operation at 64 B (`cargo bench --bench alloc`, counting "
+                  "global allocator; single thread, no pinning):\n\n"
+                  "| operation | allocs/op | ns/op | allowed |\n|---|---|---|---|\n")
+        table += "".join(f"| {a['op']} | {a['allocs_per_op']:.2f} | {a['ns_per_op']:.0f} | "
+                         f"{a['allowed']:.0f} |\n" for a in alloc)
     with open(f"{results}/side-by-side.md", "w") as f:
         f.write(table)
     print(table)

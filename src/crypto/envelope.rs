@@ -78,9 +78,10 @@ impl Envelope {
         let nonce = random_nonce()?;
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let aad = aad(&out[..HEADER_LEN], context);
-        let body_start = HEADER_LEN + NONCE_LEN;
-        let tag = cipher.seal_in_place(&nonce, &aad, &mut out[body_start..])?;
+        let mut stack = [0u8; AAD_ON_STACK];
+        let (header, body) = out.split_at_mut(HEADER_LEN + NONCE_LEN);
+        let aad = Aad::new(&mut stack, &header[..HEADER_LEN], context);
+        let tag = cipher.seal_in_place(&nonce, aad.bytes(&stack), body)?;
         out.extend_from_slice(&tag);
         Ok(out)
     }
@@ -103,12 +104,14 @@ impl Envelope {
         mut sealed: Vec<u8>,
     ) -> Result<(u32, Vec<u8>), CryptoError> {
         let label = self.label(&sealed)?;
-        let aad = aad(&sealed[..HEADER_LEN], context);
+        let mut stack = [0u8; AAD_ON_STACK];
+        let aad = Aad::new(&mut stack, &sealed[..HEADER_LEN], context);
+        let aad = aad.bytes(&stack);
         let tag_start = sealed.len() - TAG_LEN;
         let (head, tag) = sealed.split_at_mut(tag_start);
         let (header_and_nonce, body) = head.split_at_mut(HEADER_LEN + NONCE_LEN);
         let nonce = &header_and_nonce[HEADER_LEN..];
-        if let Err(err) = cipher.open_in_place(nonce, &aad, body, tag) {
+        if let Err(err) = cipher.open_in_place(nonce, aad, body, tag) {
             // The buffer now holds unauthenticated keystream-XORed bytes: never return them.
             zeroize::Zeroize::zeroize(&mut sealed);
             return Err(err);
@@ -142,11 +145,38 @@ pub fn header(kind: EnvelopeKind, label: u32) -> [u8; HEADER_LEN] {
     out
 }
 
-fn aad(header: &[u8], context: &[u8]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(header.len() + context.len());
-    aad.extend_from_slice(header);
-    aad.extend_from_slice(context);
-    aad
+/// Largest header + context assembled on the stack: a record context with a 1 KiB key fits,
+/// so record seal and open allocate nothing for their associated data (issue 7).
+const AAD_ON_STACK: usize = 1152;
+
+/// The associated data, header || context: in the caller's stack buffer when it fits, else
+/// on the heap.
+enum Aad {
+    Stack(usize),
+    Heap(Vec<u8>),
+}
+
+impl Aad {
+    fn new(stack: &mut [u8; AAD_ON_STACK], header: &[u8], context: &[u8]) -> Self {
+        let len = header.len() + context.len();
+        if len <= AAD_ON_STACK {
+            stack[..header.len()].copy_from_slice(header);
+            stack[header.len()..len].copy_from_slice(context);
+            Aad::Stack(len)
+        } else {
+            let mut heap = Vec::with_capacity(len);
+            heap.extend_from_slice(header);
+            heap.extend_from_slice(context);
+            Aad::Heap(heap)
+        }
+    }
+
+    fn bytes<'a>(&'a self, stack: &'a [u8; AAD_ON_STACK]) -> &'a [u8] {
+        match self {
+            Aad::Stack(len) => &stack[..*len],
+            Aad::Heap(heap) => heap,
+        }
+    }
 }
 
 /// Builds an unambiguous context from parts: each part is length-prefixed (u32 BE), so
