@@ -243,9 +243,9 @@ fn main() {
         eprintln!("{name}: wrap/unwrap, {ops} calls per row");
         for (what, figures) in wrap_unwrap(&fixture, ops) {
             rows.push(format!(
-                "| {name} | {what} | {:.0} ops/s | p99 {:.2} ms |",
+                "| {name} | {what} | {:.0} ops/s | p99 {:.1} µs |",
                 figures.ops_per_sec,
-                figures.p99.as_secs_f64() * 1e3
+                figures.p99.as_secs_f64() * 1e6
             ));
         }
         eprintln!("{name}: {databases} databases through the daemon");

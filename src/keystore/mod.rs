@@ -19,6 +19,7 @@ mod master;
 pub mod pkcs11;
 mod secrets;
 pub mod transit;
+mod worker_pool;
 
 use std::sync::Arc;
 

@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +32,7 @@ use uuid::Uuid;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::secrets::read_credential;
+use super::worker_pool::WorkerPool;
 use super::{BackendInfo, KeystoreError, NewKey, RootKeyBackend, RootKeyRef};
 use crate::config::{parse_duration, Pkcs11Config};
 use crate::crypto::envelope::ENVELOPE_VERSION;
@@ -43,8 +43,6 @@ use crate::crypto::{CryptoError, Envelope, EnvelopeKind};
 const WORKERS: usize = 4;
 const NONCE_LEN: usize = 12;
 const TAG_BITS: u64 = 128;
-
-type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
 /// What every worker shares: the library, the slot, the PIN (to log in again) and a cache of
 /// object handles (valid across all sessions of this process).
@@ -63,8 +61,7 @@ struct Worker {
 
 /// The PKCS#11 backend.
 pub struct Pkcs11Keystore {
-    jobs: mpsc::Sender<Job>,
-    timeout: Duration,
+    pool: WorkerPool<Worker>,
     location: String,
 }
 
@@ -138,32 +135,15 @@ impl Pkcs11Keystore {
             }
             other => other,
         })?;
-        let (jobs, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
         let mut workers = vec![first];
         workers.extend((1..WORKERS).map(|_| Worker {
             token: Arc::clone(&token),
             session: None,
         }));
-        for (n, mut worker) in workers.into_iter().enumerate() {
-            let receiver = Arc::clone(&receiver);
-            std::thread::Builder::new()
-                .name(format!("pkcs11-{n}"))
-                .spawn(move || loop {
-                    let job = {
-                        let receiver = receiver.lock().unwrap_or_else(|p| p.into_inner());
-                        receiver.recv()
-                    };
-                    match job {
-                        Ok(job) => job(&mut worker),
-                        Err(_) => return, // the keystore was dropped
-                    }
-                })
-                .map_err(|e| KeystoreError::Config(format!("cannot start PKCS#11 workers: {e}")))?;
-        }
+        let pool = WorkerPool::start("PKCS#11 token", workers, timeout)
+            .map_err(|e| KeystoreError::Config(format!("cannot start PKCS#11 workers: {e}")))?;
         Ok(Self {
-            jobs,
-            timeout,
+            pool,
             location: format!("{} token {:?}", module.display(), config.token_label),
         })
     }
@@ -173,29 +153,7 @@ impl Pkcs11Keystore {
         &self,
         work: impl FnOnce(&mut Worker) -> Result<T, KeystoreError> + Send + 'static,
     ) -> Result<T, KeystoreError> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        let deadline = std::time::Instant::now() + self.timeout;
-        let job: Job = Box::new(move |worker| {
-            // The caller gave up (503) while this job waited behind a stuck call: doing it now
-            // would change the token after the request failed, so it is dropped.
-            if std::time::Instant::now() >= deadline {
-                return;
-            }
-            let _ = reply.send(work(worker));
-        });
-        self.jobs
-            .send(job)
-            .map_err(|_| KeystoreError::Unavailable("the PKCS#11 workers stopped".into()))?;
-        match answer.recv_timeout(self.timeout) {
-            Ok(result) => result,
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(KeystoreError::Unavailable(format!(
-                "the PKCS#11 token did not answer within {:?}",
-                self.timeout
-            ))),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                Err(KeystoreError::Unavailable("a PKCS#11 worker failed".into()))
-            }
-        }
+        self.pool.run(work)
     }
 
     fn exists(&self, key: RootKeyRef) -> Result<bool, KeystoreError> {
