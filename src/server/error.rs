@@ -28,7 +28,7 @@ pub fn status_of(err: &ServiceError) -> StatusCode {
         Conflict(_) | DuplicatePolicy | KeyInUse(_) | DatabaseDeleted(_) => StatusCode::CONFLICT,
         TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         KeySuspended(_) | KeyDestroyed(_) => StatusCode::LOCKED,
-        Store(_) | Keystore(_) | Integrity => StatusCode::INTERNAL_SERVER_ERROR,
+        Store(_) | Keystore(_) | Integrity | BackupTarget(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -54,6 +54,10 @@ pub enum ServiceError {
     /// Stored data failed to decrypt: corruption or tampering.
     #[error("stored data failed to authenticate")]
     Integrity,
+    /// Issue 9: the backup target (directory or S3 bucket) failed or refused; the message
+    /// names the target and its answer (never credentials), so the operator can act on it.
+    #[error("backup target failure: {0}")]
+    BackupTarget(String),
 }
 
 impl ServiceError {
@@ -88,6 +92,7 @@ impl ServiceError {
             ServiceError::Store(_) => "storage_error",
             ServiceError::Keystore(_) => "keystore_error",
             ServiceError::Integrity => "integrity_error",
+            ServiceError::BackupTarget(_) => "backup_target_error",
         }
     }
 }
