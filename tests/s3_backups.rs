@@ -13,8 +13,8 @@ use std::time::Duration;
 use backup_support::{
     assert_json_error, assert_no_database, assert_same_records, audit_events, backup_key,
     create_backup, create_backup_raw, database_count, delete_backup_raw, dump, expect,
-    get_backup_raw, id_of, list_backups, records_key, restore, restore_raw, rotate, shred, wait_for,
-    Rng,
+    get_backup_raw, id_of, list_backups, records_key, restore, restore_raw, rotate, shred,
+    wait_for, Rng,
 };
 use common::{unique, Daemon};
 use envault::client::Client;
@@ -142,7 +142,11 @@ async fn create_list_show_restore_delete_on_s3() {
     // Rotating the backup key and retiring the old version rewrites the object's key slot: it
     // is replaced by a copy differing only there, metadata kept, and still restores.
     rotate(&client, &b, true).await;
-    let rotated = expect(get_backup_raw(&client, &id).await, 200, "show after rotation");
+    let rotated = expect(
+        get_backup_raw(&client, &id).await,
+        200,
+        "show after rotation",
+    );
     assert_eq!(rotated["key_version"], 2, "{rotated}");
     let after = weed.get(&key).await;
     assert_eq!(after.len(), bytes.len());
@@ -152,7 +156,10 @@ async fn create_list_show_restore_delete_on_s3() {
         "only the key slots change: {changed:?}"
     );
     let kept = weed.attributes(&key).await;
-    assert_eq!(meta(&kept, "envault-backup-id").as_deref(), Some(id.as_str()));
+    assert_eq!(
+        meta(&kept, "envault-backup-id").as_deref(),
+        Some(id.as_str())
+    );
     let into = unique("after-rotation");
     restore(&client, &id, &into, None).await;
     assert_same_records(&dump(&client, &into).await, &data, "restore after rotation");
