@@ -240,11 +240,22 @@ async fn server_killed_during_upload_leaves_no_backup() {
         let db = db.clone();
         tokio::spawn(async move { create_backup_raw(&client, &db).await })
     };
-    wait_for(Duration::from_secs(30), "the upload to start", || async {
-        (weed.pending_upload_entries() > 0).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // As soon as the multipart upload exists, freeze the server (so the upload cannot finish
+    // on a fast machine), then kill it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while weed.pending_upload_entries() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    weed.freeze();
+    assert!(
+        !backup.is_finished(),
+        "the backup finished before the server was stopped: make the database larger"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     weed.kill9();
     let answer = backup.await.unwrap();
     assert_eq!(answer.0, 500, "{}", answer.1);

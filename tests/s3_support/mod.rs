@@ -261,7 +261,17 @@ impl Weed {
             .unwrap_or(0)
     }
 
-    /// SIGKILL.
+    /// SIGSTOP: the server stops answering, connections stay open.
+    pub fn freeze(&self) {
+        let pid = self.child.as_ref().expect("weed is running").id();
+        let status = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .expect("run kill -STOP");
+        assert!(status.success(), "kill -STOP {pid}");
+    }
+
+    /// SIGKILL (also of a frozen server).
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("weed is running");
         child.kill().expect("SIGKILL weed");
