@@ -616,6 +616,34 @@ mod tests {
     }
 
     #[test]
+    fn backup_target_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[backup]\ntarget = \"s3://envault-backups/node-a\"\nendpoint = \"http://127.0.0.1:8333\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.backup.target, "s3://envault-backups/node-a");
+        assert_eq!(config.backup.endpoint, "http://127.0.0.1:8333");
+        assert_eq!(config.backup.region, "");
+        for bad in ["/var/backups", "s3://No_Such/x", "s3://bucket/../x"] {
+            std::fs::write(&path, format!("[backup]\ntarget = \"{bad}\"\n")).unwrap();
+            assert!(
+                matches!(
+                    Config::load(Some(&path)),
+                    Err(ConfigError::Value {
+                        key: "backup.target",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn file_overlay_rejects_unknown_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

@@ -59,9 +59,7 @@ impl From<TargetError> for ServiceError {
         match err {
             TargetError::NotFound(m) => ServiceError::NotFound(m),
             TargetError::Config(m) => ServiceError::BadRequest(m),
-            TargetError::Failed(m) => ServiceError::Store(crate::store::StoreError::Backend(
-                format!("backup target: {m}"),
-            )),
+            TargetError::Failed(m) => ServiceError::BackupTarget(m),
         }
     }
 }
@@ -69,9 +67,7 @@ impl From<TargetError> for ServiceError {
 impl From<BackupFormatError> for ServiceError {
     fn from(err: BackupFormatError) -> Self {
         match err {
-            BackupFormatError::Io(e) => ServiceError::Store(crate::store::StoreError::Backend(
-                format!("backup file: {e}"),
-            )),
+            BackupFormatError::Io(e) => ServiceError::BackupTarget(e.to_string()),
             other => ServiceError::BadRequest(other.to_string()),
         }
     }

@@ -61,6 +61,10 @@ pub enum ServiceError {
     /// and the request may be retried.
     #[error("{0}")]
     KeyBackendUnavailable(String),
+    /// Issue 9: the backup target (directory or S3 bucket) failed or refused; the message
+    /// names the target and its answer (never credentials), so the operator can act on it.
+    #[error("backup target failure: {0}")]
+    BackupTarget(String),
 }
 
 impl ServiceError {
@@ -97,6 +101,7 @@ impl ServiceError {
             ServiceError::Keystore(_) => "keystore_error",
             ServiceError::Integrity => "integrity_error",
             ServiceError::KeyBackendUnavailable(_) => "key_backend_unavailable",
+            ServiceError::BackupTarget(_) => "backup_target_error",
         }
     }
 }
