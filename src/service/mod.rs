@@ -10,6 +10,7 @@ mod dek_cache;
 mod durability;
 mod error;
 mod keys;
+mod kms_v2; // issue 11
 mod lifecycle;
 mod records;
 mod rotation;
