@@ -7,7 +7,9 @@
 //! hash = hex SHA-256( prev || the line serialized with "hash":"" )
 //! ```
 //!
-//! Each append is fsynced before the request it records is answered. Editing, removing or
+//! Each append is fsynced before the request it records is answered. Appends that arrive while
+//! an fsync runs share the next one (group commit): the line is written under the tail lock,
+//! then the writer waits until an fsync that started after its write has finished. Editing, removing or
 //! reordering any line breaks the chain at that line, which `verify` reports. Events carry
 //! names, CRNs and reasons only: never key material, never record values.
 
@@ -53,6 +55,10 @@ struct Tail {
 pub struct AuditLog {
     path: PathBuf,
     tail: Mutex<Tail>,
+    /// Events known durable (every event with `seq` below it was fsynced); taken before `tail`.
+    durable: Mutex<u64>,
+    /// A second handle on the log, fsynced without holding `tail` so appends continue.
+    sync_handle: File,
 }
 
 /// Errors writing the log; a request whose event cannot be written fails.
@@ -83,9 +89,12 @@ impl AuditLog {
             file.sync_all()?;
             (0, GENESIS.to_string())
         };
+        let sync_handle = file.try_clone()?;
         Ok(Self {
             path: path.to_path_buf(),
             tail: Mutex::new(Tail { file, seq, head }),
+            durable: Mutex::new(seq),
+            sync_handle,
         })
     }
 
@@ -134,10 +143,26 @@ impl AuditLog {
         let mut line = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
         line.push(b'\n');
         tail.file.write_all(&line)?;
-        tail.file.sync_data()?;
         tail.seq += 1;
         tail.head = event.hash.clone();
+        let written = tail.seq;
+        drop(tail);
+        self.sync_through(written)?;
         Ok(event.hash)
+    }
+
+    /// Returns once the first `written` events are durable: either an fsync that began after
+    /// they were written has finished, or this call runs one, covering everything written so
+    /// far (the appends that queued up during the previous fsync included).
+    fn sync_through(&self, written: u64) -> AuditResult<()> {
+        let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
+        if *durable >= written {
+            return Ok(());
+        }
+        let target = self.tail.lock().unwrap_or_else(|p| p.into_inner()).seq;
+        self.sync_handle.sync_data()?;
+        *durable = target;
+        Ok(())
     }
 
     /// The current chain head.

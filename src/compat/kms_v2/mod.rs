@@ -137,11 +137,13 @@ impl KeyManagementService for Plugin {
                 "plaintext must be 1 to {MAX_PLAINTEXT} bytes (ciphertexts are at most {MAX_CIPHERTEXT})"
             )));
         }
-        let (ciphertext, key_id) = self
-            .state
-            .vault
-            .kms_v2_encrypt(&who, &self.key, &plaintext)
-            .map_err(status_of)?;
+        // On the blocking pool: the call ends with the activity log's fsync.
+        let (state, key) = (Arc::clone(&self.state), self.key.clone());
+        let (ciphertext, key_id) =
+            tokio::task::spawn_blocking(move || state.vault.kms_v2_encrypt(&who, &key, &plaintext))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(status_of)?;
         Ok(Response::new(EncryptResponse {
             ciphertext,
             key_id,
@@ -166,11 +168,15 @@ impl KeyManagementService for Plugin {
             )));
         }
         check_annotations(&request.annotations)?;
-        let plaintext = self
-            .state
-            .vault
-            .kms_v2_decrypt(&who, &self.key, request.ciphertext, &request.key_id)
-            .map_err(status_of)?;
+        let (state, key) = (Arc::clone(&self.state), self.key.clone());
+        let plaintext = tokio::task::spawn_blocking(move || {
+            state
+                .vault
+                .kms_v2_decrypt(&who, &key, request.ciphertext, &request.key_id)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(status_of)?;
         Ok(Response::new(DecryptResponse {
             plaintext: plaintext.to_vec(),
         }))
