@@ -237,8 +237,19 @@ async fn bao_cli_round_trips_over_the_unix_socket() {
     assert_eq!(after["data"]["min_decryption_version"], 2);
     assert!(!after["data"]["keys"].as_object().unwrap().contains_key("1"));
 
-    // A transit key is an envault key, and every call is in the activity log.
-    assert!(cli_ok(&daemon, &["key", "list"]).contains(&k));
+    // A transit key is an envault key, and every call is in the activity log. Encrypting to a
+    // missing key creates it, as in Vault.
+    let upserted = unique("upsert");
+    let ct = ciphertext_of(&bao_ok(
+        &daemon,
+        &["write", &format!("transit/encrypt/{upserted}"), &pt],
+    ));
+    assert!(ct.starts_with("vault:v1:"), "{ct}");
+    let listed = cli_ok(&daemon, &["key", "list"]);
+    assert!(
+        listed.contains(&k) && listed.contains(&upserted),
+        "{listed}"
+    );
     let log = cli_ok(
         &daemon,
         &["--json", "audit", "--action", "kms.transit.decrypt"],

@@ -6,6 +6,7 @@
 //! - [`kms_v2`]: the Kubernetes KMS v2 plugin gRPC service on its own Unix socket
 //!   (`[kms_v2] socket`).
 
+pub mod kms_v2;
 pub mod transit;
 
 use std::sync::Arc;
@@ -17,6 +18,9 @@ use crate::server::{AppState, ServerError};
 pub async fn start(config: &Config, state: Arc<AppState>) -> Result<(), ServerError> {
     if !config.compat.transit_listen.trim().is_empty() {
         transit::listen(config, Arc::clone(&state)).await?;
+    }
+    if !config.kms_v2.socket.as_os_str().is_empty() {
+        kms_v2::listen(config, Arc::clone(&state)).await?;
     }
     Ok(())
 }

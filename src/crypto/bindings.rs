@@ -32,3 +32,9 @@ pub fn backup_dek_context(backup_id: &[u8; 16], backup_key_id: &[u8; 16]) -> Vec
 pub fn transit_context(root_key_id: &[u8; 16], associated_data: &[u8]) -> Vec<u8> {
     context(&[b"transit", root_key_id, associated_data])
 }
+
+/// A Kubernetes KMS v2 ciphertext is bound to its root key and to that API (the label is the
+/// root key version).
+pub fn kms_v2_context(root_key_id: &[u8; 16]) -> Vec<u8> {
+    context(&[b"kms-v2", root_key_id])
+}

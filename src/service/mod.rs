@@ -12,6 +12,7 @@ mod disk_space;
 mod durability;
 mod error;
 mod keys;
+mod kms_v2; // issue 11
 mod lifecycle;
 mod records;
 mod rotation;

@@ -15,7 +15,7 @@ use super::wire::{
     TransitBody, TransitError, TransitResult,
 };
 use crate::server::AppState;
-use crate::service::{ItemResults, OpenItem, SealItem, ServiceError};
+use crate::service::{ItemResults, OpenItem, Principal, SealItem, ServiceError};
 
 type S = State<Arc<AppState>>;
 /// JSON object of one request item.
@@ -183,18 +183,40 @@ fn open_item(item: &Map<String, Value>) -> Result<OpenItem, TransitError> {
     })
 }
 
+/// Runs a service call on the blocking pool: it ends with an fsync of the activity log, and
+/// there it neither stalls the async workers nor keeps concurrent calls from sharing that fsync.
+async fn blocking<R: Send + 'static>(
+    call: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, TransitError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|_| TransitError::from(ServiceError::Integrity))
+}
+
+type Sealed = ItemResults<crate::service::TransitSealed>;
+
 /// Seals, creating the key first when it does not exist (Vault's encrypt upserts).
 async fn seal(
-    s: &AppState,
-    who: &crate::service::Principal,
-    action: &str,
-    name: &str,
-    items: &[SealItem],
-) -> Result<ItemResults<crate::service::TransitSealed>, TransitError> {
-    match s.vault.transit_encrypt(who, action, name, items) {
+    state: Arc<AppState>,
+    who: Principal,
+    action: &'static str,
+    name: String,
+    items: Vec<SealItem>,
+) -> Result<Sealed, TransitError> {
+    let first = Arc::clone(&state);
+    let (who_, name_) = (who.clone(), name.clone());
+    let (result, items) = blocking(move || {
+        let result = first.vault.transit_encrypt(&who_, action, &name_, &items);
+        (result, items)
+    })
+    .await?;
+    match result {
         Err(ServiceError::NotFound(_)) => {
-            s.vault.transit_create(who, name).await?;
-            Ok(s.vault.transit_encrypt(who, action, name, items)?)
+            state.vault.transit_create(&who, &name).await?;
+            Ok(
+                blocking(move || state.vault.transit_encrypt(&who, action, &name, &items))
+                    .await??,
+            )
         }
         other => Ok(other?),
     }
@@ -219,7 +241,7 @@ pub async fn encrypt(
         })
     })?;
     let (slots, items) = split(items);
-    let results = seal(&s, &who, "kms.transit.encrypt", &name, &items).await?;
+    let results = seal(Arc::clone(&s.0), who, "kms.transit.encrypt", name, items).await?;
     answer(batch, &inputs, merge(slots, results), sealed_shape)
 }
 
@@ -232,7 +254,8 @@ pub async fn decrypt(
 ) -> TransitResult {
     let (batch, inputs, items) = parse_all(&body, open_item)?;
     let (slots, items) = split(items);
-    let results = s.vault.transit_decrypt(&who, &name, &items)?;
+    let state = Arc::clone(&s.0);
+    let results = blocking(move || state.vault.transit_decrypt(&who, &name, &items)).await??;
     answer(
         batch,
         &inputs,
@@ -260,7 +283,8 @@ pub async fn rewrap(
         ))
     })?;
     let (slots, items) = split(items);
-    let results = s.vault.transit_rewrap(&who, &name, &items)?;
+    let state = Arc::clone(&s.0);
+    let results = blocking(move || state.vault.transit_rewrap(&who, &name, &items)).await??;
     answer(batch, &inputs, merge(slots, results), sealed_shape)
 }
 
@@ -295,7 +319,9 @@ pub async fn datakey(
         key_version: uint(&body, "key_version")?,
     };
     let action = "kms.transit.datakey";
-    let results = s.vault.transit_encrypt(&who, action, &name, &[item])?;
+    let state = Arc::clone(&s.0);
+    let results =
+        blocking(move || state.vault.transit_encrypt(&who, action, &name, &[item])).await??;
     answer(false, &[], merge(vec![None], results), |sealed| {
         let mut map = sealed_shape(sealed);
         if with_plaintext {

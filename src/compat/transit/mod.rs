@@ -126,3 +126,17 @@ pub async fn listen(config: &Config, state: Arc<AppState>) -> Result<(), ServerE
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::listen_addr;
+
+    #[test]
+    fn only_loopback_addresses_listen() {
+        assert!(listen_addr("127.0.0.1:8200").is_ok());
+        assert!(listen_addr("[::1]:8200").is_ok());
+        assert!(listen_addr("0.0.0.0:8200").is_err());
+        assert!(listen_addr("192.168.1.2:8200").is_err());
+        assert!(listen_addr("localhost").is_err());
+    }
+}
