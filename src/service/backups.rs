@@ -22,8 +22,10 @@ use crate::crypto::{Cipher, Envelope, EnvelopeKind, SecretKey};
 use crate::keystore::RootKeyRef;
 use crate::store::{codec, BackupRecord, CatalogOp, KeyOrigin, KeyRecord};
 
-/// Records read from the store per page while writing a backup.
+/// Records read from the store per page while writing a backup, and the sealed bytes a page
+/// stops at: the page is what a backup holds in memory besides one STREAM chunk.
 const PAGE: usize = 512;
+const PAGE_BYTES: usize = 4 << 20;
 
 /// A backup as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -277,9 +279,9 @@ impl Vault {
             PayloadWriter::new(out, cipher, prefix, &format::stream_aad(&header_bytes));
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page = self
-                .store
-                .record_page(database.as_bytes(), after.as_deref(), PAGE)?;
+            let page =
+                self.store
+                    .record_page(database.as_bytes(), after.as_deref(), PAGE, PAGE_BYTES)?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (key, sealed) in page {

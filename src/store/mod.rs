@@ -77,12 +77,15 @@ pub trait Store: Send + Sync {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError>;
-    /// Records (key, sealed value) strictly after `after`, in key order, at most `limit`.
+    /// Records (key, sealed value) strictly after `after`, in key order: at most `limit`, and
+    /// no more once the values add up to `max_bytes` (at least one record, however large), so
+    /// a page's memory is bounded whatever the record sizes.
     fn record_page(
         &self,
         database: &[u8; 16],
         after: Option<&[u8]>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<CatalogEntries, StoreError>;
     /// Number of records in a database.
     fn record_count(&self, database: &[u8; 16]) -> Result<u64, StoreError>;

@@ -122,6 +122,7 @@ impl Store for SledStore {
         database: &[u8; 16],
         after: Option<&[u8]>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<super::CatalogEntries, StoreError> {
         let start = match after {
             Some(after) => {
@@ -132,11 +133,13 @@ impl Store for SledStore {
             None => database.to_vec(),
         };
         let mut out = Vec::with_capacity(limit.min(4096));
+        let mut bytes = 0usize;
         for item in self.records.range(start..) {
             let (k, v) = item?;
-            if !k.starts_with(database) || out.len() >= limit {
+            if !k.starts_with(database) || out.len() >= limit || bytes >= max_bytes {
                 break;
             }
+            bytes = bytes.saturating_add(v.len());
             out.push((k[16..].to_vec(), v.to_vec()));
         }
         Ok(out)
@@ -179,6 +182,30 @@ impl Store for SledStore {
 mod tests {
     use super::*;
     use crate::store::codec;
+
+    #[test]
+    fn record_pages_stop_at_the_byte_bound_but_hold_at_least_one_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let db = [7u8; 16];
+        for (key, len) in [("a", 100), ("b", 100), ("c", 1000), ("d", 10)] {
+            store.record_put(&db, key.as_bytes(), vec![0; len]).unwrap();
+        }
+        let keys = |page: crate::store::CatalogEntries| -> Vec<Vec<u8>> {
+            page.into_iter().map(|(k, _)| k).collect()
+        };
+        // 100 + 100 reaches 150: the page stops after "b".
+        let page = store.record_page(&db, None, 10, 150).unwrap();
+        assert_eq!(keys(page), vec![b"a".to_vec(), b"b".to_vec()]);
+        // One record larger than the bound still comes alone.
+        let page = store.record_page(&db, Some(b"b"), 10, 50).unwrap();
+        assert_eq!(keys(page), vec![b"c".to_vec()]);
+        // The count limit still applies, and the whole database pages through.
+        let page = store.record_page(&db, None, 3, usize::MAX).unwrap();
+        assert_eq!(page.len(), 3);
+        let page = store.record_page(&db, Some(b"c"), 3, usize::MAX).unwrap();
+        assert_eq!(keys(page), vec![b"d".to_vec()]);
+    }
 
     #[test]
     fn records_page_by_prefix_and_after() {
