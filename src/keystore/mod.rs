@@ -103,6 +103,13 @@ pub trait RootKeyBackend: Send + Sync {
     /// What this backend is.
     fn describe(&self) -> BackendInfo;
 
+    /// The version byte of the envelopes `seal` writes (byte 4, after the kind's magic). Wire
+    /// formats that leave the envelope header implicit (transit's `vault:v<N>:`) rebuild it
+    /// with this byte before `open`.
+    fn envelope_version(&self) -> u8 {
+        crate::crypto::envelope::ENVELOPE_VERSION
+    }
+
     /// Creates version 1 of `key_id`, generated inside the backend or imported. Fails with
     /// [`KeystoreError::VersionExists`] if the key exists.
     fn create(&self, key_id: Uuid, material: NewKey) -> Result<(), KeystoreError>;

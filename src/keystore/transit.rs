@@ -480,6 +480,10 @@ fn tls_with_ca(path: &std::path::Path) -> Result<ureq::tls::TlsConfig, KeystoreE
 }
 
 impl RootKeyBackend for TransitKeystore {
+    fn envelope_version(&self) -> u8 {
+        TRANSIT_ENVELOPE_VERSION
+    }
+
     fn describe(&self) -> BackendInfo {
         BackendInfo {
             kind: "transit",

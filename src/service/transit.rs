@@ -337,15 +337,27 @@ impl Vault {
             }
             Some(v) => v,
         };
-        let sealed = self.keystore.seal(
-            RootKeyRef {
-                key_id: key.id,
-                version,
-            },
-            EnvelopeKind::Transit,
-            &transit_context(key.id.as_bytes(), &item.associated_data),
-            &item.plaintext,
-        )?;
+        let sealed = self.keystore_call(|keystore| {
+            keystore.seal(
+                RootKeyRef {
+                    key_id: key.id,
+                    version,
+                },
+                EnvelopeKind::Transit,
+                &transit_context(key.id.as_bytes(), &item.associated_data),
+                &item.plaintext,
+            )
+        })?;
+        // The header left off below is rebuilt on decrypt from N and the backend's envelope
+        // version; a backend writing anything else could not decrypt its own ciphertexts.
+        let expected = header(EnvelopeKind::Transit, version);
+        if sealed.len() < HEADER_LEN
+            || sealed[..4] != expected[..4]
+            || sealed[4] != self.keystore.envelope_version()
+            || sealed[5..HEADER_LEN] != expected[5..]
+        {
+            return Err(ServiceError::Integrity);
+        }
         Ok(TransitSealed {
             version,
             body: sealed[HEADER_LEN..].to_vec(),
@@ -383,13 +395,16 @@ impl Vault {
         }
         let mut sealed = Vec::with_capacity(HEADER_LEN + item.body.len());
         sealed.extend_from_slice(&header(EnvelopeKind::Transit, v));
+        sealed[4] = self.keystore.envelope_version();
         sealed.extend_from_slice(&item.body);
-        Ok(self.keystore.open(
-            key.id,
-            EnvelopeKind::Transit,
-            &transit_context(key.id.as_bytes(), &item.associated_data),
-            sealed,
-        )?)
+        Ok(self.keystore_call(|keystore| {
+            keystore.open(
+                key.id,
+                EnvelopeKind::Transit,
+                &transit_context(key.id.as_bytes(), &item.associated_data),
+                sealed,
+            )
+        })?)
     }
 
     /// Logs a batch call: one event per call, with the item counts. A call whose every item
