@@ -48,8 +48,9 @@ pub enum ServiceError {
     /// The data dir's filesystem is at its free-space floor; nothing was written.
     #[error("{0}")]
     StorageFull(String),
-    /// Storage failed; the request may not have taken effect.
-    #[error("storage failure")]
+    /// Storage failed; the request may not have taken effect. (`StoreError::Unavailable`, a
+    /// shared database that is down, is answered 503 `store_unavailable`.)
+    #[error("{}", store_message(.0))]
     Store(#[from] StoreError),
     /// The keystore failed.
     #[error("keystore failure")]
@@ -97,6 +98,7 @@ impl ServiceError {
             ServiceError::DatabaseDeleted(_) => "database_deleted",
             ServiceError::TooLarge(_) => "too_large",
             ServiceError::StorageFull(_) => "storage_full",
+            ServiceError::Store(StoreError::Unavailable(_)) => "store_unavailable",
             ServiceError::Store(_) => "storage_error",
             ServiceError::Keystore(_) => "keystore_error",
             ServiceError::Integrity => "integrity_error",
@@ -134,5 +136,14 @@ impl ServiceError {
             KeystoreError::Unavailable(why) => ServiceError::KeyBackendUnavailable(why),
             _ => ServiceError::Integrity,
         }
+    }
+}
+
+/// What a client is told of a store failure: that a shared store is down (retry later), or
+/// only that storage failed (causes go to the daemon's log).
+fn store_message(err: &StoreError) -> &'static str {
+    match err {
+        StoreError::Unavailable(_) => "the store is unavailable; retry later",
+        _ => "storage failure",
     }
 }

@@ -1,5 +1,6 @@
-//! Persistent catalog and sealed records behind the [`Store`] trait; [`sled_store::SledStore`]
-//! is the embedded backend (PostgreSQL later).
+//! Persistent catalog and sealed records behind the [`Store`] trait. [`sled_store::SledStore`]
+//! is the embedded backend (one node); `postgres::PostgresStore` is shared by several nodes
+//! (issue 10), which is why the trait also carries catalog change feeds and cluster locks.
 //!
 //! The store only ever holds ciphertext, wrapped DEKs and metadata: never root-key material
 //! (see `keystore`), never a plaintext record.
@@ -17,6 +18,10 @@ pub enum StoreError {
     /// The embedded database failed (I/O, corruption, disk full).
     #[error("storage failure: {0}")]
     Backend(String),
+    /// The store cannot be reached right now (a database server down or restarting); nothing
+    /// was changed as far as envault knows, and the request may be retried.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     /// A stored value does not decode (wrong magic, unknown version, bad JSON).
     #[error("corrupt catalog entry {key}: {reason}")]
     Corrupt {
@@ -44,6 +49,32 @@ pub enum CatalogOp {
     /// Remove an entry.
     Delete(CatalogKey),
 }
+
+/// Catalog entries changed after some version, for nodes sharing a store.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogChanges {
+    /// The catalog's version after these changes (pass it as `since` next time).
+    pub version: u64,
+    /// (key, new value) in the order they were made; `None` for a removed entry.
+    pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// A lock shared by every node of a store (the embedded store has one node, so its locks only
+/// exist in the process). Dropping the guard releases it; so does the holder's death.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterLockName {
+    /// Serializes catalog mutations (create, state changes, rotation batches, purges).
+    Admin,
+    /// Claims the run of a rotation job (by key id), so one node runs it at a time.
+    Rotation(uuid::Uuid),
+}
+
+/// Held while a cluster lock is held.
+pub trait ClusterLockGuard: Send {}
+
+/// The guard of a lock that only exists within one process.
+pub struct LocalLock;
+impl ClusterLockGuard for LocalLock {}
 
 /// The key of a catalog entry: a kind and an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,4 +124,30 @@ pub trait Store: Send + Sync {
     fn records_purge(&self, database: &[u8; 16]) -> Result<u64, StoreError>;
     /// Makes every mutation applied so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Whether other envault processes share this store (so the in-memory catalog must follow
+    /// their changes, and cluster locks are real). The embedded store is never shared.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// The catalog's current version and every entry changed after version `since`
+    /// (0 = everything). A store that is not shared has nothing to report.
+    fn catalog_changes(&self, since: u64) -> Result<CatalogChanges, StoreError> {
+        let _ = since;
+        Ok(CatalogChanges::default())
+    }
+    /// Takes a cluster lock, waiting for it. Callers also hold the in-process lock for the
+    /// same purpose, so the embedded store has nothing to take.
+    fn lock(&self, name: ClusterLockName) -> Result<Box<dyn ClusterLockGuard>, StoreError> {
+        let _ = name;
+        Ok(Box::new(LocalLock))
+    }
+    /// Takes a cluster lock if no node holds it.
+    fn try_lock(
+        &self,
+        name: ClusterLockName,
+    ) -> Result<Option<Box<dyn ClusterLockGuard>>, StoreError> {
+        let _ = name;
+        Ok(Some(Box::new(LocalLock)))
+    }
 }
