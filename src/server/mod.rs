@@ -83,7 +83,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     };
     let keystore = vault.keystore_info();
     tracing::info!(backend = keystore.kind, location = %keystore.location, "root-key backend");
-    vault.reconcile_keystore()?;
+    vault.reconcile_keystore().await?;
     if let Some(token_id) = vault
         .ensure_operator_token_file(&config.operator_token_path())
         .await?
@@ -112,15 +112,22 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     listener::serve(&config, listener, app, state).await
 }
 
-/// Background work: resume unfinished rotations, and purge expired soft deletions.
+/// Background work: resume unfinished rotations, and purge expired soft deletions. On a
+/// store shared with other nodes, also claim every few seconds the rotations whose node died
+/// (its claim ended with its database session).
 fn spawn_background(state: Arc<AppState>) {
-    for job in state.vault.unfinished_rotations() {
+    resume_rotations(&state);
+    if state.vault.store_is_shared() {
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            tracing::info!(job = %job.id, key = %job.key_id, "resuming rotation");
-            let system = crate::service::Principal::system();
-            if let Err(err) = state.vault.run_rotation(&system, job).await {
-                tracing::error!(error = %err, "resumed rotation failed");
+            let mut tick = tokio::time::interval(ORPHAN_SWEEP);
+            loop {
+                tick.tick().await;
+                if let Err(err) = state.vault.refresh_catalog().await {
+                    tracing::warn!(error = %err, "cannot refresh the catalog; retrying");
+                    continue;
+                }
+                resume_rotations(&state);
             }
         });
     }
@@ -135,6 +142,23 @@ fn spawn_background(state: Arc<AppState>) {
             }
         }
     });
+}
+
+/// How often a node looks for rotation jobs nobody runs (shared store only).
+const ORPHAN_SWEEP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs every unfinished rotation job this node can claim.
+fn resume_rotations(state: &Arc<AppState>) {
+    for job in state.vault.claim_orphan_rotations() {
+        let state = Arc::clone(state);
+        tokio::spawn(async move {
+            tracing::info!(job = %job.id, key = %job.key_id, "resuming rotation");
+            let system = crate::service::Principal::system();
+            if let Err(err) = state.vault.run_rotation(&system, job).await {
+                tracing::error!(error = %err, "resumed rotation failed");
+            }
+        });
+    }
 }
 
 /// Scheduled backups: every `every`, back up every active database and apply retention. A

@@ -81,7 +81,7 @@ impl Vault {
                 "roles must include {READER:?} and may add {DELEGATOR:?}"
             )));
         }
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let target = if request.target == "*" {
             None
         } else {
@@ -149,7 +149,7 @@ impl Vault {
     async fn revoke_inner(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
         who.require_operator()?;
         let _gate = self.gate.write().await;
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let record = self
             .read_catalog()
             .authorizations

@@ -25,7 +25,7 @@ impl Vault {
             return Ok(());
         }
         // Serialized with deletes, so an object being deleted is not registered again.
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let objects = tokio::task::block_in_place(|| self.backup_target.list())?;
         let candidates: Vec<ObjectEntry> = {
             let catalog = self.read_catalog();

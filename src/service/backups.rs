@@ -378,7 +378,7 @@ impl Vault {
         who.require_operator()?;
         let record = self.find_backup_adopting(reference).await?;
         // Adoption takes `admin` too: it cannot re-register the object being deleted.
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         // The object first: if the target refuses, the backup stays registered and listed.
         tokio::task::block_in_place(|| self.backup_target.delete(&record.file))?;
         self.commit(vec![CatalogOp::Delete(backup_key(&record.id))])

@@ -51,7 +51,7 @@ impl Vault {
     ) -> Result<DatabaseInfo, ServiceError> {
         who.require_operator()?;
         validate_name("database", &request.name)?;
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let (customer_key, backup_key) = {
             let catalog = self.read_catalog();
             if catalog.database_names.contains_key(&request.name) {

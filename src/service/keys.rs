@@ -69,7 +69,7 @@ impl Vault {
             // Generated inside the backend: with an HSM or transit server it never exists here.
             None => (NewKey::Generate, KeyOrigin::Generated),
         };
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         if self.read_catalog().key_names.contains_key(&request.name) {
             return Err(ServiceError::Conflict(format!(
                 "a key named {:?} already exists",
@@ -119,7 +119,10 @@ impl Vault {
     }
 
     /// Destroys keystore material that no catalog key names (left by a crash in `install_key`).
-    pub fn reconcile_keystore(&self) -> Result<(), ServiceError> {
+    /// Under the admin lock: on a shared store, another node may be between creating material
+    /// and committing its key.
+    pub async fn reconcile_keystore(&self) -> Result<(), ServiceError> {
+        let _admin = self.admin().await?;
         // (key, versions to destroy; None = all)
         let mut doomed: Vec<(Uuid, Option<Vec<u32>>)> = Vec::new();
         let key_ids = self.keystore_call(|ks| ks.key_ids())?;

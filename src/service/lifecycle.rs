@@ -137,7 +137,7 @@ impl Vault {
     ) -> Result<KeyInfo, ServiceError> {
         who.require_operator()?;
         let _gate = self.gate.write().await;
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let mut key = self.lifecycle_key(reference)?;
         if key.state == KeyState::Destroyed {
             return Err(ServiceError::KeyDestroyed(format!(
@@ -186,7 +186,7 @@ impl Vault {
     ) -> Result<ShredReceipt, ServiceError> {
         who.require_operator()?;
         let _gate = self.gate.write().await;
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let mut key = self.lifecycle_key(reference)?;
         if key.state == KeyState::Destroyed {
             return Err(ServiceError::KeyDestroyed(format!(
@@ -327,7 +327,7 @@ impl Vault {
     ) -> Result<DatabaseInfo, ServiceError> {
         who.require_operator()?;
         let _gate = self.gate.write().await;
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let mut db = find_database(&self.read_catalog(), reference)?.clone();
         match db.state {
             DatabaseState::Active => {}
@@ -379,7 +379,7 @@ impl Vault {
         reference: &str,
     ) -> Result<DatabaseInfo, ServiceError> {
         who.require_operator()?;
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let mut db = find_database(&self.read_catalog(), reference)?.clone();
         if db.state != DatabaseState::Deleted {
             return Err(ServiceError::Conflict(format!(
@@ -429,8 +429,12 @@ impl Vault {
             })
             .cloned()
             .collect();
+        let mut purged = 0;
         for db in &due {
-            let result = self.purge_database(db).await;
+            let result = self.purge_database(db.id, now).await;
+            if matches!(result, Ok(false)) {
+                continue; // another node purged it, or it was restored meanwhile
+            }
             let target = self.crn("database", &db.id);
             self.audited(
                 &Principal::system(),
@@ -439,12 +443,27 @@ impl Vault {
                 result,
                 None,
             )?;
+            purged += 1;
         }
-        Ok(due.len())
+        Ok(purged)
     }
 
-    async fn purge_database(&self, db: &DatabaseRecord) -> Result<(), ServiceError> {
-        let _admin = self.admin.lock().await;
+    /// Purges one database if it is still deleted and due once the admin lock is held (on a
+    /// shared store every node runs this sweep; the first one purges, the others find nothing).
+    async fn purge_database(&self, id: Uuid, now: u64) -> Result<bool, ServiceError> {
+        let _admin = self.admin().await?;
+        let Some(db) = self
+            .read_catalog()
+            .databases
+            .get(&id)
+            .filter(|db| {
+                db.state == DatabaseState::Deleted && db.purge_at.is_some_and(|at| at <= now)
+            })
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        let db = &db;
         let store = std::sync::Arc::clone(&self.store);
         let id = db.id;
         tokio::task::spawn_blocking(move || store.records_purge(id.as_bytes()))
@@ -482,7 +501,7 @@ impl Vault {
         if let Some(key) = provider {
             catalog.remove_key(&key.id);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The CRN to log: the resolved one, else the key or database the reference names, else

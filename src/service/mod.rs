@@ -6,6 +6,7 @@ mod authz;
 mod backup_adoption;
 mod backups;
 mod catalog;
+mod cluster; // issue 10
 mod databases;
 mod dek_cache;
 mod disk_space;
@@ -72,6 +73,8 @@ pub struct Vault {
     /// Serializes catalog mutations (create, delete, state changes) so each computes its
     /// change from a state no other mutation is changing. Record traffic never takes it.
     admin: tokio::sync::Mutex<()>,
+    /// Following other nodes' catalog changes on a shared store (issue 10).
+    cluster: cluster::ClusterState,
     /// Record operations hold it shared for their whole duration, acknowledgement included;
     /// disable, shred and purge take it exclusively. So once one of those returns, no write
     /// can still be acknowledged under the old state.
@@ -130,23 +133,8 @@ impl Vault {
         limits: Limits,
         soft_delete_period: Duration,
     ) -> Result<Self, ServiceError> {
-        let mut catalog = Catalog::load(store.as_ref())?;
-        let instance = match catalog.instance.clone() {
-            Some(instance) => instance,
-            None => {
-                let instance = InstanceRecord {
-                    id: Uuid::new_v4(),
-                    created_at: now_rfc3339(),
-                };
-                store.catalog_apply(vec![CatalogOp::Put(
-                    codec::key(catalog::INSTANCE, &[]),
-                    codec::encode(&instance),
-                )])?;
-                store.flush()?;
-                catalog.instance = Some(instance.clone());
-                instance
-            }
-        };
+        let (catalog, version) = Catalog::load_versioned(store.as_ref())?;
+        let (catalog, instance) = Self::ensure_instance(store.as_ref(), catalog)?;
         let flusher = GroupFlusher::start(Arc::clone(&store));
         Ok(Self {
             store,
@@ -163,6 +151,7 @@ impl Vault {
             rotations: rotation::RotationProgress::default(),
             flusher,
             admin: tokio::sync::Mutex::new(()),
+            cluster: cluster::ClusterState::at_version(version),
             gate: tokio::sync::RwLock::new(()),
             audit,
             instance_name,
@@ -171,6 +160,33 @@ impl Vault {
             soft_delete_period,
             disk_space: DiskSpace::unchecked(),
         })
+    }
+
+    /// The instance identity, created at first start. On a shared store, under the cluster
+    /// admin lock and after a reload, so that nodes starting together agree on one.
+    fn ensure_instance(
+        store: &dyn Store,
+        catalog: Catalog,
+    ) -> Result<(Catalog, InstanceRecord), ServiceError> {
+        if let Some(instance) = catalog.instance.clone() {
+            return Ok((catalog, instance));
+        }
+        let _cluster = store.lock(crate::store::ClusterLockName::Admin)?;
+        let (mut catalog, _) = Catalog::load_versioned(store)?;
+        if let Some(instance) = catalog.instance.clone() {
+            return Ok((catalog, instance));
+        }
+        let instance = InstanceRecord {
+            id: Uuid::new_v4(),
+            created_at: now_rfc3339(),
+        };
+        store.catalog_apply(vec![CatalogOp::Put(
+            codec::key(catalog::INSTANCE, &[]),
+            codec::encode(&instance),
+        )])?;
+        store.flush()?;
+        catalog.instance = Some(instance.clone());
+        Ok((catalog, instance))
     }
 
     /// Runs a keystore call. A remote backend (HSM, transit server) may wait up to its timeout,

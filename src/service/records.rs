@@ -193,7 +193,7 @@ impl Vault {
     }
 
     async fn reserve_seals(&self, database: Uuid) -> Result<(), ServiceError> {
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let (db, current) = {
             let catalog = self.read_catalog();
             let db = catalog
@@ -209,18 +209,25 @@ impl Vault {
                 .ok_or(ServiceError::Integrity)?;
             (db, dek)
         };
-        let budget = self.seal_budgets.get(database).unwrap_or(SealBudget {
-            generation: db.generation,
-            used: current.seals_reserved,
-            reserved: current.seals_reserved,
-        });
+        let budget = self
+            .seal_budgets
+            .get(database)
+            .filter(|b| b.generation == db.generation)
+            .unwrap_or(SealBudget {
+                generation: db.generation,
+                used: current.seals_reserved,
+                reserved: current.seals_reserved,
+            });
         if budget.used < budget.reserved && budget.used < MAX_SEALS_PER_GENERATION {
             self.seal_budgets.set(database, budget);
             return Ok(()); // another writer reserved while we waited
         }
-        if budget.used < MAX_SEALS_PER_GENERATION {
+        // Seals are counted from the catalog's high-water mark: on a shared store other nodes
+        // reserve ranges of the same DEK, and each node's range must be its own.
+        let start = budget.used.max(current.seals_reserved);
+        if start < MAX_SEALS_PER_GENERATION {
             let mut dek = current;
-            dek.seals_reserved = (budget.used + RESERVATION_STEP).min(MAX_SEALS_PER_GENERATION);
+            dek.seals_reserved = (start + RESERVATION_STEP).min(MAX_SEALS_PER_GENERATION);
             self.commit(vec![CatalogOp::Put(
                 dek_key(&database, dek.generation),
                 codec::encode(&dek),
@@ -230,7 +237,7 @@ impl Vault {
                 database,
                 SealBudget {
                     generation: db.generation,
-                    used: budget.used,
+                    used: start,
                     reserved: dek.seals_reserved,
                 },
             );
@@ -452,7 +459,7 @@ impl Vault {
         database: Uuid,
         count: u64,
     ) -> Result<u32, ServiceError> {
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let (db, mut dek) = {
             let catalog = self.read_catalog();
             let db = catalog
@@ -471,8 +478,8 @@ impl Vault {
         let used = self
             .seal_budgets
             .get(database)
-            .map(|b| b.used)
-            .unwrap_or(dek.seals_reserved);
+            .filter(|b| b.generation == db.generation)
+            .map_or(dek.seals_reserved, |b| b.used.max(dek.seals_reserved));
         let end = used.saturating_add(count);
         if end > MAX_SEALS_PER_GENERATION {
             return Err(ServiceError::BadRequest(

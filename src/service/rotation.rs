@@ -77,8 +77,8 @@ impl Vault {
         retire_old: bool,
     ) -> Result<RotationJob, ServiceError> {
         who.require_operator()?;
-        let _admin = self.admin.lock().await;
-        let mut key = self.lifecycle_key(reference)?;
+        let _admin = self.admin().await?;
+        let key = self.lifecycle_key(reference)?;
         require_usable(&key)?;
         if self.read_catalog().jobs.contains_key(&key.id) {
             return Err(ServiceError::Conflict(format!(
@@ -86,6 +86,28 @@ impl Vault {
                 key.name
             )));
         }
+        let key_id = key.id;
+        // The job is this node's to run until it ends (or this node dies: then another node
+        // claims it, see `claim_orphan_rotations`).
+        if !self.claim_rotation(key_id)? {
+            return Err(ServiceError::Conflict(format!(
+                "a rotation of key {:?} is already running",
+                key.name
+            )));
+        }
+        let started = self.start_claimed_rotation(key, retire_old).await;
+        if started.is_err() {
+            self.release_rotation(key_id);
+        }
+        started
+    }
+
+    /// Adds the version and records the job; the caller holds the admin lock and the claim.
+    async fn start_claimed_rotation(
+        &self,
+        mut key: crate::store::KeyRecord,
+        retire_old: bool,
+    ) -> Result<RotationJob, ServiceError> {
         let version = key.version + 1;
         let keystore = std::sync::Arc::clone(&self.keystore);
         let key_ref = RootKeyRef {
@@ -141,7 +163,10 @@ impl Vault {
         who: &Principal,
         job: RotationJob,
     ) -> Result<RotationStatus, ServiceError> {
+        // The caller claimed the job (start_rotation or claim_orphan_rotations); the claim
+        // ends with this run, whatever its outcome.
         let result = self.run_rotation_inner(job.clone()).await;
+        self.release_rotation(job.key_id);
         if let Err(err) = &result {
             // Visible in `GET …/rotation`; the job stays in the catalog and resumes at start.
             let reason = format!("{} ({})", err, err.code());
@@ -183,7 +208,7 @@ impl Vault {
             },
         );
         loop {
-            let _admin = self.admin.lock().await;
+            let _admin = self.admin().await?;
             if !self.read_catalog().jobs.contains_key(&job.key_id) {
                 // The key was shredded meanwhile: nothing left to rewrap.
                 return Err(ServiceError::KeyDestroyed(
@@ -214,7 +239,7 @@ impl Vault {
             drop(catalog);
             self.rotations.update(job.key_id, |s| s.done += n);
         }
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let backups =
             tokio::task::block_in_place(|| self.rewrap_backups(job.key_id, job.target_version))?;
         let backups_rewrapped = backups.len() as u64;
@@ -311,10 +336,5 @@ impl Vault {
                 key.name
             ))),
         }
-    }
-
-    /// Unfinished jobs found at start, to resume.
-    pub fn unfinished_rotations(&self) -> Vec<RotationJob> {
-        self.read_catalog().jobs.values().cloned().collect()
     }
 }

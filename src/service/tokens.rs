@@ -88,6 +88,7 @@ impl Vault {
             hash: hash_hex(&secret),
             created_at: now_rfc3339(),
         };
+        let _admin = self.admin().await?;
         self.commit(vec![CatalogOp::Put(
             token_key(&record.id),
             codec::encode(&record),
@@ -273,7 +274,7 @@ impl Vault {
 
     async fn revoke_token_inner(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
         who.require_operator()?;
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let hash = self
             .read_catalog()
             .tokens_by_hash

@@ -231,7 +231,7 @@ impl Vault {
         deletion_allowed: Option<bool>,
     ) -> Result<TransitKey, ServiceError> {
         who.require_operator()?;
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let key = self.transit_record(name)?;
         if key.state == KeyState::Destroyed {
             return Err(ServiceError::KeyDestroyed(format!(
@@ -271,7 +271,7 @@ impl Vault {
         let job = self.start_rotation(who, name, false).await?;
         let version = job.target_version;
         self.run_rotation(who, job).await?; // logged as kms.secrets.rotate
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin().await?;
         let key = self.transit_record(name)?;
         let mut settings = self.transit_settings(&key.id);
         settings

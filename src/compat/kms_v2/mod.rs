@@ -109,9 +109,17 @@ pub fn check_annotations(annotations: &HashMap<String, Vec<u8>>) -> Result<(), S
     Ok(())
 }
 
+impl Plugin {
+    /// Other nodes' catalog changes first (issue 10), as for every socket API request.
+    async fn refresh(&self) -> Result<(), Status> {
+        self.state.vault.refresh_catalog().await.map_err(status_of)
+    }
+}
+
 #[tonic::async_trait]
 impl KeyManagementService for Plugin {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        self.refresh().await?;
         let (key_id, check) = self.state.vault.kms_v2_status(&self.key);
         let healthz = match (&key_id, check) {
             (Some(id), Ok(())) if id.len() <= MAX_KEY_ID => "ok".to_string(),
@@ -130,6 +138,7 @@ impl KeyManagementService for Plugin {
         &self,
         request: Request<EncryptRequest>,
     ) -> Result<Response<EncryptResponse>, Status> {
+        self.refresh().await?;
         let who = principal(&request);
         let plaintext = zeroize::Zeroizing::new(request.into_inner().plaintext);
         if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT {
@@ -155,6 +164,7 @@ impl KeyManagementService for Plugin {
         &self,
         request: Request<DecryptRequest>,
     ) -> Result<Response<DecryptResponse>, Status> {
+        self.refresh().await?;
         let who = principal(&request);
         let request = request.into_inner();
         if request.ciphertext.is_empty() || request.ciphertext.len() > MAX_CIPHERTEXT {
