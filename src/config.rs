@@ -69,6 +69,36 @@ pub struct Config {
     pub compat: CompatConfig,
     /// Kubernetes KMS v2 plugin (issue 11).
     pub kms_v2: KmsV2Config,
+    /// Where the catalog and records live (issue 10).
+    pub store: StoreConfig,
+}
+
+/// `[store]` (issue 10). The URL may hold a password: it is never logged nor put in errors
+/// (see `store::postgres::redact`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// "sled" (embedded, one node) or "postgres" (shared by several nodes).
+    pub backend: String,
+    /// PostgreSQL connection URL (`postgres://user@host/db` or `host=... dbname=...`).
+    pub url: String,
+    /// Most connections open to the server.
+    pub pool_size: usize,
+    /// How long a store call may wait for a connection or a statement, e.g. "5s"; past it the
+    /// request fails with 503 `store_unavailable`.
+    pub timeout: String,
+}
+
+// By hand, so the URL (and its password) never reaches a log through `{:?}` of the config.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("backend", &self.backend)
+            .field("url", &crate::store::postgres::redact(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// `[cache]` (issue 7).
@@ -215,6 +245,7 @@ struct Overlay {
     cache: Option<toml::Table>,
     compat: Option<toml::Table>,
     kms_v2: Option<toml::Table>,
+    store: Option<toml::Table>,
 }
 
 impl Config {
@@ -281,7 +312,50 @@ impl Config {
         }
         self.pkcs11_timeout()?;
         self.transit_timeout()?;
+        self.validate_store()?;
         Ok(())
+    }
+
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        match self.store.backend.as_str() {
+            "sled" => {}
+            "postgres" if self.store.url.trim().is_empty() => {
+                return Err(ConfigError::Value {
+                    key: "store.url",
+                    value: String::new(),
+                    expected:
+                        "a PostgreSQL URL (ENVAULT_STORE_URL) when store.backend = \"postgres\"",
+                });
+            }
+            "postgres" => {}
+            other => {
+                return Err(ConfigError::Value {
+                    key: "store.backend",
+                    value: other.to_string(),
+                    expected: "\"sled\" or \"postgres\"",
+                });
+            }
+        }
+        if self.store.pool_size == 0 {
+            return Err(ConfigError::Value {
+                key: "store.pool_size",
+                value: "0".into(),
+                expected: "at least 1",
+            });
+        }
+        self.store_timeout()?;
+        Ok(())
+    }
+
+    /// `[store] timeout`.
+    pub fn store_timeout(&self) -> Result<Duration, ConfigError> {
+        parse_duration(&self.store.timeout)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ConfigError::Value {
+                key: "store.timeout",
+                value: self.store.timeout.clone(),
+                expected: "a duration such as \"5s\"",
+            })
     }
 
     /// `[keystore.pkcs11] timeout`.
@@ -480,13 +554,23 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
         "backup",
         "credentials_file",
     ),
+    ("ENVAULT_STORE_BACKEND", "store", "backend"),
+    ("ENVAULT_STORE_URL", "store", "url"),
+    ("ENVAULT_STORE_POOL_SIZE", "store", "pool_size"),
+    ("ENVAULT_STORE_TIMEOUT", "store", "timeout"),
 ];
 
 fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {
     for (var, section, key) in ENV_KEYS {
         let Some(raw) = get(var) else { continue };
         // Integers stay integers so that numeric settings deserialize.
-        const NUMERIC: &[&str] = &["max_record_key", "max_connections", "retention", "max_deks"];
+        const NUMERIC: &[&str] = &[
+            "max_record_key",
+            "max_connections",
+            "retention",
+            "max_deks",
+            "pool_size",
+        ];
         let value = raw
             .parse::<i64>()
             .ok()
@@ -641,6 +725,49 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn store_settings() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.store.backend, "sled");
+        assert_eq!(config.store.pool_size, 16);
+        assert_eq!(config.store_timeout().unwrap(), Duration::from_secs(5));
+
+        let mut table = parse_table(DEFAULT_CONFIG, "defaults").unwrap();
+        apply_env(&mut table, |name| match name {
+            "ENVAULT_STORE_BACKEND" => Some("postgres".into()),
+            "ENVAULT_STORE_URL" => Some("postgres://envault:s3cret-pw@127.0.0.1/envault".into()),
+            "ENVAULT_STORE_POOL_SIZE" => Some("4".into()),
+            "ENVAULT_STORE_TIMEOUT" => Some("2s".into()),
+            _ => None,
+        });
+        let config: Config = table.try_into().unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.store.backend, "postgres");
+        assert_eq!(config.store.pool_size, 4);
+        assert_eq!(config.store_timeout().unwrap(), Duration::from_secs(2));
+        // The password never shows through Debug.
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret-pw"), "{debug}");
+        assert!(debug.contains("127.0.0.1"), "{debug}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let refused = |text: &str| match Config::load(Some(&path)) {
+            Err(ConfigError::Value { key, expected, .. }) => (key, expected),
+            other => panic!("{text}: {other:?}"),
+        };
+        std::fs::write(&path, "[store]\nbackend = \"postgres\"\n").unwrap();
+        assert_eq!(refused("no url").0, "store.url");
+        std::fs::write(&path, "[store]\nbackend = \"mysql\"\n").unwrap();
+        let (key, expected) = refused("unknown backend");
+        assert_eq!(key, "store.backend");
+        assert!(expected.contains("\"sled\" or \"postgres\""));
+        std::fs::write(&path, "[store]\ntimeout = \"soon\"\n").unwrap();
+        assert_eq!(refused("bad timeout").0, "store.timeout");
+        std::fs::write(&path, "[store]\npool_size = 0\n").unwrap();
+        assert_eq!(refused("empty pool").0, "store.pool_size");
     }
 
     #[test]

@@ -7,7 +7,11 @@
 
 pub mod codec;
 pub mod model;
+mod open;
+pub mod postgres;
 pub mod sled_store;
+
+pub use open::open;
 
 pub use model::*;
 
