@@ -38,7 +38,6 @@ pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
 
 use crate::config::Config;
 use crate::keystore::RootKeyBackend;
-use crate::store::sled_store::SledStore;
 use crate::store::{codec, CatalogOp, InstanceRecord, Store};
 use dek_cache::DekCache;
 use disk_space::DiskSpace;
@@ -95,7 +94,7 @@ impl Vault {
         let data_dir = &config.data_dir;
         create_private_dir(data_dir)?;
         let keystore = crate::keystore::open_backend(config)?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir.join("store"))?);
+        let store = crate::store::open(config, &data_dir.join("store"))?;
         let audit = AuditLog::open(&data_dir.join("audit.log")).map_err(|e| {
             ServiceError::Store(crate::store::StoreError::Backend(format!("audit log: {e}")))
         })?;

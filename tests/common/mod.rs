@@ -11,6 +11,14 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use envault::client::{Client, ClientError, Method};
+
+#[path = "../pg_support/mod.rs"]
+mod pg_support;
+
+/// Set to `postgres` to run a suite's daemons on PostgreSQL instead of the embedded sled store
+/// (issue 10's test matrix): each daemon gets its own server, started and stopped with it.
+/// Tests that choose their store themselves (`ENVAULT_STORE_BACKEND` in their env) keep it.
+pub const STORE_MATRIX_VAR: &str = "EVT_TEST_STORE";
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 
@@ -37,6 +45,8 @@ pub struct Daemon {
     pub token: String,
     env: Vec<(String, String)>,
     child: Option<Child>,
+    /// The PostgreSQL server of this daemon under `EVT_TEST_STORE=postgres`.
+    postgres: Option<pg_support::Postgres>,
 }
 
 impl Daemon {
@@ -50,15 +60,29 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("create temp dir");
         let socket = dir.path().join("envault.sock");
         let data_dir = dir.path().join("data");
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let chooses_store = env.iter().any(|(k, _)| k == "ENVAULT_STORE_BACKEND");
+        let postgres = match std::env::var(STORE_MATRIX_VAR).as_deref() {
+            Ok("postgres") if !chooses_store => {
+                let server = pg_support::Postgres::start();
+                let url = server.create_database("envault");
+                env.push(("ENVAULT_STORE_BACKEND".into(), "postgres".into()));
+                env.push(("ENVAULT_STORE_URL".into(), url));
+                Some(server)
+            }
+            Ok("postgres") | Ok("sled") | Ok("") | Err(_) => None,
+            Ok(other) => panic!("{STORE_MATRIX_VAR}={other:?}: expected sled or postgres"),
+        };
         let mut daemon = Daemon {
             socket,
             data_dir,
             token: String::new(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env,
             child: None,
+            postgres,
             dir,
         };
         daemon.launch().await;
