@@ -51,7 +51,10 @@ impl Cluster {
 
 /// A database under a customer key, with `n` records `r0..`, created through `client`.
 async fn seed(client: &Client, key: &str, db: &str, n: usize) {
-    client.create_key(key, None, None).await.expect("create key");
+    client
+        .create_key(key, None, None)
+        .await
+        .expect("create key");
     allow_databases(client, key).await;
     client
         .create_database(db, Some(key), None)
@@ -80,10 +83,21 @@ async fn a_change_on_one_node_holds_on_the_others_for_the_next_request() {
     seed(&ca, "orders-key", "orders", 3).await;
 
     // Written on A, read on B and C; written on B, read on A.
-    assert_eq!(cb.get_record("orders", "r1").await.expect("read on B"), b"orders value 1");
-    assert_eq!(cc.get_record("orders", "r2").await.expect("read on C"), b"orders value 2");
-    cb.put_record("orders", "from-b", b"written on B").await.expect("put on B");
-    assert_eq!(ca.get_record("orders", "from-b").await.expect("read on A"), b"written on B");
+    assert_eq!(
+        cb.get_record("orders", "r1").await.expect("read on B"),
+        b"orders value 1"
+    );
+    assert_eq!(
+        cc.get_record("orders", "r2").await.expect("read on C"),
+        b"orders value 2"
+    );
+    cb.put_record("orders", "from-b", b"written on B")
+        .await
+        .expect("put on B");
+    assert_eq!(
+        ca.get_record("orders", "from-b").await.expect("read on A"),
+        b"written on B"
+    );
     // The same CRNs everywhere: one instance identity.
     assert_eq!(
         ca.get_key("orders-key").await.expect("key on A").crn,
@@ -91,18 +105,36 @@ async fn a_change_on_one_node_holds_on_the_others_for_the_next_request() {
     );
 
     // Rotated on A: B and C see version 2 at once and read and write under it.
-    let rotated = ca.rotate_key("orders-key", true, true).await.expect("rotate on A");
-    assert_eq!((rotated.version, rotated.job.state.as_str()), (2, "completed"));
+    let rotated = ca
+        .rotate_key("orders-key", true, true)
+        .await
+        .expect("rotate on A");
+    assert_eq!(
+        (rotated.version, rotated.job.state.as_str()),
+        (2, "completed")
+    );
     assert_eq!(cb.get_key("orders-key").await.expect("key on B").version, 2);
-    assert_eq!(cc.get_record("orders", "r0").await.expect("read on C"), b"orders value 0");
-    cc.put_record("orders", "after-rotation", b"v2").await.expect("put on C");
+    assert_eq!(
+        cc.get_record("orders", "r0").await.expect("read on C"),
+        b"orders value 0"
+    );
+    cc.put_record("orders", "after-rotation", b"v2")
+        .await
+        .expect("put on C");
 
     // Disabled on A: refused on B and C by the very next request; enabled again: served.
     ca.disable_key("orders-key").await.expect("disable on A");
     assert_api_error(cb.get_record("orders", "r0").await, 423, "key_suspended");
-    assert_api_error(cc.put_record("orders", "x", b"x").await, 423, "key_suspended");
+    assert_api_error(
+        cc.put_record("orders", "x", b"x").await,
+        423,
+        "key_suspended",
+    );
     ca.enable_key("orders-key").await.expect("enable on A");
-    assert_eq!(cb.get_record("orders", "r0").await.expect("read on B"), b"orders value 0");
+    assert_eq!(
+        cb.get_record("orders", "r0").await.expect("read on B"),
+        b"orders value 0"
+    );
 
     // A token issued on B works on C; revoked on C, refused on A at once.
     let token = cb
@@ -112,18 +144,33 @@ async fn a_change_on_one_node_holds_on_the_others_for_the_next_request() {
     let secret = token["token"].as_str().expect("secret").to_string();
     let id = token["id"].as_str().expect("token id").to_string();
     let app_on_c = c.client_with_token(Some(&secret));
-    assert_eq!(app_on_c.get_record("orders", "r1").await.expect("app on C"), b"orders value 1");
+    assert_eq!(
+        app_on_c.get_record("orders", "r1").await.expect("app on C"),
+        b"orders value 1"
+    );
     cc.revoke_token(&id).await.expect("revoke on C");
     let app_on_a = a.client_with_token(Some(&secret));
-    assert_api_error(app_on_a.get_record("orders", "r1").await, 401, "unauthenticated");
+    assert_api_error(
+        app_on_a.get_record("orders", "r1").await,
+        401,
+        "unauthenticated",
+    );
 
     // Shredded on B: refused on A and C at once, and nothing of it is left in memory there.
-    cb.get_record("orders", "r0").await.expect("B caches the DEK");
-    ca.get_record("orders", "r0").await.expect("A caches the DEK");
+    cb.get_record("orders", "r0")
+        .await
+        .expect("B caches the DEK");
+    ca.get_record("orders", "r0")
+        .await
+        .expect("A caches the DEK");
     let receipt = cb.delete_key("orders-key", true).await.expect("shred on B");
     assert!(!receipt.affected.is_empty());
     for client in [&ca, &cc] {
-        assert_api_error(client.get_record("orders", "r0").await, 423, "key_destroyed");
+        assert_api_error(
+            client.get_record("orders", "r0").await,
+            423,
+            "key_destroyed",
+        );
     }
     let health = ca.health().await.expect("health on A");
     let cached = health.dek_cache.map(|c| c.size);
@@ -166,21 +213,35 @@ async fn postgres_sees_only_ciphertext_before_and_after_a_shred() {
         "pg_dump does not hold the catalog"
     );
     for needle in spellings(marker).iter().chain(&spellings(&material)) {
-        assert!(!contains(&before, needle), "plaintext or key bytes in pg_dump");
+        assert!(
+            !contains(&before, needle),
+            "plaintext or key bytes in pg_dump"
+        );
     }
 
     client.delete_key("byok", true).await.expect("shred");
-    assert_api_error(b.client().get_record("secrets", "k1").await, 423, "key_destroyed");
+    assert_api_error(
+        b.client().get_record("secrets", "k1").await,
+        423,
+        "key_destroyed",
+    );
     // Everything reaches the data files (heap and WAL) before the scan.
     cluster.pg.psql("sealed", "CHECKPOINT");
     let after = cluster.pg.pg_dump("sealed");
     for needle in spellings(marker).iter().chain(&spellings(&material)) {
-        assert!(!contains(&after, needle), "plaintext or key bytes in pg_dump after the shred");
+        assert!(
+            !contains(&after, needle),
+            "plaintext or key bytes in pg_dump after the shred"
+        );
     }
     for file in files_under(&cluster.pg.data_dir()) {
         let bytes = std::fs::read(&file).unwrap_or_default();
         assert!(!contains(&bytes, marker), "plaintext in {}", file.display());
-        assert!(!contains(&bytes, &material), "key bytes in {}", file.display());
+        assert!(
+            !contains(&bytes, &material),
+            "key bytes in {}",
+            file.display()
+        );
     }
 }
 
@@ -215,8 +276,15 @@ async fn concurrent_rotations_and_a_shred_end_in_one_state() {
     let key_a = ca.get_key("shared-key").await.expect("key on A");
     let key_b = cb.get_key("shared-key").await.expect("key on B");
     assert_eq!(key_a.version, key_b.version);
-    assert_eq!(key_a.version, 1 + versions.len() as u32, "versions {versions:?}");
-    assert_eq!(cb.get_record("ledger", "r1").await.expect("read"), b"ledger value 1");
+    assert_eq!(
+        key_a.version,
+        1 + versions.len() as u32,
+        "versions {versions:?}"
+    );
+    assert_eq!(
+        cb.get_record("ledger", "r1").await.expect("read"),
+        b"ledger value 1"
+    );
 
     // One node rotates while the other shreds: the key ends destroyed on both, no job left.
     let (rotation, shred) = tokio::join!(
@@ -234,7 +302,11 @@ async fn concurrent_rotations_and_a_shred_end_in_one_state() {
     for client in [&ca, &cb] {
         let key = client.get_key("shared-key").await.expect("key");
         assert_eq!(key.state, "destroyed");
-        assert_api_error(client.get_record("ledger", "r0").await, 423, "key_destroyed");
+        assert_api_error(
+            client.get_record("ledger", "r0").await,
+            423,
+            "key_destroyed",
+        );
     }
     // A new rotation is refused on both: no half-finished job remains to be resumed.
     for client in [&ca, &cb] {
@@ -255,7 +327,10 @@ async fn a_rotation_whose_node_dies_is_finished_by_another() {
             .await
             .expect("database");
     }
-    let started = ca.rotate_key("big-key", false, false).await.expect("rotate");
+    let started = ca
+        .rotate_key("big-key", false, false)
+        .await
+        .expect("rotate");
     assert_eq!(started.version, 2);
     tokio::time::sleep(Duration::from_millis(150)).await;
     a.kill9().await;
@@ -278,9 +353,15 @@ async fn a_rotation_whose_node_dies_is_finished_by_another() {
     }
     assert!(b.log().contains("resuming rotation"), "{}", b.log());
     // Every DEK is under version 2 now: retiring version 1 leaves every record readable.
-    let retired = cb.rotate_key("big-key", true, true).await.expect("rotate, retire");
+    let retired = cb
+        .rotate_key("big-key", true, true)
+        .await
+        .expect("rotate, retire");
     assert_eq!(retired.job.retired_versions, vec![1, 2]);
-    assert_eq!(cb.get_record("db-0", "r0").await.expect("read"), b"db-0 value 0");
+    assert_eq!(
+        cb.get_record("db-0", "r0").await.expect("read"),
+        b"db-0 value 0"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +371,9 @@ async fn a_soft_deleted_database_is_purged_once_across_nodes() {
     let a = cluster.node(&period).await;
     let b = cluster.node(&period).await;
     let ca = a.client();
-    ca.create_database("temp", None, None).await.expect("database");
+    ca.create_database("temp", None, None)
+        .await
+        .expect("database");
     ca.put_record("temp", "k", b"v").await.expect("put");
     ca.delete_database("temp").await.expect("soft delete");
     let gone = Instant::now() + Duration::from_secs(20);
@@ -318,12 +401,18 @@ async fn a_postgres_restart_gives_503_then_heals_and_loses_nothing() {
     let a = cluster.node(&[]).await;
     let b = cluster.node(&[]).await;
     let ca = a.client();
-    ca.create_database("steady", None, None).await.expect("database");
+    ca.create_database("steady", None, None)
+        .await
+        .expect("database");
 
     cluster.pg.stop();
     let down = ca.put_record("steady", "while-down", b"x").await;
     assert_api_error(down, 503, "store_unavailable");
-    assert_api_error(b.client().get_record("steady", "nothing").await, 503, "store_unavailable");
+    assert_api_error(
+        b.client().get_record("steady", "nothing").await,
+        503,
+        "store_unavailable",
+    );
 
     // Writes keep coming while the server comes back; every acknowledged one must survive.
     let writer = {
@@ -339,7 +428,10 @@ async fn a_postgres_restart_gives_503_then_heals_and_loses_nothing() {
                     Ok(()) => acknowledged.push(key),
                     Err(err) => {
                         let text = format!("{err:?}");
-                        assert!(text.contains("store_unavailable"), "unexpected error: {text}");
+                        assert!(
+                            text.contains("store_unavailable"),
+                            "unexpected error: {text}"
+                        );
                         refused += 1;
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -356,10 +448,19 @@ async fn a_postgres_restart_gives_503_then_heals_and_loses_nothing() {
     let (acknowledged, refused) = writer.await.expect("writer");
     assert!(!acknowledged.is_empty(), "the nodes never reconnected");
     assert!(refused > 0, "no request met the outage");
+    // The outage was logged (503s, reconnects), never with the store password.
+    for node in [&a, &b] {
+        assert!(
+            !node.log().contains(pg_support::PASSWORD),
+            "the store password is in a node's log"
+        );
+    }
     let cb = b.client();
     for key in &acknowledged {
         assert_eq!(
-            cb.get_record("steady", key).await.expect("acknowledged write"),
+            cb.get_record("steady", key)
+                .await
+                .expect("acknowledged write"),
             key.as_bytes()
         );
     }

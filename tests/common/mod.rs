@@ -89,6 +89,17 @@ impl Daemon {
         daemon
     }
 
+    /// Where the daemon's data is on disk: the data dir, plus the PostgreSQL server's data
+    /// directory (after a checkpoint) when it runs on one under `EVT_TEST_STORE=postgres`.
+    pub fn store_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.data_dir.clone()];
+        if let Some(server) = &self.postgres {
+            server.psql("envault", "CHECKPOINT");
+            dirs.push(server.data_dir());
+        }
+        dirs
+    }
+
     /// The temp dir holding socket, data dir and log.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -166,6 +177,13 @@ impl Daemon {
                 );
             }
             tokio::time::sleep(POLL).await;
+        }
+        if self.postgres.is_some() {
+            assert!(
+                self.log().contains("store: PostgreSQL"),
+                "{STORE_MATRIX_VAR}=postgres but the daemon does not run on PostgreSQL:\n{}",
+                self.log()
+            );
         }
         let token = std::fs::read_to_string(self.data_dir.join("operator.token"))
             .expect("the daemon writes data/operator.token before it listens");
