@@ -54,6 +54,11 @@ fn catalog_batches_tombstones_and_change_feed() {
     assert!(store.is_shared());
     let start = store.catalog_changes(0).unwrap();
     assert_eq!((start.version, start.entries.len()), (0, 0));
+    let sessions = pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'envault'",
+    );
+    assert!(sessions.trim().parse::<u32>().unwrap() >= 1, "{sessions}");
 
     store
         .catalog_apply(vec![

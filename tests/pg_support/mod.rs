@@ -231,6 +231,12 @@ impl Postgres {
         String::from_utf8_lossy(&check("psql", out).stdout).into_owned()
     }
 
+    /// Forces a checkpoint, so table files on disk hold everything committed (not only the
+    /// WAL): run it before scanning `data_dir()`.
+    pub fn checkpoint(&self) {
+        self.psql("postgres", "CHECKPOINT");
+    }
+
     /// `pg_dump` of a database (plain SQL format).
     pub fn pg_dump(&self, database: &str) -> Vec<u8> {
         let out = self

@@ -68,8 +68,12 @@ pub(super) async fn try_acquire(
     name: ClusterLockName,
 ) -> Result<Option<Conn>, StoreError> {
     let conn = Conn::get(&pool).await?;
+    let stmt = conn
+        .prepare_cached("SELECT pg_try_advisory_lock($1)")
+        .await
+        .map_err(sql_error)?;
     let taken: bool = conn
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(name)])
+        .query_one(&stmt, &[&lock_key(name)])
         .await
         .map_err(sql_error)?
         .get(0);
