@@ -172,6 +172,12 @@ impl Postgres {
         self.pg_ctl_stop("fast");
     }
 
+    /// Kills the server as a crash would (immediate shutdown: no checkpoint, sessions cut);
+    /// the next start recovers from the WAL, so everything committed must still be there.
+    pub fn crash(&mut self) {
+        self.pg_ctl_stop("immediate");
+    }
+
     /// Stops and starts the server again on the same port.
     pub fn restart(&mut self) {
         self.stop();
