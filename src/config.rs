@@ -73,6 +73,9 @@ pub struct Config {
     pub store: StoreConfig,
 }
 
+/// Smallest `[store] pool_size` for the postgres backend.
+pub const MIN_STORE_POOL: usize = 4;
+
 /// `[store]` (issue 10). The URL may hold a password: it is never logged nor put in errors
 /// (see `store::postgres::redact`).
 #[derive(Clone, Deserialize)]
@@ -336,11 +339,13 @@ impl Config {
                 });
             }
         }
-        if self.store.pool_size == 0 {
+        // Each cluster lock held (admin, one per running rotation) pins a connection for its
+        // life, and its holder still needs connections to work: fewer would deadlock.
+        if self.store.backend == "postgres" && self.store.pool_size < MIN_STORE_POOL {
             return Err(ConfigError::Value {
                 key: "store.pool_size",
-                value: "0".into(),
-                expected: "at least 1",
+                value: self.store.pool_size.to_string(),
+                expected: "at least 4 (cluster locks each hold a connection)",
             });
         }
         self.store_timeout()?;
@@ -766,8 +771,12 @@ mod tests {
         assert!(expected.contains("\"sled\" or \"postgres\""));
         std::fs::write(&path, "[store]\ntimeout = \"soon\"\n").unwrap();
         assert_eq!(refused("bad timeout").0, "store.timeout");
-        std::fs::write(&path, "[store]\npool_size = 0\n").unwrap();
-        assert_eq!(refused("empty pool").0, "store.pool_size");
+        std::fs::write(
+            &path,
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/db\"\npool_size = 2\n",
+        )
+        .unwrap();
+        assert_eq!(refused("small pool").0, "store.pool_size");
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub trait Store: Send + Sync {
     }
     /// The catalog's current version and every entry changed after version `since`
     /// (0 = everything). A store that is not shared has nothing to report.
+    ///
+    /// A version below `since` means the shared store was replaced or restored under the
+    /// caller (its history is not the one `since` came from): reload the whole catalog.
     fn catalog_changes(&self, since: u64) -> Result<CatalogChanges, StoreError> {
         let _ = since;
         Ok(CatalogChanges::default())

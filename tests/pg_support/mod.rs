@@ -172,6 +172,12 @@ impl Postgres {
         self.pg_ctl_stop("fast");
     }
 
+    /// Kills the server as a crash would (immediate shutdown: no checkpoint, sessions cut);
+    /// the next start recovers from the WAL, so everything committed must still be there.
+    pub fn crash(&mut self) {
+        self.pg_ctl_stop("immediate");
+    }
+
     /// Stops and starts the server again on the same port.
     pub fn restart(&mut self) {
         self.stop();
@@ -229,6 +235,12 @@ impl Postgres {
             .output()
             .expect("run psql");
         String::from_utf8_lossy(&check("psql", out).stdout).into_owned()
+    }
+
+    /// Forces a checkpoint, so table files on disk hold everything committed (not only the
+    /// WAL): run it before scanning `data_dir()`.
+    pub fn checkpoint(&self) {
+        self.psql("postgres", "CHECKPOINT");
     }
 
     /// `pg_dump` of a database (plain SQL format).

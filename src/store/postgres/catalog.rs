@@ -40,11 +40,8 @@ pub(super) async fn apply(pool: Pool, ops: Vec<CatalogOp>) -> Result<(), StoreEr
     let tx = conn.transaction().await.map_err(sql_error)?;
     // The row lock taken here is held to commit: concurrent batches (from any node) commit in
     // version order, so a reader that sees version V also sees every change up to V.
-    let version: i64 = tx
-        .query_one(BUMP_VERSION, &[])
-        .await
-        .map_err(sql_error)?
-        .get(0);
+    let bump = tx.prepare_cached(BUMP_VERSION).await.map_err(sql_error)?;
+    let version: i64 = tx.query_one(&bump, &[]).await.map_err(sql_error)?.get(0);
     let upsert = tx.prepare_cached(UPSERT).await.map_err(sql_error)?;
     let rows: Vec<(Vec<u8>, Option<Vec<u8>>)> = ops
         .into_iter()
@@ -88,9 +85,13 @@ pub(super) async fn scan(pool: Pool, prefix: Vec<u8>) -> Result<CatalogEntries, 
 pub(super) async fn changes(pool: Pool, since: u64) -> Result<CatalogChanges, StoreError> {
     let since = i64::try_from(since).unwrap_or(i64::MAX);
     let mut conn = Conn::get(&pool).await?;
-    // Called before every request: one cheap statement when nothing changed.
+    // Called before every request: one cheap prepared statement when nothing changed.
+    let current_version = conn
+        .prepare_cached(CURRENT_VERSION)
+        .await
+        .map_err(sql_error)?;
     let current: i64 = conn
-        .query_one(CURRENT_VERSION, &[])
+        .query_one(&current_version, &[])
         .await
         .map_err(sql_error)?
         .get(0);
@@ -110,7 +111,7 @@ pub(super) async fn changes(pool: Pool, since: u64) -> Result<CatalogChanges, St
         .await
         .map_err(sql_error)?;
     let version: i64 = tx
-        .query_one(CURRENT_VERSION, &[])
+        .query_one(&current_version, &[])
         .await
         .map_err(sql_error)?
         .get(0);

@@ -1,7 +1,8 @@
 //! Cluster locks as PostgreSQL session-level advisory locks.
 //!
 //! The guard keeps the connection whose session holds the lock. Dropping the guard unlocks
-//! and returns the connection to the pool. If the holder dies (process killed, connection
+//! (waiting for the server's answer, at most the store timeout, so the lock is free once the
+//! drop returns) and returns the connection to the pool. If the holder dies (process killed, connection
 //! lost, store dropped), its session ends and the server releases the lock by itself, so a
 //! lock can never outlive its holder.
 //!
@@ -68,8 +69,12 @@ pub(super) async fn try_acquire(
     name: ClusterLockName,
 ) -> Result<Option<Conn>, StoreError> {
     let conn = Conn::get(&pool).await?;
+    let stmt = conn
+        .prepare_cached("SELECT pg_try_advisory_lock($1)")
+        .await
+        .map_err(sql_error)?;
     let taken: bool = conn
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(name)])
+        .query_one(&stmt, &[&lock_key(name)])
         .await
         .map_err(sql_error)?
         .get(0);
@@ -113,9 +118,10 @@ impl Drop for PgLock {
             return;
         };
         let (key, timeout) = (self.key, self.timeout);
-        // Unlock on the store's runtime without making the dropping thread wait. If unlocking
-        // fails or times out, `conn` is closed instead of reused, which releases the lock too;
-        // if the store is gone, the spawned task is dropped with the same effect.
+        let (released, wait) = std::sync::mpsc::sync_channel::<()>(1);
+        // Unlock on the store's runtime. If unlocking fails or times out, `conn` is closed
+        // instead of reused, which releases the lock too; if the store is gone, the spawned
+        // task is dropped with the same effect.
         self.handle.spawn(async move {
             let unlocked = tokio::time::timeout(
                 timeout,
@@ -127,7 +133,11 @@ impl Drop for PgLock {
                     conn.done();
                 }
             }
+            let _ = released.send(());
         });
+        // Wait (bounded) so the lock is free for others once the guard is gone: a node that
+        // drops it and at once asks "is it free?" elsewhere gets a true answer.
+        let _ = wait.recv_timeout(timeout + Duration::from_millis(100));
     }
 }
 

@@ -66,11 +66,15 @@ impl PostgresStore {
             pg.application_name("envault");
         }
         // The server cancels a statement that runs past the timeout (the client also stops
-        // waiting, see `run`); a lock wait sets its own, longer limit.
-        let statement_timeout = format!("-c statement_timeout={}", timeout.as_millis().max(1));
+        // waiting, see `run`); a lock wait sets its own, longer limit. A commit returns only
+        // once durable, whatever the server's default: writes are acknowledged on return.
+        let ours = format!(
+            "-c statement_timeout={} -c synchronous_commit=on",
+            timeout.as_millis().max(1)
+        );
         let options = match pg.get_options() {
-            Some(user) if !user.is_empty() => format!("{user} {statement_timeout}"),
-            _ => statement_timeout,
+            Some(user) if !user.is_empty() => format!("{user} {ours}"),
+            _ => ours,
         };
         pg.options(options);
         pg.connect_timeout(timeout);
