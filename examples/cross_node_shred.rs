@@ -42,12 +42,16 @@ async fn main() {
     for trial in 0..trials {
         let key = format!("shred-{run}-{trial}");
         let db = format!("shreddb-{run}-{trial}");
-        a.create_key(&key, None, None).await.expect("create key on A");
+        a.create_key(&key, None, None)
+            .await
+            .expect("create key on A");
         a.create_database(&db, Some(&key), None)
             .await
             .expect("create database on A");
         a.put_record(&db, "r", b"value").await.expect("put on A");
-        b.get_record(&db, "r").await.expect("read on B before the shred");
+        b.get_record(&db, "r")
+            .await
+            .expect("read on B before the shred");
 
         a.delete_key(&key, true).await.expect("shred on A");
         let returned = Instant::now();
@@ -61,7 +65,8 @@ async fn main() {
         effect.push(returned.elapsed());
     }
     effect.sort_unstable();
-    let pick = |q: f64| effect[((effect.len() as f64 * q).ceil() as usize).clamp(1, effect.len()) - 1];
+    let pick =
+        |q: f64| effect[((effect.len() as f64 * q).ceil() as usize).clamp(1, effect.len()) - 1];
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "{{\"trials\": {trials}, \"served_after_shred\": {served_after_shred}, \

@@ -8,14 +8,13 @@
 mod backend_support;
 mod common;
 mod lifecycle_support;
-mod pg_support;
 
 use std::time::{Duration, Instant};
 
 use backend_support::{Fixture, Kind};
+use common::pg_support::{self, Postgres};
 use common::{allow_databases, assert_api_error, contains, Daemon};
 use envault::client::Client;
-use pg_support::Postgres;
 
 /// A PostgreSQL server, a transit server and the environment of a node using both.
 struct Cluster {

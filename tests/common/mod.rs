@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use envault::client::{Client, ClientError, Method};
 
 #[path = "../pg_support/mod.rs"]
-mod pg_support;
+pub mod pg_support;
 
 /// Set to `postgres` to run a suite's daemons on PostgreSQL instead of the embedded sled store
 /// (issue 10's test matrix): each daemon gets its own server, started and stopped with it.
