@@ -114,7 +114,7 @@ impl Vault {
             return Ok(());
         }
         let since = self.cluster.version.load(Ordering::Acquire);
-        let probe = self.store_call(|store| store.catalog_changes(since))?;
+        let probe = self.store.catalog_changes_async(since).await?;
         if probe.version == since {
             return Ok(());
         }

@@ -308,7 +308,8 @@ impl Vault {
             )
             .map_err(|_| ServiceError::Integrity)?;
         self.store
-            .record_put(db.as_bytes(), key.as_bytes(), sealed)?;
+            .record_put_async(*db.as_bytes(), key.as_bytes().to_vec(), sealed)
+            .await?;
         self.flusher.durable().await
     }
 
@@ -324,7 +325,8 @@ impl Vault {
         self.validate_record_key(key)?;
         let sealed = self
             .store
-            .record_get(db.as_bytes(), key.as_bytes())?
+            .record_get_async(*db.as_bytes(), key.as_bytes().to_vec())
+            .await?
             .ok_or_else(|| ServiceError::NotFound(format!("no record {key:?}")))?;
         let envelope = Envelope(EnvelopeKind::Record);
         let generation = envelope
@@ -353,7 +355,11 @@ impl Vault {
         let lock = self.database_lock(db);
         let _writing = lock.read().await;
         self.validate_record_key(key)?;
-        if !self.store.record_delete(db.as_bytes(), key.as_bytes())? {
+        if !self
+            .store
+            .record_delete_async(*db.as_bytes(), key.as_bytes().to_vec())
+            .await?
+        {
             return Err(ServiceError::NotFound(format!("no record {key:?}")));
         }
         self.flusher.durable().await
@@ -373,12 +379,14 @@ impl Vault {
             return Err(ServiceError::BadRequest("limit must be 1 to 1000".into()));
         }
         let prefix = query.prefix.unwrap_or_default();
-        let mut keys = self.store.record_keys(
-            db.as_bytes(),
-            prefix.as_bytes(),
-            query.after.as_deref().map(str::as_bytes),
-            limit + 1,
-        )?;
+        let mut keys = self.store_call(|store| {
+            store.record_keys(
+                db.as_bytes(),
+                prefix.as_bytes(),
+                query.after.as_deref().map(str::as_bytes),
+                limit + 1,
+            )
+        })?;
         let more = keys.len() > limit;
         keys.truncate(limit);
         let keys: Vec<String> = keys

@@ -80,6 +80,10 @@ pub trait ClusterLockGuard: Send {}
 pub struct LocalLock;
 impl ClusterLockGuard for LocalLock {}
 
+/// A store call's answer for async callers (see [`Store::record_get_async`]).
+pub type StoreFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
 /// The key of a catalog entry: a kind and an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogKey(pub Vec<u8>);
@@ -128,6 +132,34 @@ pub trait Store: Send + Sync {
     fn records_purge(&self, database: &[u8; 16]) -> Result<u64, StoreError>;
     /// Makes every mutation applied so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// [`Store::record_get`] for the request path. A store that waits on the network (the
+    /// shared one) answers without holding the caller's worker thread meanwhile; the default
+    /// runs the synchronous call inline, which is what the embedded store wants.
+    fn record_get_async(
+        &self,
+        database: [u8; 16],
+        key: Vec<u8>,
+    ) -> StoreFuture<'_, Option<Vec<u8>>> {
+        Box::pin(std::future::ready(self.record_get(&database, &key)))
+    }
+    /// [`Store::record_put`] for the request path (see [`Store::record_get_async`]).
+    fn record_put_async(
+        &self,
+        database: [u8; 16],
+        key: Vec<u8>,
+        sealed: Vec<u8>,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(self.record_put(&database, &key, sealed)))
+    }
+    /// [`Store::record_delete`] for the request path (see [`Store::record_get_async`]).
+    fn record_delete_async(&self, database: [u8; 16], key: Vec<u8>) -> StoreFuture<'_, bool> {
+        Box::pin(std::future::ready(self.record_delete(&database, &key)))
+    }
+    /// [`Store::catalog_changes`] for the per-request check (see [`Store::record_get_async`]).
+    fn catalog_changes_async(&self, since: u64) -> StoreFuture<'_, CatalogChanges> {
+        Box::pin(std::future::ready(self.catalog_changes(since)))
+    }
 
     /// Whether other envault processes share this store (so the in-memory catalog must follow
     /// their changes, and cluster locks are real). The embedded store is never shared.

@@ -29,7 +29,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 use super::{
-    CatalogChanges, CatalogEntries, CatalogOp, ClusterLockGuard, ClusterLockName, Store, StoreError,
+    CatalogChanges, CatalogEntries, CatalogOp, ClusterLockGuard, ClusterLockName, Store,
+    StoreError, StoreFuture,
 };
 use conn::Conn;
 pub use redact::redact;
@@ -153,6 +154,34 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Like [`PostgresStore::run`], for async callers: the caller awaits the answer instead
+    /// of blocking its thread, so a daemon worker serves other requests meanwhile.
+    fn run_async<T, F>(&self, what: &'static str, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let limit = self.timeout;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.handle.spawn(async move {
+            let result = tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "{what}: no answer from PostgreSQL within {limit:?}"
+                )))
+            });
+            let _ = tx.send(result);
+        });
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(StoreError::Backend(format!(
+                    "{what}: the store's runtime stopped"
+                )))
+            })
+        })
+    }
+}
+
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.pool.close();
@@ -262,6 +291,40 @@ impl Store for PostgresStore {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn record_get_async(
+        &self,
+        database: [u8; 16],
+        key: Vec<u8>,
+    ) -> StoreFuture<'_, Option<Vec<u8>>> {
+        self.run_async("record get", records::get(self.pool.clone(), database, key))
+    }
+
+    fn record_put_async(
+        &self,
+        database: [u8; 16],
+        key: Vec<u8>,
+        sealed: Vec<u8>,
+    ) -> StoreFuture<'_, ()> {
+        self.run_async(
+            "record put",
+            records::put(self.pool.clone(), database, key, sealed),
+        )
+    }
+
+    fn record_delete_async(&self, database: [u8; 16], key: Vec<u8>) -> StoreFuture<'_, bool> {
+        self.run_async(
+            "record delete",
+            records::delete(self.pool.clone(), database, key),
+        )
+    }
+
+    fn catalog_changes_async(&self, since: u64) -> StoreFuture<'_, CatalogChanges> {
+        self.run_async(
+            "catalog changes",
+            catalog::changes(self.pool.clone(), since),
+        )
     }
 
     fn catalog_changes(&self, since: u64) -> Result<CatalogChanges, StoreError> {
