@@ -103,7 +103,14 @@ async fn a_change_on_one_node_holds_on_the_others_for_the_next_request() {
         cc.get_key("orders-key").await.expect("key on C").crn
     );
 
-    // Rotated on A: B and C see version 2 at once and read and write under it.
+    // Rotated on A (retiring version 1): B and C see version 2 at once, read and write under
+    // it, and refuse what only version 1 opened.
+    let aad = vec!["tenant-1".to_string()];
+    let v1 = cb
+        .wrap("orders-key", Some(b"app secret"), &aad)
+        .await
+        .expect("wrap on B under v1");
+    assert_eq!(v1.key_version, 1);
     let rotated = ca
         .rotate_key("orders-key", true, true)
         .await
@@ -120,6 +127,16 @@ async fn a_change_on_one_node_holds_on_the_others_for_the_next_request() {
     cc.put_record("orders", "after-rotation", b"v2")
         .await
         .expect("put on C");
+    assert_api_error(
+        cb.unwrap("orders-key", &v1.ciphertext, &aad).await,
+        400,
+        "bad_request",
+    );
+    let v2 = cc
+        .wrap("orders-key", Some(b"x"), &aad)
+        .await
+        .expect("wrap on C");
+    assert_eq!(v2.key_version, 2);
 
     // Disabled on A: refused on B and C by the very next request; enabled again: served.
     ca.disable_key("orders-key").await.expect("disable on A");
