@@ -194,6 +194,26 @@ async fn a_change_on_one_node_holds_on_the_others_for_the_next_request() {
     // Metadata stays readable everywhere.
     let shown = cc.get_key("orders-key").await.expect("key on C");
     assert_eq!(shown.state, "destroyed");
+
+    // The database replaced under the nodes (its catalog version goes back, as after restoring
+    // a dump): a node reloads its whole catalog instead of trusting what it remembers.
+    cluster
+        .pg
+        .psql("coherence", "UPDATE catalog_version SET version = 1");
+    let shown = cb
+        .get_key("orders-key")
+        .await
+        .expect("key on B after the reload");
+    assert_eq!(shown.state, "destroyed");
+    assert!(
+        b.log().contains("reloading the whole catalog"),
+        "B did not reload: {}",
+        b.log()
+    );
+    cb.create_database("after-reload", None, None)
+        .await
+        .expect("B still changes the catalog");
+    assert!(ca.get_database("after-reload").await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

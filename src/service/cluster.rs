@@ -132,6 +132,9 @@ impl Vault {
         if changes.version == since {
             return Ok(());
         }
+        if changes.version < since {
+            return self.reload_catalog();
+        }
         let mut effects = Vec::new();
         {
             let mut catalog = self.write_catalog();
@@ -163,6 +166,27 @@ impl Vault {
         self.cluster
             .version
             .store(changes.version, Ordering::Release);
+        Ok(())
+    }
+
+    /// The store's catalog version went back: the database was replaced (restored from a
+    /// dump, say). Nothing this node remembers can be trusted: reload everything and drop
+    /// every cached DEK and seal budget.
+    fn reload_catalog(&self) -> Result<(), ServiceError> {
+        tracing::warn!("the store's catalog version went back; reloading the whole catalog");
+        let (catalog, version) = self.store_call(|store| Catalog::load_versioned(store))?;
+        let databases: Vec<Uuid> = {
+            let mut current = self.write_catalog();
+            let mut ids: Vec<Uuid> = current.databases.keys().copied().collect();
+            ids.extend(catalog.databases.keys().copied());
+            *current = catalog;
+            ids
+        };
+        for id in databases {
+            self.deks.purge_database(id);
+            self.seal_budgets.remove(id);
+        }
+        self.cluster.version.store(version, Ordering::Release);
         Ok(())
     }
 
