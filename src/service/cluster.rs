@@ -98,8 +98,11 @@ impl Vault {
         if self.store.is_shared() {
             let _refreshing = self.cluster.refresh.lock().await;
             self.pull_catalog_changes()?;
+            // Set before `refresh` is released, so that no request refresh can start between
+            // this one and this node's own commits (it could apply an older fetched value
+            // over a newer local one).
+            self.cluster.admin_held.store(true, Ordering::Release);
         }
-        self.cluster.admin_held.store(true, Ordering::Release);
         Ok(AdminGuard {
             _cluster: cluster,
             _local: local,
