@@ -22,7 +22,10 @@ pub(super) fn candidates(shared: &SledShared) -> Vec<u64> {
         .stats()
         .into_iter()
         .filter(|(id, stats)| {
-            *id != active && !shared.damaged(*id) && stats.total > 0 && stats.dead * 2 >= stats.total
+            *id != active
+                && !shared.damaged(*id)
+                && stats.total > 0
+                && stats.dead * 2 >= stats.total
         })
         .map(|(id, _)| id)
         .collect()

@@ -66,7 +66,10 @@ impl SledStore {
         let segments = values.stats();
         for item in value_stats.iter() {
             let (id, dead) = item?;
-            match (<[u8; 8]>::try_from(id.as_ref()), <[u8; 8]>::try_from(dead.as_ref())) {
+            match (
+                <[u8; 8]>::try_from(id.as_ref()),
+                <[u8; 8]>::try_from(dead.as_ref()),
+            ) {
                 (Ok(id), Ok(dead)) if segments.contains_key(&u64::from_be_bytes(id)) => {
                     values.set_dead(u64::from_be_bytes(id), u64::from_le_bytes(dead));
                 }
@@ -97,8 +100,7 @@ impl SledStore {
     /// Starts a compaction thread when a segment is due and none is running.
     fn start_compaction_if_due(&self) {
         let shared = &self.shared;
-        if shared.compacting.load(Ordering::Acquire) || compaction::candidates(shared).is_empty()
-        {
+        if shared.compacting.load(Ordering::Acquire) || compaction::candidates(shared).is_empty() {
             return;
         }
         if shared.compacting.swap(true, Ordering::AcqRel) {
@@ -422,7 +424,10 @@ mod tests {
             store.record_put(&db, b"small", big(1, 100)).unwrap();
             store.record_put(&db, b"large", big(2, 300_000)).unwrap();
             let raw = store.shared.records.get(record_key(&db, b"large")).unwrap();
-            assert!(raw.unwrap().starts_with(b"EVVP"), "a pointer, not the value");
+            assert!(
+                raw.unwrap().starts_with(b"EVVP"),
+                "a pointer, not the value"
+            );
             let raw = store.shared.records.get(record_key(&db, b"small")).unwrap();
             assert_eq!(raw.unwrap().len(), 100, "small values stay inline");
             store.flush().unwrap();
@@ -472,7 +477,10 @@ mod tests {
             let after = segment_files(dir.path());
             assert!(after < before, "{before} segments before, {after} after");
             let left = store.shared.values.stats();
-            assert!(due.iter().all(|id| !left.contains_key(id)), "{due:?} {left:?}");
+            assert!(
+                due.iter().all(|id| !left.contains_key(id)),
+                "{due:?} {left:?}"
+            );
             for (key, value) in &expected {
                 let read = store.record_get(&a, key.as_bytes()).unwrap();
                 assert_eq!(read.as_ref(), Some(value), "{key}");
@@ -535,7 +543,10 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert!(segment_files(dir.path()) < before);
-        assert_eq!(store.record_get(&db, b"live").unwrap(), Some(big(99, 5_000)));
+        assert_eq!(
+            store.record_get(&db, b"live").unwrap(),
+            Some(big(99, 5_000))
+        );
     }
 
     #[test]
@@ -577,7 +588,10 @@ mod tests {
             assert!(reader.join().unwrap() > 0);
         }
         let left = store.shared.values.stats();
-        assert!(due.iter().all(|id| !left.contains_key(id)), "{due:?} {left:?}");
+        assert!(
+            due.iter().all(|id| !left.contains_key(id)),
+            "{due:?} {left:?}"
+        );
     }
 
     #[test]
@@ -599,10 +613,16 @@ mod tests {
         bytes.extend_from_slice(&[0x10, 0x27, 0, 0, 4, 0, 1, 2]);
         std::fs::write(&segment, bytes).unwrap();
         let store = SledStore::open_with_segment_max(dir.path(), 1 << 20).unwrap();
-        assert_eq!(store.record_get(&db, b"kept").unwrap(), Some(big(1, 10_000)));
+        assert_eq!(
+            store.record_get(&db, b"kept").unwrap(),
+            Some(big(1, 10_000))
+        );
         store.compact_now().unwrap();
         assert!(!segment.exists(), "the half-dead segment was compacted");
-        assert_eq!(store.record_get(&db, b"kept").unwrap(), Some(big(1, 10_000)));
+        assert_eq!(
+            store.record_get(&db, b"kept").unwrap(),
+            Some(big(1, 10_000))
+        );
     }
 
     #[test]

@@ -248,10 +248,7 @@ impl ValueLog {
                 .open(item.path())
                 .map_err(|e| io(&format!("open segment {id:016x}"), e))?;
             check_header(&file, id)?;
-            let len = file
-                .metadata()
-                .map_err(|e| io("segment size", e))?
-                .len();
+            let len = file.metadata().map_err(|e| io("segment size", e))?.len();
             stats.insert(
                 id,
                 SegmentStats {
@@ -376,7 +373,13 @@ impl ValueLog {
         let result = files
             .values()
             .try_for_each(|file| file.sync_data().map_err(|e| io("fsync a segment", e)))
-            .and_then(|()| if dir_dirty { sync_dir(&self.dir) } else { Ok(()) });
+            .and_then(|()| {
+                if dir_dirty {
+                    sync_dir(&self.dir)
+                } else {
+                    Ok(())
+                }
+            });
         if result.is_err() {
             // Retry them all at the next sync rather than report a later one durable.
             let mut active = lock(&self.active);
@@ -412,8 +415,7 @@ impl ValueLog {
 
     /// Reads segment `id` from the start, entry by entry, through a bounded buffer.
     pub fn entries(&self, id: u64) -> Result<SegmentEntries, StoreError> {
-        let file =
-            File::open(segment_path(&self.dir, id)).map_err(|e| io("open a segment", e))?;
+        let file = File::open(segment_path(&self.dir, id)).map_err(|e| io("open a segment", e))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
         reader
