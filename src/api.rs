@@ -227,6 +227,26 @@ pub struct Health {
     /// The DEK cache's size and counters since start (issue 7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dek_cache: Option<DekCacheStats>,
+    /// The activity log's fsync policy in effect and its counters since start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditSyncStats>,
+}
+
+/// `audit` of `GET /v1/health`: when activity-log lines reach the disk (`[audit]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditSyncStats {
+    /// `[audit] data_plane_sync`: "always" or "interval".
+    pub data_plane_sync: String,
+    /// `[audit] sync_interval` in milliseconds, in "interval" mode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_interval_ms: Option<u64>,
+    /// Events in the log: their lines are written to the file (they survive a daemon crash).
+    pub written_events: u64,
+    /// Events known to be fsynced (they survive a power loss too); behind `written_events`
+    /// only in "interval" mode, by at most `sync_interval` of data-plane events.
+    pub durable_events: u64,
+    /// `fdatasync` calls since start (concurrent events share one).
+    pub fsyncs: u64,
 }
 
 /// `dek_cache` of `GET /v1/health`: unwrapped DEKs held in memory and how the cache fared.

@@ -71,6 +71,34 @@ pub struct Config {
     pub kms_v2: KmsV2Config,
     /// Where the catalog and records live (issue 10).
     pub store: StoreConfig,
+    /// When activity-log lines are fsynced.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: when the activity log's lines are fsynced (`service::audit_sync`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// "always": every event is fsynced before its answer. "interval": successful data-plane
+    /// events (wrap, unwrap, transit and KMS v2 crypto calls) are written before the answer and
+    /// fsynced within `sync_interval`, so a power loss can lose that last interval of them.
+    pub data_plane_sync: String,
+    /// Longest time a data-plane line waits for its fsync in "interval" mode, e.g. "100ms".
+    pub sync_interval: String,
+}
+
+/// Longest `[audit] sync_interval`: past it, "interval" would leave a power-loss window that no
+/// longer resembles a group commit.
+pub const MAX_AUDIT_SYNC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// `[audit] data_plane_sync`, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPlaneSync {
+    /// Every event is on disk before its request is answered.
+    Always,
+    /// Successful data-plane events are written before the answer and fsynced at most this
+    /// long after; every other event as in `Always`.
+    Interval(Duration),
 }
 
 /// Smallest `[store] pool_size` for the postgres backend.
@@ -249,6 +277,7 @@ struct Overlay {
     compat: Option<toml::Table>,
     kms_v2: Option<toml::Table>,
     store: Option<toml::Table>,
+    audit: Option<toml::Table>,
 }
 
 impl Config {
@@ -316,7 +345,29 @@ impl Config {
         self.pkcs11_timeout()?;
         self.transit_timeout()?;
         self.validate_store()?;
+        self.audit_sync()?;
         Ok(())
+    }
+
+    /// `[audit] data_plane_sync` with `[audit] sync_interval`. The interval is checked in both
+    /// modes, so that a bad value is reported before someone switches to "interval".
+    pub fn audit_sync(&self) -> Result<DataPlaneSync, ConfigError> {
+        let interval = parse_duration(&self.audit.sync_interval)
+            .filter(|d| !d.is_zero() && *d <= MAX_AUDIT_SYNC_INTERVAL)
+            .ok_or_else(|| ConfigError::Value {
+                key: "audit.sync_interval",
+                value: self.audit.sync_interval.clone(),
+                expected: "a duration above 0 and at most 10s, such as \"100ms\" or \"1s\"",
+            })?;
+        match self.audit.data_plane_sync.as_str() {
+            "always" => Ok(DataPlaneSync::Always),
+            "interval" => Ok(DataPlaneSync::Interval(interval)),
+            _ => Err(ConfigError::Value {
+                key: "audit.data_plane_sync",
+                value: self.audit.data_plane_sync.clone(),
+                expected: "\"always\" (fsync every event before answering) or \"interval\"",
+            }),
+        }
     }
 
     fn validate_store(&self) -> Result<(), ConfigError> {
@@ -563,6 +614,8 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_STORE_URL", "store", "url"),
     ("ENVAULT_STORE_POOL_SIZE", "store", "pool_size"),
     ("ENVAULT_STORE_TIMEOUT", "store", "timeout"),
+    ("ENVAULT_AUDIT_DATA_PLANE_SYNC", "audit", "data_plane_sync"),
+    ("ENVAULT_AUDIT_SYNC_INTERVAL", "audit", "sync_interval"),
 ];
 
 fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {
@@ -595,7 +648,7 @@ fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {
     }
 }
 
-/// Parses "30s", "5m", "12h", "9d" (or a bare number of seconds).
+/// Parses "100ms", "30s", "5m", "12h", "9d" (or a bare number of seconds).
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text
@@ -604,6 +657,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().ok()?;
     let secs = match unit.trim() {
+        "ms" => return Some(Duration::from_millis(n)),
         "" | "s" => n,
         "m" => n.checked_mul(60)?,
         "h" => n.checked_mul(3600)?,
@@ -651,6 +705,8 @@ mod tests {
     fn units() {
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1mss"), None);
         assert_eq!(parse_duration("x"), None);
         assert_eq!(parse_size("1KiB"), Some(1024));
         assert_eq!(parse_size("3"), Some(3));
@@ -777,6 +833,65 @@ mod tests {
         )
         .unwrap();
         assert_eq!(refused("small pool").0, "store.pool_size");
+    }
+
+    #[test]
+    fn audit_sync_settings() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.audit_sync().unwrap(), DataPlaneSync::Always);
+
+        let mut table = parse_table(DEFAULT_CONFIG, "defaults").unwrap();
+        apply_env(&mut table, |name| match name {
+            "ENVAULT_AUDIT_DATA_PLANE_SYNC" => Some("interval".into()),
+            "ENVAULT_AUDIT_SYNC_INTERVAL" => Some("250ms".into()),
+            _ => None,
+        });
+        let config: Config = table.try_into().unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.audit_sync().unwrap(),
+            DataPlaneSync::Interval(Duration::from_millis(250))
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[audit]\ndata_plane_sync = \"interval\"\n").unwrap();
+        assert_eq!(
+            Config::load(Some(&path)).unwrap().audit_sync().unwrap(),
+            DataPlaneSync::Interval(Duration::from_millis(100))
+        );
+        std::fs::write(&path, "[audit]\nsync_interval = \"10s\"\n").unwrap();
+        Config::load(Some(&path)).unwrap();
+
+        for (text, key) in [
+            ("data_plane_sync = \"never\"", "audit.data_plane_sync"),
+            ("data_plane_sync = \"Interval\"", "audit.data_plane_sync"),
+            ("sync_interval = \"0ms\"", "audit.sync_interval"),
+            ("sync_interval = \"0\"", "audit.sync_interval"),
+            ("sync_interval = \"11s\"", "audit.sync_interval"),
+            ("sync_interval = \"1m\"", "audit.sync_interval"),
+            ("sync_interval = \"soon\"", "audit.sync_interval"),
+        ] {
+            std::fs::write(&path, format!("[audit]\n{text}\n")).unwrap();
+            match Config::load(Some(&path)) {
+                Err(err @ ConfigError::Value { key: k, .. }) if k == key => {
+                    let message = err.to_string();
+                    assert!(message.contains(key), "{text}: {message}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        std::fs::write(&path, "[audit]\nsync_interval = \"0s\"\n").unwrap();
+        let message = Config::load(Some(&path)).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "invalid value for audit.sync_interval: \"0s\" (a duration above 0 and at most 10s, such as \"100ms\" or \"1s\")"
+        );
+        std::fs::write(&path, "[audit]\nfsync = \"never\"\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&path)),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -71,6 +71,7 @@ async fn health(s: State) -> Json<Health> {
         memory_locked: Some(protection.memory_locked),
         dumpable: Some(protection.dumpable),
         dek_cache: Some(s.vault.dek_cache_stats()),
+        audit: Some(s.vault.audit_log().sync_stats()),
     })
 }
 

@@ -7,10 +7,17 @@
 //! hash = hex SHA-256( prev || the line serialized with "hash":"" )
 //! ```
 //!
-//! Each append is fsynced before the request it records is answered. Appends share fsyncs
-//! (group commit): a writer appends its line under the log's lock, then waits for one
-//! `fdatasync` that started after its line was written, running it itself when none is in
-//! flight; concurrent writers are covered by the same call instead of queueing one each.
+//! Every event's line is written to the file (`write_all`, under the log's lock, so in chain
+//! order) before the request it records is answered: a daemon crash or `kill -9` loses no
+//! answered event. By default (`[audit] data_plane_sync = "always"`) the line is also fsynced
+//! before the answer. Appends share fsyncs (group commit): a writer appends its line under the
+//! log's lock, then waits for one `fdatasync` that started after its line was written, running
+//! it itself when none is in flight; concurrent writers are covered by the same call instead of
+//! queueing one each. With `data_plane_sync = "interval"`, successful data-plane events (wrap,
+//! unwrap, transit and KMS v2 crypto calls) are answered once written and fsynced by a
+//! background thread at most `sync_interval` later, so a power loss can lose the data-plane
+//! events of that last interval; every other event still waits for its fsync. See
+//! [`super::audit_sync`].
 //!
 //! Editing, removing or reordering any line breaks the chain at that line, which `verify`
 //! reports. Events carry names, CRNs and reasons only: never key material, never record values.
@@ -19,12 +26,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
 pub use crate::api::{AuditEvent, AuditInitiator as Initiator, AuditVerifyReport as VerifyReport};
 
+use super::audit_sync::{self, AuditSyncStats, DataPlaneSync, Durability, IntervalSyncer};
 use super::{now_rfc3339, Principal};
 
 const HEADER: &str = r#"{"magic":"envault-audit","version":1}"#;
@@ -53,28 +61,30 @@ struct Tail {
     head: String,
 }
 
-/// Group commit state: how many events are durable, and whether an fsync is running.
-struct Durable {
-    events: u64,
-    syncing: bool,
-}
-
 /// The append-only, hash-chained activity log.
 pub struct AuditLog {
     path: PathBuf,
     tail: Mutex<Tail>,
-    /// The same open file, for fsyncs run without holding `tail`.
-    sync_file: File,
-    durable: Mutex<Durable>,
-    synced: Condvar,
+    /// When lines reach the disk: group commit and the interval thread.
+    durability: Arc<Durability>,
+    policy: DataPlaneSync,
+    /// The background fsync thread of `interval` mode; stopped (after a last fsync) on drop.
+    _syncer: Option<IntervalSyncer>,
 }
 
 /// Errors writing the log; a request whose event cannot be written fails.
 pub type AuditResult<T> = Result<T, std::io::Error>;
 
 impl AuditLog {
-    /// Opens (or creates) the log and finds the chain's head.
+    /// Opens (or creates) the log and finds the chain's head; every event is fsynced before
+    /// its answer (`data_plane_sync = "always"`).
     pub fn open(path: &Path) -> AuditResult<Self> {
+        Self::open_with(path, DataPlaneSync::Always)
+    }
+
+    /// Like [`AuditLog::open`], with the `[audit]` durability policy (`interval` starts the
+    /// background fsync thread).
+    pub fn open_with(path: &Path, policy: DataPlaneSync) -> AuditResult<Self> {
         let exists = path.exists();
         let mut file = OpenOptions::new()
             .create(true)
@@ -91,25 +101,34 @@ impl AuditLog {
                     "audit log chain is broken; appending after the last good event"
                 );
             }
+            // A previous run in "interval" mode may have been killed with lines not yet
+            // fsynced: sync them once here rather than count them as durable unsynced.
+            file.sync_data()?;
             (report.events, report.head)
         } else {
             writeln!(file, "{HEADER}")?;
             file.sync_all()?;
             (0, GENESIS.to_string())
         };
+        // Everything written so far is now on disk, so durability starts at the chain's end.
+        let durability = Arc::new(Durability::new(file.try_clone()?, seq));
+        let syncer = match policy {
+            DataPlaneSync::Always => None,
+            DataPlaneSync::Interval(interval) => {
+                Some(IntervalSyncer::start(Arc::clone(&durability), interval)?)
+            }
+        };
         Ok(Self {
             path: path.to_path_buf(),
-            sync_file: file.try_clone()?,
             tail: Mutex::new(Tail { file, seq, head }),
-            durable: Mutex::new(Durable {
-                events: seq,
-                syncing: false,
-            }),
-            synced: Condvar::new(),
+            durability,
+            policy,
+            _syncer: syncer,
         })
     }
 
-    /// Appends an event and fsyncs; returns the new chain head.
+    /// Appends an event and (unless [`audit_sync::waits_for_fsync`] says the interval thread
+    /// may do it) fsyncs it; returns the new chain head.
     pub fn append(
         &self,
         who: &Principal,
@@ -158,40 +177,19 @@ impl AuditLog {
         tail.seq += 1;
         tail.head = event.hash.clone();
         let written = tail.seq;
+        self.durability.wrote(written);
         drop(tail);
-        blocking(|| self.sync_through(written))?;
+        if audit_sync::waits_for_fsync(self.policy, action, outcome) {
+            blocking(|| self.durability.sync_through(written))?;
+        } else {
+            self.durability.defer();
+        }
         Ok(event.hash)
     }
 
-    fn lock_durable(&self) -> std::sync::MutexGuard<'_, Durable> {
-        self.durable.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Returns once the first `events` events are on disk: at once if an earlier fsync covered
-    /// them, else after waiting for the running fsync and, if that one started too early,
-    /// running the next one (which covers every line written by then).
-    fn sync_through(&self, events: u64) -> AuditResult<()> {
-        let mut durable = self.lock_durable();
-        loop {
-            if durable.events >= events {
-                return Ok(());
-            }
-            if !durable.syncing {
-                break;
-            }
-            durable = self.synced.wait(durable).unwrap_or_else(|p| p.into_inner());
-        }
-        durable.syncing = true;
-        drop(durable);
-        let covered = self.tail.lock().unwrap_or_else(|p| p.into_inner()).seq;
-        let result = self.sync_file.sync_data();
-        let mut durable = self.lock_durable();
-        durable.syncing = false;
-        if result.is_ok() {
-            durable.events = durable.events.max(covered);
-        }
-        self.synced.notify_all();
-        result
+    /// The `[audit]` setting in effect and the fsync counters (`GET /v1/health`).
+    pub fn sync_stats(&self) -> AuditSyncStats {
+        audit_sync::stats(self.policy, &self.durability)
     }
 
     /// The current chain head.
@@ -312,6 +310,8 @@ pub fn verify_file(path: &Path) -> AuditResult<VerifyReport> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// Group commit: concurrent appenders (plain threads and tokio tasks that block in place)
@@ -374,7 +374,100 @@ mod tests {
         let report = log.verify().unwrap();
         assert!(report.ok, "{report:?}");
         assert_eq!(report.events, 400);
-        assert_eq!(log.lock_durable().events, 400);
+        assert_eq!(log.durability.durable(), 400);
+    }
+
+    fn wrap(log: &AuditLog, outcome: &str) {
+        log.append(
+            &Principal::system(),
+            "kms.secrets.wrap",
+            "crn:k",
+            outcome,
+            None,
+            None,
+        )
+        .unwrap();
+    }
+
+    /// `interval`: a successful wrap is answered with its line written and chained but not
+    /// fsynced; a denied wrap and a control-plane event are fsynced before they return, and
+    /// their fsync covers the wrap before them.
+    #[test]
+    fn interval_mode_defers_only_successful_data_plane_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        // Long enough that the thread cannot run during the test.
+        let log =
+            AuditLog::open_with(&path, DataPlaneSync::Interval(Duration::from_secs(10))).unwrap();
+        wrap(&log, "success");
+        wrap(&log, "success");
+        assert_eq!(log.durability.fsyncs(), 0);
+        assert_eq!(log.durability.durable(), 0);
+        assert_eq!(log.durability.written(), 2);
+        let report = verify_file(&path).unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.events, 2);
+        assert_eq!(report.head, log.head());
+
+        wrap(&log, "denied");
+        assert_eq!(log.durability.fsyncs(), 1);
+        assert_eq!(log.durability.durable(), 3);
+        wrap(&log, "success");
+        log.append(
+            &Principal::system(),
+            "kms.secrets.create",
+            "crn:k2",
+            "success",
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(log.durability.fsyncs(), 2);
+        assert_eq!(log.durability.durable(), 5);
+        let stats = log.sync_stats();
+        assert_eq!(stats.data_plane_sync, "interval");
+        assert_eq!(stats.sync_interval_ms, Some(10_000));
+        assert_eq!((stats.written_events, stats.durable_events), (5, 5));
+        assert!(log.verify().unwrap().ok);
+    }
+
+    /// The background thread fsyncs deferred lines about one interval after the first of them,
+    /// with one `fdatasync` for the lot.
+    #[test]
+    fn interval_thread_makes_data_plane_events_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let interval = Duration::from_millis(50);
+        let log = AuditLog::open_with(&path, DataPlaneSync::Interval(interval)).unwrap();
+        let start = std::time::Instant::now();
+        for _ in 0..3 {
+            wrap(&log, "success");
+        }
+        while log.durability.durable() < 3 {
+            // Generous: the machine running the tests may be loaded.
+            assert!(start.elapsed() < Duration::from_secs(10), "never synced");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(start.elapsed() >= interval, "synced before the interval");
+        assert!((1..=3).contains(&log.durability.fsyncs()));
+        assert!(log.verify().unwrap().ok);
+    }
+
+    /// Dropping the log stops its thread at once (not after the interval), after a last fsync.
+    #[test]
+    fn dropping_the_log_stops_the_sync_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log =
+            AuditLog::open_with(&path, DataPlaneSync::Interval(Duration::from_secs(10))).unwrap();
+        wrap(&log, "success");
+        let durability = Arc::downgrade(&log.durability);
+        let start = std::time::Instant::now();
+        drop(log);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // The thread held the other reference; it is gone, so the thread has exited.
+        assert!(durability.upgrade().is_none());
+        assert_eq!(verify_file(&path).unwrap().events, 1);
     }
 
     #[test]

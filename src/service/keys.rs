@@ -6,6 +6,7 @@ use base64::Engine;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::audit_sync::data_plane;
 use super::catalog::key_key;
 use super::{now_rfc3339, validate_name, Principal, ServiceError, Vault};
 use crate::api::{
@@ -252,7 +253,7 @@ impl Vault {
     ) -> Result<WrapResponse, ServiceError> {
         let result = self.wrap_inner(who, reference, request);
         let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
-        self.audited(who, "kms.secrets.wrap", &target, result, None)
+        self.audited(who, data_plane::WRAP, &target, result, None)
     }
 
     fn wrap_inner(
@@ -324,7 +325,7 @@ impl Vault {
     ) -> Result<UnwrapResponse, ServiceError> {
         let result = self.unwrap_inner(who, reference, request);
         let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
-        self.audited(who, "kms.secrets.unwrap", &target, result, None)
+        self.audited(who, data_plane::UNWRAP, &target, result, None)
     }
 
     fn unwrap_inner(
@@ -350,7 +351,7 @@ impl Vault {
     ) -> Result<RewrapResponse, ServiceError> {
         let result = self.rewrap_inner(who, reference, request);
         let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
-        self.audited(who, "kms.secrets.rewrap", &target, result, None)
+        self.audited(who, data_plane::REWRAP, &target, result, None)
     }
 
     fn rewrap_inner(

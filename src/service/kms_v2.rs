@@ -9,6 +9,7 @@
 
 use zeroize::Zeroizing;
 
+use super::audit_sync::data_plane;
 use super::keys::{find_key, require_usable};
 use super::{Principal, ServiceError, Vault};
 use crate::crypto::bindings::kms_v2_context;
@@ -85,7 +86,7 @@ impl Vault {
             Ok((sealed, self.kms_v2_key_id(&key, key.version)))
         })();
         let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
-        self.audited(who, "kms.kmsv2.encrypt", &target, result, None)
+        self.audited(who, data_plane::KMS_V2_ENCRYPT, &target, result, None)
     }
 
     /// `Decrypt`: opens a ciphertext of [`Vault::kms_v2_encrypt`]. `key_id` must be the one
@@ -116,6 +117,6 @@ impl Vault {
             )?)
         })();
         let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
-        self.audited(who, "kms.kmsv2.decrypt", &target, result, None)
+        self.audited(who, data_plane::KMS_V2_DECRYPT, &target, result, None)
     }
 }

@@ -2,6 +2,7 @@
 //! method here each; this layer owns state checks, durability and the DEK cache.
 
 mod audit;
+mod audit_sync;
 mod authz;
 mod backup_adoption;
 mod backups;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub use audit::{AuditEvent, AuditLog, VerifyReport};
+pub use audit_sync::data_plane;
 pub use authz::{AuthorizationInfo, GrantRequest};
 pub use backups::BackupInfo;
 pub use catalog::Catalog;
@@ -95,10 +97,11 @@ impl Vault {
         create_private_dir(data_dir)?;
         let keystore = crate::keystore::open_backend(config)?;
         let store = crate::store::open(config, &data_dir.join("store"))?;
-        let audit = AuditLog::open(&data_dir.join("audit.log")).map_err(|e| {
+        let bad_config = |e: crate::config::ConfigError| ServiceError::BadRequest(e.to_string());
+        let audit_sync = config.audit_sync().map_err(bad_config)?;
+        let audit = AuditLog::open_with(&data_dir.join("audit.log"), audit_sync).map_err(|e| {
             ServiceError::Store(crate::store::StoreError::Backend(format!("audit log: {e}")))
         })?;
-        let bad_config = |e: crate::config::ConfigError| ServiceError::BadRequest(e.to_string());
         let limits = Limits {
             max_record_size: config.max_record_size().map_err(bad_config)?,
             max_record_key: config.limits.max_record_key,

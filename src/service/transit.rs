@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::audit_sync::data_plane;
 use super::keys::{find_key, require_usable};
 use super::{Principal, ServiceError, Vault};
 use crate::api::CreateKeyRequest;
@@ -476,7 +477,7 @@ impl Vault {
                 .map(|item| self.transit_open_one(&key, &settings, item))
                 .collect())
         });
-        self.transit_audited(who, "kms.transit.decrypt", name, result)
+        self.transit_audited(who, data_plane::TRANSIT_DECRYPT, name, result)
     }
 
     /// `rewrap/<name>`: opens each item and seals it again under `key_version` (or the latest).
@@ -501,7 +502,7 @@ impl Vault {
                 })
                 .collect())
         });
-        self.transit_audited(who, "kms.transit.rewrap", name, result)
+        self.transit_audited(who, data_plane::TRANSIT_REWRAP, name, result)
     }
 }
 

@@ -15,7 +15,7 @@ use super::wire::{
     TransitBody, TransitError, TransitResult,
 };
 use crate::server::AppState;
-use crate::service::{ItemResults, OpenItem, Principal, SealItem, ServiceError};
+use crate::service::{data_plane, ItemResults, OpenItem, Principal, SealItem, ServiceError};
 
 type S = State<Arc<AppState>>;
 /// JSON object of one request item.
@@ -241,7 +241,14 @@ pub async fn encrypt(
         })
     })?;
     let (slots, items) = split(items);
-    let results = seal(Arc::clone(&s.0), who, "kms.transit.encrypt", name, items).await?;
+    let results = seal(
+        Arc::clone(&s.0),
+        who,
+        data_plane::TRANSIT_ENCRYPT,
+        name,
+        items,
+    )
+    .await?;
     answer(batch, &inputs, merge(slots, results), sealed_shape)
 }
 
@@ -318,7 +325,7 @@ pub async fn datakey(
         associated_data: base64_field(&body, "associated_data")?.to_vec(),
         key_version: uint(&body, "key_version")?,
     };
-    let action = "kms.transit.datakey";
+    let action = data_plane::TRANSIT_DATAKEY;
     let state = Arc::clone(&s.0);
     let results =
         blocking(move || state.vault.transit_encrypt(&who, action, &name, &[item])).await??;
