@@ -93,6 +93,13 @@ impl AuditLog {
             .mode(0o600)
             .open(path)?;
         let (seq, head) = if exists {
+            let cut = cut_torn_tail(&file)?;
+            if cut > 0 {
+                tracing::warn!(
+                    bytes = cut,
+                    "audit log ended in a partial line (a crash while appending); removed it"
+                );
+            }
             let report = verify_file(path)?;
             if !report.ok {
                 tracing::error!(
@@ -252,6 +259,32 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
         }
         _ => f(),
     }
+}
+
+/// Removes a last line without its newline: the write of an event cut short by a crash. Its
+/// request was never answered (an append returns only after the whole line is written), and
+/// appending after it would break the chain for good at that line.
+fn cut_torn_tail(file: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut block = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let chunk = &mut block[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(newline) = chunk.iter().rposition(|b| *b == b'\n') {
+            let keep = start + newline as u64 + 1;
+            if keep < len {
+                file.set_len(keep)?;
+                file.sync_data()?;
+            }
+            return Ok(len - keep);
+        }
+        end = start;
+    }
+    // Not even the header line is whole: leave it to `verify_file` to report.
+    Ok(0)
 }
 
 fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
@@ -468,6 +501,31 @@ mod tests {
         // The thread held the other reference; it is gone, so the thread has exited.
         assert!(durability.upgrade().is_none());
         assert_eq!(verify_file(&path).unwrap().events, 1);
+    }
+
+    #[test]
+    fn a_line_torn_by_a_crash_is_cut_and_the_chain_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let who = Principal::system();
+        let log = AuditLog::open(&path).unwrap();
+        for target in ["crn:a", "crn:b"] {
+            log.append(&who, "kms.secrets.create", target, "success", None, None)
+                .unwrap();
+        }
+        drop(log);
+        let whole = std::fs::read(&path).unwrap();
+        // The write of a third event, cut short: no newline at its end.
+        let mut torn = whole.clone();
+        torn.extend_from_slice(br#"{"seq":2,"time":"2026-11-27T05:00:00Z","act"#);
+        std::fs::write(&path, &torn).unwrap();
+        let log = AuditLog::open(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), whole);
+        log.append(&who, "kms.secrets.delete", "crn:a", "success", None, None)
+            .unwrap();
+        let report = log.verify().unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.events, 3);
     }
 
     #[test]
