@@ -53,12 +53,10 @@ impl SledStore {
     /// small ones to exercise compaction).
     pub fn open_with_segment_max(dir: &Path, segment_max: u64) -> Result<Self, StoreError> {
         // Flushing is ours to drive (group commit before each acknowledgement); sled's own
-        // periodic flush stays on as a backstop. The page cache bound holds for small records;
-        // large ones live in the value log (see `value_log` for why).
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 << 20)
-            .open()?;
+        // periodic flush stays on as a backstop. sled's cache bound does not hold for a scan
+        // (see `value_log`), which is why large values live outside it; small records still
+        // pass through it.
+        let db = open_sled(dir)?;
         let catalog = db.open_tree("catalog")?;
         let records = db.open_tree("records")?;
         let value_stats = db.open_tree("value_stats")?;
@@ -231,6 +229,28 @@ impl SledShared {
     fn forget_segment(&self, id: u64) -> Result<(), StoreError> {
         self.value_stats.remove(id.to_be_bytes())?;
         Ok(())
+    }
+}
+
+/// Opens sled, waiting up to a second for its file lock: a store dropped an instant ago
+/// (a restart in the same process, a test reopening) may still be releasing it from sled's
+/// flusher thread.
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    let mut attempts = 0;
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .open()
+        {
+            Err(sled::Error::Io(err))
+                if attempts < 20 && err.to_string().contains("could not acquire lock") =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

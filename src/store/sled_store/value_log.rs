@@ -249,6 +249,13 @@ impl ValueLog {
                 .map_err(|e| io(&format!("open segment {id:016x}"), e))?;
             check_header(&file, id)?;
             let len = file.metadata().map_err(|e| io("segment size", e))?.len();
+            if len == SEGMENT_HEADER_LEN {
+                // A run that wrote no large value left an empty segment: nothing can point
+                // into it, and restarts would otherwise pile them up.
+                drop(file);
+                std::fs::remove_file(item.path()).map_err(|e| io("remove an empty segment", e))?;
+                continue;
+            }
             stats.insert(
                 id,
                 SegmentStats {
@@ -556,6 +563,12 @@ mod tests {
         }
         let listed: Vec<Vec<u8>> = log.entries(1).unwrap().map(|e| e.key).collect();
         assert_eq!(listed, vec![b"k0".to_vec(), b"k1".to_vec()]);
+        // Restarts that write nothing do not pile up empty segments.
+        drop(log);
+        for _ in 0..3 {
+            drop(ValueLog::open(dir.path(), 8 << 10).unwrap());
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
     }
 
     #[test]
