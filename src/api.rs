@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::store::ValueLogStats;
+
 /// Error body: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {
@@ -230,6 +232,9 @@ pub struct Health {
     /// The activity log's fsync policy in effect and its counters since start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditSyncStats>,
+    /// The embedded store's value log (absent on PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_log: Option<ValueLogStats>,
 }
 
 /// `audit` of `GET /v1/health`: when activity-log lines reach the disk (`[audit]`).

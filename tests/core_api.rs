@@ -79,6 +79,36 @@ async fn health_answers_without_a_token() {
 }
 
 #[tokio::test]
+async fn health_reports_the_value_log_of_the_embedded_store() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client();
+    let key = usable_key(&client, "vlog").await;
+    client
+        .create_database("vlog-db", Some(&key.name), None)
+        .await
+        .unwrap();
+    let value = vec![7u8; 100 * 1024];
+    client.put_record("vlog-db", "big", &value).await.unwrap();
+    let health = client.health().await.unwrap();
+    if std::env::var(common::STORE_MATRIX_VAR).as_deref() == Ok("postgres") {
+        assert_eq!(
+            health.value_log, None,
+            "PostgreSQL keeps values in its tables"
+        );
+        return;
+    }
+    let stats = health
+        .value_log
+        .expect("the sled store reports its value log");
+    assert!(stats.segments >= 1, "{stats:?}");
+    assert!(stats.bytes > 100 * 1024, "{stats:?}");
+    assert_eq!(stats.dead_bytes, 0, "{stats:?}");
+    client.delete_record("vlog-db", "big").await.unwrap();
+    let stats = client.health().await.unwrap().value_log.unwrap();
+    assert!(stats.dead_bytes > 100 * 1024, "{stats:?}");
+}
+
+#[tokio::test]
 async fn token_is_required_and_checked() {
     let daemon = Daemon::start().await;
     let none = daemon.raw("GET", "/v1/keys", &[], b"").await;

@@ -72,6 +72,7 @@ async fn health(s: State) -> Json<Health> {
         dumpable: Some(protection.dumpable),
         dek_cache: Some(s.vault.dek_cache_stats()),
         audit: Some(s.vault.audit_log().sync_stats()),
+        value_log: s.vault.value_log_stats(),
     })
 }
 

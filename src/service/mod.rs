@@ -304,6 +304,11 @@ impl Vault {
         self.deks.stats()
     }
 
+    /// The store's value-log counters, when it has one (`GET /v1/health`).
+    pub fn value_log_stats(&self) -> Option<crate::api::ValueLogStats> {
+        self.store.value_log_stats()
+    }
+
     /// Replaces the (still empty) DEK cache by one with the configured cap and lifetime.
     pub fn with_dek_cache(mut self, max_deks: usize, ttl: Option<Duration>) -> Self {
         self.deks = DekCache::new(max_deks, ttl);

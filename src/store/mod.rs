@@ -42,6 +42,19 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// `value_log` of `GET /v1/health`: the sled store's value-log segments and compaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ValueLogStats {
+    /// Segment files on disk.
+    pub segments: u64,
+    /// Entry bytes in them.
+    pub bytes: u64,
+    /// Of those, bytes of values overwritten or deleted (reclaimed by compaction).
+    pub dead_bytes: u64,
+    /// Segments compacted (copied forward and deleted) since the daemon started.
+    pub compacted_segments: u64,
+}
+
 /// Catalog entries as (key, encoded value) pairs.
 pub type CatalogEntries = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -165,6 +178,11 @@ pub trait Store: Send + Sync {
     /// their changes, and cluster locks are real). The embedded store is never shared.
     fn is_shared(&self) -> bool {
         false
+    }
+    /// The embedded store's value log (large record values kept beside sled), for
+    /// `GET /v1/health`; `None` for a store without one.
+    fn value_log_stats(&self) -> Option<ValueLogStats> {
+        None
     }
     /// The catalog's current version and every entry changed after version `since`
     /// (0 = everything). A store that is not shared has nothing to report.

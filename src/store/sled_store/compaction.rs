@@ -88,6 +88,7 @@ pub(super) fn compact(shared: &SledShared, id: u64) -> Result<(), StoreError> {
     shared.flush()?;
     shared.values.remove_segment(id)?;
     shared.forget_segment(id)?;
+    shared.compacted_segments.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
         segment = format_args!("{id:016x}"),
         moved,

@@ -37,6 +37,7 @@ struct SledShared {
     closing: AtomicBool,
     compacting: AtomicBool,
     compaction_lock: Mutex<()>,
+    compacted_segments: std::sync::atomic::AtomicU64,
     /// Dead-byte counts changed since they were last written to `value_stats`.
     stats_dirty: AtomicBool,
     /// Segments compaction found damaged; left alone until the next start.
@@ -85,6 +86,7 @@ impl SledStore {
                 closing: AtomicBool::new(false),
                 compacting: AtomicBool::new(false),
                 compaction_lock: Mutex::new(()),
+                compacted_segments: std::sync::atomic::AtomicU64::new(0),
                 stats_dirty: AtomicBool::new(false),
                 damaged: Mutex::new(BTreeSet::new()),
             }),
@@ -417,6 +419,16 @@ impl Store for SledStore {
         self.start_compaction_if_due();
         Ok(())
     }
+
+    fn value_log_stats(&self) -> Option<super::ValueLogStats> {
+        let segments = self.shared.values.stats();
+        Some(super::ValueLogStats {
+            segments: segments.len() as u64,
+            bytes: segments.values().map(|s| s.total).sum(),
+            dead_bytes: segments.values().map(|s| s.dead).sum(),
+            compacted_segments: self.shared.compacted_segments.load(Ordering::Relaxed),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -501,6 +513,9 @@ mod tests {
                 due.iter().all(|id| !left.contains_key(id)),
                 "{due:?} {left:?}"
             );
+            let stats = store.value_log_stats().unwrap();
+            assert_eq!(stats.compacted_segments, due.len() as u64);
+            assert_eq!(stats.segments, left.len() as u64);
             for (key, value) in &expected {
                 let read = store.record_get(&a, key.as_bytes()).unwrap();
                 assert_eq!(read.as_ref(), Some(value), "{key}");
