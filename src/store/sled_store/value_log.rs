@@ -247,15 +247,16 @@ impl ValueLog {
                 .write(true)
                 .open(item.path())
                 .map_err(|e| io(&format!("open segment {id:016x}"), e))?;
-            check_header(&file, id)?;
             let len = file.metadata().map_err(|e| io("segment size", e))?.len();
-            if len == SEGMENT_HEADER_LEN {
-                // A run that wrote no large value left an empty segment: nothing can point
-                // into it, and restarts would otherwise pile them up.
+            if len <= SEGMENT_HEADER_LEN {
+                // A run that wrote no large value left an empty segment, or a crash cut the
+                // creation of one short of its header: nothing can point into it either way,
+                // and restarts would otherwise pile them up (or, for the torn one, fail).
                 drop(file);
                 std::fs::remove_file(item.path()).map_err(|e| io("remove an empty segment", e))?;
                 continue;
             }
+            check_header(&file, id)?;
             stats.insert(
                 id,
                 SegmentStats {
@@ -569,6 +570,11 @@ mod tests {
             drop(ValueLog::open(dir.path(), 8 << 10).unwrap());
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+        // A crash between creating a segment and writing its header leaves a short file.
+        std::fs::write(segment_path(dir.path(), 9), b"EVV").unwrap();
+        let log = ValueLog::open(dir.path(), 8 << 10).unwrap();
+        assert!(!segment_path(dir.path(), 9).exists());
+        assert_eq!(log.active_segment(), 4);
     }
 
     #[test]
