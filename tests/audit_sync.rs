@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::Daemon;
+use envault::api::AuditSyncStats;
 use envault::client::Client;
 
 /// Wrap/unwrap workers of the kill test, each on its own key.
@@ -37,14 +38,19 @@ async fn start(env: &[(&'static str, String)]) -> Daemon {
     Daemon::start_with_env(&env).await
 }
 
-/// (written, durable, fsyncs) from `GET /v1/health`.
-async fn audit_counters(client: &Client) -> (u64, u64, u64) {
-    let audit = client
+/// The `audit` part of `GET /v1/health`.
+async fn audit_health(client: &Client) -> AuditSyncStats {
+    client
         .health()
         .await
         .expect("health")
         .audit
-        .expect("health reports the activity log");
+        .expect("health reports the activity log")
+}
+
+/// (written, durable, fsyncs) from `GET /v1/health`.
+async fn audit_counters(client: &Client) -> (u64, u64, u64) {
+    let audit = audit_health(client).await;
     (audit.written_events, audit.durable_events, audit.fsyncs)
 }
 
@@ -226,12 +232,7 @@ async fn always_mode_fsyncs_every_answered_event() {
             .await
             .expect("unwrap");
     }
-    let audit = client
-        .health()
-        .await
-        .expect("health")
-        .audit
-        .expect("health reports the activity log");
+    let audit = audit_health(&client).await;
     assert_eq!(audit.data_plane_sync, "always");
     assert_eq!(audit.sync_interval_ms, None);
     assert_eq!(audit.written_events, audit.durable_events);
