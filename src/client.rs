@@ -31,8 +31,8 @@ use zeroize::Zeroizing;
 
 use crate::api::{
     CreateDatabaseRequest, CreateKeyRequest, DatabaseInfo, DatabaseList, Health, KeyInfo, KeyList,
-    RecordListQuery, RecordPage, RewrapResponse, UnwrapRequest, UnwrapResponse, WrapRequest,
-    WrapResponse,
+    RecordBatchOp, RecordBatchRequest, RecordBatchResponse, RecordBatchResult, RecordListQuery,
+    RecordPage, RewrapResponse, UnwrapRequest, UnwrapResponse, WrapRequest, WrapResponse,
 };
 use connection::Connection;
 pub use error::ClientError;
@@ -346,6 +346,21 @@ impl Client {
         self.call(Method::DELETE, &record_path(db, rec), None, None)
             .await
             .map(drop)
+    }
+
+    /// `POST /v1/databases/{db}/records:batch`: many operations in one request, run in order;
+    /// one result per operation (see [`RecordBatchOp::put`] to build puts). Fails as a whole
+    /// only when the batch itself is refused (bad input, denied, database unusable).
+    pub async fn record_batch(
+        &self,
+        db: &str,
+        ops: Vec<RecordBatchOp>,
+    ) -> Result<Vec<RecordBatchResult>, ClientError> {
+        let request = RecordBatchRequest { ops };
+        let response: RecordBatchResponse = self
+            .call_json(Method::POST, &db_path(db, "/records:batch"), Some(&request))
+            .await?;
+        Ok(response.results)
     }
 
     /// `GET /v1/databases/{db}/records?prefix=&after=&limit=`: one page of keys.

@@ -10,6 +10,8 @@
 //! - `--databases N` spreads them over N databases (`<database>-0` …), e.g. to load 1,000
 //!   databases of 1,000 records for a memory figure.
 //! - `mixed`: 70 % get, 30 % put on the pre-written keys.
+//! - `--batch N` (put/get/mixed): each request is one `POST …/records:batch` of N operations
+//!   on one database; ops/s then counts records, and latency is per batch request.
 //! - `wrap` / `unwrap`: `--value-size` bytes under root key `--key` (created if missing);
 //!   unwrap opens one envelope made before the run.
 //! - `transit-encrypt` / `transit-decrypt`: the same against an OpenBao/Vault transit engine
@@ -29,6 +31,7 @@ use serde::Serialize;
 
 use super::bench_transit::{TransitConnection, TransitTarget};
 use super::{CliError, Context};
+use crate::api::RecordBatchOp;
 use crate::client::{Client, ClientError};
 
 /// What `envault bench` measures.
@@ -78,6 +81,9 @@ pub struct BenchArgs {
     /// Spread put/get/mixed over this many databases, `<database>-0` … (1: just `<database>`).
     #[arg(long, default_value_t = 1)]
     databases: usize,
+    /// put/get/mixed: operations per request through the batch route (1: single-record routes).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Root key of wrap/unwrap (generated if missing).
     #[arg(long, default_value = "bench")]
     key: String,
@@ -109,9 +115,12 @@ pub struct Report {
     op: BenchOp,
     clients: usize,
     value_size: usize,
+    /// Operations per request (1: the single-record routes).
+    batch: usize,
     duration_s: f64,
     warmup_s: f64,
-    /// Requests started in the measured window that succeeded.
+    /// Operations of the requests started in the measured window that succeeded (a batch
+    /// request counts its operations).
     ops: u64,
     ops_per_s: f64,
     /// Failed requests, warm-up included.
@@ -131,6 +140,7 @@ struct Plan {
     keys: usize,
     key: String,
     value_size: usize,
+    batch: usize,
     /// Made before the run: the envelope unwrap opens, the ciphertext transit-decrypt opens.
     ciphertext: String,
 }
@@ -162,9 +172,19 @@ struct Tally {
 pub async fn run(ctx: &Context, args: BenchArgs) -> Result<(), CliError> {
     let duration = parse_seconds("--duration", &args.duration)?;
     let warmup = parse_seconds("--warmup", &args.warmup)?;
-    if args.clients == 0 || args.keys == 0 || args.databases == 0 || duration.is_zero() {
+    if args.clients == 0
+        || args.keys == 0
+        || args.databases == 0
+        || args.batch == 0
+        || duration.is_zero()
+    {
         return Err(CliError::Failed(
-            "--clients, --keys, --databases and --duration must be positive".into(),
+            "--clients, --keys, --databases, --batch and --duration must be positive".into(),
+        ));
+    }
+    if args.batch > 1 && !matches!(args.op, BenchOp::Put | BenchOp::Get | BenchOp::Mixed) {
+        return Err(CliError::Failed(
+            "--batch applies to put, get and mixed only".into(),
         ));
     }
     let transit = match args.op {
@@ -217,6 +237,7 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> Result<(), CliError> {
         op: args.op,
         clients: args.clients,
         value_size: args.value_size,
+        batch: args.batch,
         duration_s: measured,
         warmup_s: warmup.as_secs_f64(),
         ops,
@@ -267,6 +288,7 @@ async fn prepare(
         keys: args.keys,
         key: args.key.clone(),
         value_size: args.value_size,
+        batch: args.batch,
         ciphertext: String::new(),
     };
     let plaintext = vec![0xa5u8; args.value_size];
@@ -374,7 +396,7 @@ async fn drive(mut worker: Worker, plan: Arc<Plan>, measure_from: Instant, end: 
                 tally
                     .histogram
                     .saturating_record(u64::try_from(micros).unwrap_or(u64::MAX));
-                tally.ops += 1;
+                tally.ops += plan.batch as u64;
                 tally.last_end = finished;
             }
             Ok(()) => {}
@@ -397,6 +419,7 @@ async fn one_request(
 ) -> Result<(), String> {
     let fail = |what: &str, e: ClientError| format!("{what}: {e}");
     match worker {
+        Worker::Envault(client) if plan.batch > 1 => batch_request(client, plan, rng, value).await,
         Worker::Envault(client) => match plan.op {
             BenchOp::Put => {
                 let (database, rec) = plan.pick(rng);
@@ -455,6 +478,55 @@ async fn one_request(
     }
 }
 
+/// One batch of `plan.batch` operations on one database; every operation must succeed.
+async fn batch_request(
+    client: &Client,
+    plan: &Plan,
+    rng: &mut StdRng,
+    value: &[u8],
+) -> Result<(), String> {
+    let database = &plan.databases[rng.random_range(0..plan.databases.len())];
+    let ops: Vec<RecordBatchOp> = (0..plan.batch)
+        .map(|_| {
+            let key = record_key(rng.random_range(0..plan.keys));
+            let read = match plan.op {
+                BenchOp::Get => true,
+                BenchOp::Mixed => rng.random_range(0..10u32) < 7,
+                _ => false,
+            };
+            if read {
+                RecordBatchOp::Get { key }
+            } else {
+                RecordBatchOp::put(key, value)
+            }
+        })
+        .collect();
+    let results = client
+        .record_batch(database, ops)
+        .await
+        .map_err(|e| format!("batch: {e}"))?;
+    if results.len() != plan.batch {
+        return Err(format!(
+            "batch answered {} results for {} operations",
+            results.len(),
+            plan.batch
+        ));
+    }
+    for result in results {
+        match (result.status, &result.error) {
+            (204, None) => {}
+            (200, None) => {
+                let got = result.value_bytes().ok_or("get without a value")?;
+                check_len(got.len(), plan.value_size)?;
+            }
+            (status, error) => {
+                return Err(format!("batch operation failed: {status} {error:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_len(got: usize, want: usize) -> Result<(), String> {
     if got == want {
         Ok(())
@@ -471,12 +543,14 @@ fn print_report(ctx: &Context, report: &Report) -> Result<(), CliError> {
     } else {
         let l = &report.latency;
         let mut text = format!(
-            "{:?} x{} clients, {} B, {:.1} s (+{:.1} s warm-up): {} ops, {:.0} ops/s, {} errors\n\
+            "{:?} x{} clients, {} B, batch {}, {:.1} s (+{:.1} s warm-up): {} ops, {:.0} ops/s, \
+             {} errors\n\
              latency us: p50 {} p90 {} p99 {} p99.9 {} max {} mean {:.0}\n\
              load average: start {}, end {}\n",
             report.op,
             report.clients,
             report.value_size,
+            report.batch,
             report.duration_s,
             report.warmup_s,
             report.ops,

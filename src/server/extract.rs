@@ -161,7 +161,8 @@ pub async fn read_limited(
     }
 }
 
-fn declared_length(req: &Request) -> Option<u64> {
+/// The request's declared `Content-Length`, if any.
+pub fn declared_length(req: &Request) -> Option<u64> {
     req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

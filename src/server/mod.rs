@@ -5,6 +5,7 @@
 //! lets in-flight requests finish, flushes and removes the socket file.
 
 mod backup_routes;
+mod batch_routes; // issue 7
 mod connection;
 mod error;
 mod extract;

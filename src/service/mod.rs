@@ -16,6 +16,7 @@ mod error;
 mod keys;
 mod kms_v2; // issue 11
 mod lifecycle;
+mod record_batch; // issue 7
 mod records;
 mod rotation;
 mod tokens;
@@ -34,6 +35,7 @@ pub use backups::BackupInfo;
 pub use catalog::Catalog;
 pub use error::ServiceError;
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
+pub use record_batch::{BatchOp, BatchOutcome, MAX_BATCH_OPS};
 pub use rotation::RotationStatus;
 pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenInfo};
 pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};

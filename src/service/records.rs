@@ -133,7 +133,7 @@ impl Vault {
         }
     }
 
-    fn validate_record_key(&self, key: &str) -> Result<(), ServiceError> {
+    pub(super) fn validate_record_key(&self, key: &str) -> Result<(), ServiceError> {
         let max = self.limits.max_record_key;
         if key.is_empty() || key.len() > max {
             return Err(ServiceError::BadRequest(format!(
@@ -297,6 +297,18 @@ impl Vault {
         }
         self.disk_space
             .ensure_room((key.len() + value.len()) as u64)?;
+        self.seal_and_store(db, key, value).await?;
+        self.flusher.durable().await
+    }
+
+    /// Seals a validated record and hands it to the store (durable at the next flush). The
+    /// caller holds the gate and the database's write lock.
+    pub(super) async fn seal_and_store(
+        &self,
+        db: Uuid,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), ServiceError> {
         let generation = self.seal_generation(db).await?;
         let cipher = self.dek(db, generation)?;
         let sealed = Envelope(EnvelopeKind::Record)
@@ -310,7 +322,7 @@ impl Vault {
         self.store
             .record_put_async(*db.as_bytes(), key.as_bytes().to_vec(), sealed)
             .await?;
-        self.flusher.durable().await
+        Ok(())
     }
 
     /// Reads and opens a record.
@@ -323,6 +335,11 @@ impl Vault {
         let _gate = self.gate.read().await;
         let db = self.usable_database(who, database)?;
         self.validate_record_key(key)?;
+        self.load_and_open(db, key).await
+    }
+
+    /// Reads and opens one record of a usable database (the caller holds the gate).
+    pub(super) async fn load_and_open(&self, db: Uuid, key: &str) -> Result<Vec<u8>, ServiceError> {
         let sealed = self
             .store
             .record_get_async(*db.as_bytes(), key.as_bytes().to_vec())
@@ -355,14 +372,22 @@ impl Vault {
         let lock = self.database_lock(db);
         let _writing = lock.read().await;
         self.validate_record_key(key)?;
-        if !self
+        self.remove_record(db, key).await?;
+        self.flusher.durable().await
+    }
+
+    /// Removes one record (durable at the next flush); `not_found` if it did not exist. The
+    /// caller holds the gate and the database's write lock.
+    pub(super) async fn remove_record(&self, db: Uuid, key: &str) -> Result<(), ServiceError> {
+        if self
             .store
             .record_delete_async(*db.as_bytes(), key.as_bytes().to_vec())
             .await?
         {
-            return Err(ServiceError::NotFound(format!("no record {key:?}")));
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!("no record {key:?}")))
         }
-        self.flusher.durable().await
     }
 
     /// Lists record keys by prefix, in pages.
