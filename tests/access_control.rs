@@ -171,6 +171,11 @@ async fn app_tokens_are_256_bit_scoped_and_never_stored() {
         ("PUT", "/v1/databases/db2/records/secret", "overwritten"),
         ("DELETE", "/v1/databases/db2/records/secret", ""),
         ("GET", "/v1/databases/db2/records", ""),
+        (
+            "POST",
+            "/v1/databases/db2/records:batch",
+            r#"{"ops":[{"op":"put","key":"secret","value":"AA=="}]}"#,
+        ),
         ("GET", "/v1/keys", ""),
         ("POST", "/v1/keys", r#"{"name":"k-app"}"#),
         ("GET", "/v1/authorizations", ""),
