@@ -14,6 +14,10 @@
 #              -d SIZE -c C -r KEYS`; envault durable PUT and GET through `envault bench`
 #              with the same clients, value size and key space. 1/16/64 clients at 1 KiB,
 #              then 64 B/1 KiB/16 KiB at 16 clients                               records.csv
+#              BENCH_BATCH=N (default 32; 0 skips): at 16 and 64 clients, 1 KiB, envault
+#              put/get through the batch route (N operations per request, rows mode
+#              "batchN") against redis-benchmark pipelining N commands (`-P N`, rows mode
+#              "always-PN" on the appendfsync-always server)
 #   wrap       OpenBao `bao server -dev` on 127.0.0.1 with transit; transit encrypt/decrypt
 #              of 32-byte plaintexts vs envault wrap/unwrap, both driven by `envault bench`
 #              (transit-encrypt/transit-decrypt speak HTTP/1.1 keep-alive to OpenBao with
@@ -40,6 +44,7 @@ SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 CLIENTS=${BENCH_CLIENTS:-"1 16 64"}
 SIZES=${BENCH_VALUE_SIZES:-"64 1024 16384"}
 KEYS=${BENCH_KEYS:-10000}
+BATCH=${BENCH_BATCH:-32}
 LIFECYCLE_SIZES=${LIFECYCLE_SIZES:-1000,1000000}
 LIFECYCLE_FILL_SECS=${LIFECYCLE_FILL_SECS:-240}
 MEMORY_DATABASES=${MEMORY_DATABASES:-1000}
@@ -138,14 +143,15 @@ redis_start() { # name fsync -> sets redis_sock
     redis_sock="$dir/redis.sock"
 }
 
-redis_run() { # socket test clients size -> "rps,p50_ms,p99_ms"
-    local sock=$1 test=$2 clients=$3 size=$4 n rps
+redis_run() { # socket test clients size [pipeline] -> "rps,p50_ms,p99_ms"
+    local sock=$1 test=$2 clients=$3 size=$4 pipeline=${5:-1} n rps
     # Calibrate the request count so the run lasts about SECONDS_PER_RUN, as envault's does.
     rps=$(redis-benchmark -s "$sock" -t "$test" -d "$size" -c "$clients" -r "$KEYS" \
-        -n $((clients * 50 + 500)) --csv | awk -F'"' 'NR == 2 { print $4 }')
+        -P "$pipeline" -n $(((clients * 50 + 500) * pipeline)) --csv \
+        | awk -F'"' 'NR == 2 { print $4 }')
     n=$(awk -v r="$rps" -v s="$SECONDS_PER_RUN" 'BEGIN { n = int(r * s); print (n < 1000 ? 1000 : n) }')
-    redis-benchmark -s "$sock" -t "$test" -d "$size" -c "$clients" -r "$KEYS" -n "$n" --csv \
-        | awk -F'"' 'NR == 2 { printf "%s,%s,%s\n", $4, $10, $14 }'
+    redis-benchmark -s "$sock" -t "$test" -d "$size" -c "$clients" -r "$KEYS" -P "$pipeline" \
+        -n "$n" --csv | awk -F'"' 'NR == 2 { printf "%s,%s,%s\n", $4, $10, $14 }'
 }
 
 records_row() { # system mode op clients size rps p50 p99 p999 load
@@ -186,6 +192,16 @@ if ! skipped records; then
         envault_row durable get "$c" "$size" \
             "$(envault_bench get "$c" "$size" --keys "$KEYS" --database "$db")"
         tail -n 5 "$OUT/records.csv"
+        if [ "$BATCH" -gt 1 ] && [ "$size" = 1024 ] && [ "$c" != 1 ]; then
+            echo "== records, batches of $BATCH: $c clients, $size B (load $(loadavg))"
+            redis_row "always-P$BATCH" set "$c" "$size" "$(redis_run "$always" set "$c" "$size" "$BATCH")"
+            envault_row "batch$BATCH" put "$c" "$size" \
+                "$(envault_bench put "$c" "$size" --keys "$KEYS" --database "$db" --batch "$BATCH")"
+            redis_row "always-P$BATCH" get "$c" "$size" "$(redis_run "$always" get "$c" "$size" "$BATCH")"
+            envault_row "batch$BATCH" get "$c" "$size" \
+                "$(envault_bench get "$c" "$size" --keys "$KEYS" --database "$db" --batch "$BATCH")"
+            tail -n 4 "$OUT/records.csv"
+        fi
     }
     for c in $CLIENTS; do run_point "$c" 1024; done
     for size in $SIZES; do
