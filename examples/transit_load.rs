@@ -1,13 +1,23 @@
-//! Load generator for a Vault-transit-compatible endpoint over TCP (issue 11): the same
-//! client against envault's `[compat] transit_listen` and against `bao server -dev`.
+//! Load generator for a Vault-transit-compatible endpoint (issue 11): the same client against
+//! envault (its Unix socket or its `[compat] transit_listen` TCP port) and against
+//! `bao server -dev` (its TCP listener or a `listener "unix"` from a config file).
 //!
 //! `cargo run --release --example transit_load -- ADDR TOKEN KEY SECONDS CONCURRENCY`
+//!
+//! ADDR is `host:port`, `http://host:port` or `unix:///path/to/socket`.
 //!
 //! Creates KEY (idempotent on both servers), then runs an encrypt phase and a decrypt phase of
 //! SECONDS each: CONCURRENCY tasks, each on its own keep-alive HTTP/1.1 connection, sending
 //! one request at a time with a 64-byte plaintext. Prints ops/s, p50 and p99 per phase, and
 //! fails on any non-200 answer.
+//!
+//! The generator shares the CPUs with the server it measures, so its own per-request work is
+//! kept small and identical for every peer: the request body and headers are built once per
+//! phase, and an answer is checked by status and by the field it must carry (the full JSON is
+//! parsed and checked once, before the timed phases). `TRANSIT_LOAD_THREADS` sets its tokio
+//! worker threads (default 1: one core's worth of client, whatever the peer).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -15,32 +25,81 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
 
 type Sender = SendRequest<Full<Bytes>>;
 
-async fn connect(addr: &str) -> Sender {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(connection);
-    sender
+/// Where the transit engine listens.
+#[derive(Clone)]
+enum Addr {
+    Tcp(String),
+    Unix(PathBuf),
 }
 
-async fn post(
-    sender: &mut Sender,
-    token: &str,
-    path: &str,
-    body: &serde_json::Value,
-) -> serde_json::Value {
-    let request = hyper::Request::post(path)
-        .header("host", "localhost")
-        .header("x-vault-token", token)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+impl Addr {
+    fn parse(text: &str) -> Self {
+        if let Some(path) = text.strip_prefix("unix://") {
+            return Addr::Unix(PathBuf::from(path));
+        }
+        let authority = text.strip_prefix("http://").unwrap_or(text);
+        Addr::Tcp(authority.trim_end_matches('/').to_string())
+    }
+}
+
+async fn connect(addr: &Addr) -> Sender {
+    match addr {
+        Addr::Tcp(authority) => {
+            let stream = tokio::net::TcpStream::connect(authority)
+                .await
+                .expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(connection);
+            sender
+        }
+        Addr::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .expect("connect");
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(connection);
+            sender
+        }
+    }
+}
+
+/// One request, prepared once and sent many times.
+#[derive(Clone)]
+struct Call {
+    path: String,
+    token: HeaderValue,
+    body: Bytes,
+}
+
+impl Call {
+    fn new(token: &str, path: String, body: &serde_json::Value) -> Self {
+        Self {
+            path,
+            token: HeaderValue::from_str(token).expect("token is a header value"),
+            body: Bytes::from(body.to_string()),
+        }
+    }
+}
+
+/// Sends `call`; panics on a non-2xx answer. Returns the answer's body.
+async fn send(sender: &mut Sender, call: &Call) -> Bytes {
+    let mut request = hyper::Request::post(call.path.as_str())
+        .body(Full::new(call.body.clone()))
         .expect("request");
+    let headers = request.headers_mut();
+    headers.insert(HOST, HeaderValue::from_static("localhost"));
+    headers.insert("x-vault-token", call.token.clone());
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     sender.ready().await.expect("connection ready");
     let response = sender.send_request(request).await.expect("send");
     let status = response.status();
@@ -52,38 +111,45 @@ async fn post(
         .to_bytes();
     assert!(
         status.is_success(),
-        "{path}: {status} {}",
+        "{}: {status} {}",
+        call.path,
         String::from_utf8_lossy(&bytes)
     );
-    serde_json::from_slice(&bytes).expect("JSON answer")
+    bytes
 }
 
-/// Runs `phase` on every connection for `seconds`; returns (ops/s, p50 ms, p99 ms).
+async fn post(sender: &mut Sender, call: &Call) -> serde_json::Value {
+    serde_json::from_slice(&send(sender, call).await).expect("JSON answer")
+}
+
+/// Runs `call` on every connection for `seconds`; returns (ops/s, p50 ms, p99 ms). Every
+/// answer must contain `expect` (the result field), so an empty 200 is not counted.
 async fn run(
-    addr: &str,
-    token: &str,
+    addr: &Addr,
     concurrency: usize,
     seconds: u64,
-    path: String,
-    body: serde_json::Value,
+    call: Call,
+    expect: &'static [u8],
 ) -> (f64, f64, f64) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (addr, token, path, body) = (
-            addr.to_string(),
-            token.to_string(),
-            path.clone(),
-            body.clone(),
-        );
+        let (addr, call) = (addr.clone(), call.clone());
         tasks.push(tokio::spawn(async move {
             let mut sender = connect(&addr).await;
-            let mut latencies = Vec::new();
+            let mut latencies = Vec::with_capacity(1 << 16);
             while Instant::now() < deadline {
                 let t = Instant::now();
-                post(&mut sender, &token, &path, &body).await;
+                let body = send(&mut sender, &call).await;
                 latencies.push(t.elapsed().as_micros() as u64);
+                assert!(
+                    body.windows(expect.len()).any(|w| w == expect),
+                    "{}: answer without {}: {}",
+                    call.path,
+                    String::from_utf8_lossy(expect),
+                    String::from_utf8_lossy(&body)
+                );
             }
             latencies
         }));
@@ -98,8 +164,55 @@ async fn run(
     (all.len() as f64 / elapsed, pct(0.50), pct(0.99))
 }
 
-#[tokio::main]
-async fn main() {
+async fn bench(addr: Addr, token: String, key: String, seconds: u64, concurrency: usize) {
+    let mut sender = connect(&addr).await;
+    post(
+        &mut sender,
+        &Call::new(
+            &token,
+            format!("/v1/transit/keys/{key}"),
+            &serde_json::json!({}),
+        ),
+    )
+    .await;
+    let plaintext = B64.encode([7u8; 64]);
+    let encrypt = Call::new(
+        &token,
+        format!("/v1/transit/encrypt/{key}"),
+        &serde_json::json!({ "plaintext": plaintext }),
+    );
+    let sample = post(&mut sender, &encrypt).await;
+    let ciphertext = sample["data"]["ciphertext"]
+        .as_str()
+        .expect("ciphertext")
+        .to_string();
+    let decrypt = Call::new(
+        &token,
+        format!("/v1/transit/decrypt/{key}"),
+        &serde_json::json!({ "ciphertext": ciphertext }),
+    );
+    let opened = post(&mut sender, &decrypt).await;
+    assert_eq!(
+        opened["data"]["plaintext"].as_str(),
+        Some(plaintext.as_str()),
+        "decrypt does not return the plaintext"
+    );
+    drop(sender);
+    let enc = run(
+        &addr,
+        concurrency,
+        seconds,
+        encrypt,
+        b"\"ciphertext\":\"vault:v",
+    )
+    .await;
+    let dec = run(&addr, concurrency, seconds, decrypt, b"\"plaintext\":\"").await;
+    for (name, (ops, p50, p99)) in [("encrypt", enc), ("decrypt", dec)] {
+        println!("{name}: {ops:.0} ops/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+    }
+}
+
+fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [addr, token, key, seconds, concurrency] = args.as_slice() else {
         eprintln!("usage: transit_load ADDR TOKEN KEY SECONDS CONCURRENCY");
@@ -107,45 +220,26 @@ async fn main() {
     };
     let seconds: u64 = seconds.parse().expect("SECONDS");
     let concurrency: usize = concurrency.parse().expect("CONCURRENCY");
-    let mut sender = connect(addr).await;
-    post(
-        &mut sender,
-        token,
-        &format!("/v1/transit/keys/{key}"),
-        &serde_json::json!({}),
-    )
-    .await;
-    let plaintext = B64.encode([7u8; 64]);
-    let sample = post(
-        &mut sender,
-        token,
-        &format!("/v1/transit/encrypt/{key}"),
-        &serde_json::json!({ "plaintext": plaintext }),
-    )
-    .await;
-    let ciphertext = sample["data"]["ciphertext"]
-        .as_str()
-        .expect("ciphertext")
-        .to_string();
-    let enc = run(
-        addr,
-        token,
-        concurrency,
-        seconds,
-        format!("/v1/transit/encrypt/{key}"),
-        serde_json::json!({ "plaintext": plaintext }),
-    )
-    .await;
-    let dec = run(
-        addr,
-        token,
-        concurrency,
-        seconds,
-        format!("/v1/transit/decrypt/{key}"),
-        serde_json::json!({ "ciphertext": ciphertext }),
-    )
-    .await;
-    for (name, (ops, p50, p99)) in [("encrypt", enc), ("decrypt", dec)] {
-        println!("{name}: {ops:.0} ops/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+    let threads: usize = std::env::var("TRANSIT_LOAD_THREADS")
+        .ok()
+        .map(|t| t.parse().expect("TRANSIT_LOAD_THREADS"))
+        .unwrap_or(1);
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
     }
+    .expect("runtime");
+    runtime.block_on(bench(
+        Addr::parse(addr),
+        token.clone(),
+        key.clone(),
+        seconds,
+        concurrency,
+    ));
 }
