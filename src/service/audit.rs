@@ -41,17 +41,27 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 impl AuditEvent {
     fn compute_hash(&self) -> String {
-        let mut unhashed = self.clone();
-        unhashed.hash = String::new();
-        let json = serde_json::to_vec(&unhashed).unwrap_or_default();
+        // Runs once per event, so on every data-plane request: a new event (hash still empty)
+        // is serialized as it is instead of cloned, and the digest is hex-encoded without a
+        // `format!` per byte (together ~5 % of the daemon's samples under transit load).
+        let json = if self.hash.is_empty() {
+            serde_json::to_vec(self)
+        } else {
+            let mut unhashed = self.clone();
+            unhashed.hash = String::new();
+            serde_json::to_vec(&unhashed)
+        }
+        .unwrap_or_default();
         let mut hasher = Sha256::new();
         hasher.update(self.prev.as_bytes());
         hasher.update(&json);
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = String::with_capacity(64);
+        for b in hasher.finalize() {
+            hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+            hex.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        }
+        hex
     }
 }
 
