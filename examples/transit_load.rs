@@ -12,9 +12,12 @@
 //! fails on any non-200 answer.
 //!
 //! The generator shares the CPUs with the server it measures, so its own per-request work is
-//! kept small and identical for every peer: the request body and headers are built once per
-//! phase, and an answer is checked by status and by the field it must carry (the full JSON is
-//! parsed and checked once, before the timed phases). `TRANSIT_LOAD_THREADS` sets its tokio
+//! kept small and identical for every peer. The timed phases use a minimal HTTP/1.1 client in
+//! each connection's own task: the whole request (head and body) is built once per phase and
+//! written with one call, and the answer is read up to its `Content-Length` and checked by
+//! status and by the field it must carry. (hyper's client hands every request to a separate
+//! connection task: two task wake-ups per request.) The key set-up and one full round trip,
+//! whose JSON is parsed and checked, go through hyper before the timed phases. `TRANSIT_LOAD_THREADS` sets its tokio
 //! worker threads (default 1: one core's worth of client, whatever the peer).
 
 use std::path::PathBuf;
@@ -27,6 +30,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -122,8 +126,98 @@ async fn post(sender: &mut Sender, call: &Call) -> serde_json::Value {
     serde_json::from_slice(&send(sender, call).await).expect("JSON answer")
 }
 
+/// One connection of a timed phase: the raw stream and its read buffer.
+struct Raw<S> {
+    stream: S,
+    buf: Vec<u8>,
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
+    /// Writes `request` (a complete HTTP/1.1 request) and reads one answer; panics unless it
+    /// is a 200 with a `Content-Length` body containing `expect`.
+    async fn round_trip(&mut self, request: &[u8], expect: &[u8]) {
+        self.stream.write_all(request).await.expect("write");
+        self.buf.clear();
+        let (head_end, length) = loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end]).expect("UTF-8 answer head");
+                assert!(
+                    head.starts_with("HTTP/1.1 200 "),
+                    "answer: {}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+                let length = head
+                    .split("\r\n")
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().expect("Content-Length"))
+                    })
+                    .expect("answer without Content-Length");
+                break (end + 4, length);
+            }
+            self.fill().await;
+        };
+        while self.buf.len() < head_end + length {
+            self.fill().await;
+        }
+        let body = &self.buf[head_end..head_end + length];
+        assert!(
+            find(body, expect).is_some(),
+            "answer without {}: {}",
+            String::from_utf8_lossy(expect),
+            String::from_utf8_lossy(body)
+        );
+    }
+
+    async fn fill(&mut self) {
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "connection closed");
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The whole request of a timed phase, as bytes on the wire (the headers hyper sent).
+fn raw_request(call: &Call) -> Vec<u8> {
+    let mut request = format!(
+        "POST {} HTTP/1.1\r\nhost: localhost\r\nx-vault-token: {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        call.path,
+        call.token.to_str().expect("token"),
+        call.body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&call.body);
+    request
+}
+
+/// Sends `request` in a loop until `deadline`; returns the latencies in microseconds.
+async fn timed<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    request: &[u8],
+    expect: &[u8],
+    deadline: Instant,
+) -> Vec<u64> {
+    let mut raw = Raw {
+        stream,
+        buf: Vec::with_capacity(4096),
+    };
+    let mut latencies = Vec::with_capacity(1 << 16);
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        raw.round_trip(request, expect).await;
+        latencies.push(t.elapsed().as_micros() as u64);
+    }
+    latencies
+}
+
 /// Runs `call` on every connection for `seconds`; returns (ops/s, p50 ms, p99 ms). Every
-/// answer must contain `expect` (the result field), so an empty 200 is not counted.
+/// answer must be a 200 containing `expect` (the result field), so an empty 200 is not counted.
 async fn run(
     addr: &Addr,
     concurrency: usize,
@@ -131,27 +225,28 @@ async fn run(
     call: Call,
     expect: &'static [u8],
 ) -> (f64, f64, f64) {
+    let request = std::sync::Arc::new(raw_request(&call));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (addr, call) = (addr.clone(), call.clone());
+        let (addr, request) = (addr.clone(), std::sync::Arc::clone(&request));
         tasks.push(tokio::spawn(async move {
-            let mut sender = connect(&addr).await;
-            let mut latencies = Vec::with_capacity(1 << 16);
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let body = send(&mut sender, &call).await;
-                latencies.push(t.elapsed().as_micros() as u64);
-                assert!(
-                    body.windows(expect.len()).any(|w| w == expect),
-                    "{}: answer without {}: {}",
-                    call.path,
-                    String::from_utf8_lossy(expect),
-                    String::from_utf8_lossy(&body)
-                );
+            match &addr {
+                Addr::Tcp(authority) => {
+                    let stream = tokio::net::TcpStream::connect(authority)
+                        .await
+                        .expect("connect");
+                    stream.set_nodelay(true).expect("nodelay");
+                    timed(stream, &request, expect, deadline).await
+                }
+                Addr::Unix(path) => {
+                    let stream = tokio::net::UnixStream::connect(path)
+                        .await
+                        .expect("connect");
+                    timed(stream, &request, expect, deadline).await
+                }
             }
-            latencies
         }));
     }
     let mut all = Vec::new();
