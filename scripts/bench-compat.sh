@@ -18,6 +18,7 @@
 #   ROUNDS=2                         run the four transit measurements this many times
 #   KMS=0                            skip the KMS v2 measurement
 #   TRANSIT_LOAD_THREADS=1           the generator's tokio worker threads (default 1)
+#   ENVAULT_BIN=path                 another envault binary to serve (before/after runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -46,7 +47,7 @@ audit_sync=${AUDIT_DATA_PLANE_SYNC:-always}
 ENVAULT_TRANSIT_LISTEN="127.0.0.1:$ev_port" ENVAULT_KMS_V2_SOCKET="$workdir/kms.sock" \
     ENVAULT_KMS_V2_KEY=kek ENVAULT_AUDIT_DATA_PLANE_SYNC="$audit_sync" \
     ENVAULT_AUDIT_SYNC_INTERVAL="${AUDIT_SYNC_INTERVAL:-100ms}" \
-    target/release/envault serve >"$workdir/envault.log" 2>&1 &
+    "${ENVAULT_BIN:-target/release/envault}" serve >"$workdir/envault.log" 2>&1 &
 pids+=($!)
 # The dev server keeps its TCP listener; a config file adds the Unix one (and the audit device).
 bao_sock="$workdir/bao.sock"
@@ -74,13 +75,15 @@ token=$(cat "$workdir/data/operator.token")
 
 echo "== machine: $(nproc) cpus, $(lscpu | sed -n 's/^Model name: *//p'); $(bao version)"
 echo "== commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%M:%SZ)," \
-    "envault [audit] data_plane_sync = $audit_sync, OpenBao $bao_kind;" \
+    "envault ${ENVAULT_BIN:-target/release/envault} [audit] data_plane_sync = $audit_sync," \
+    "OpenBao $bao_kind;" \
     "${seconds}s per phase, $concurrency connections, generator threads ${TRANSIT_LOAD_THREADS:-1}"
 results="$workdir/results"
 measure() { # NAME ADDR TOKEN
     local load
     load=$(cut -d' ' -f1-3 /proc/loadavg)
-    echo "-- $1 ($2; load $load)"
+    # Other jobs on the machine (compilers) skew a run: say how many were running.
+    echo "-- $1 ($2; load $load; rustc processes: $(pgrep -c -x rustc || true))"
     target/release/examples/transit_load "$2" "$3" bench "$seconds" "$concurrency" |
         tee /dev/stderr | sed "s/^/$1 /" >>"$results"
 }
