@@ -84,15 +84,17 @@ measure() { # NAME ADDR TOKEN
     load=$(cut -d' ' -f1-3 /proc/loadavg)
     # Other jobs on the machine (compilers) skew a run: say how many were running.
     echo "-- $1 ($2; load $load; rustc processes: $(pgrep -c -x rustc || true))"
-    target/release/examples/transit_load "$2" "$3" bench "$seconds" "$concurrency" |
-        tee /dev/stderr | sed "s/^/$1 /" >>"$results"
+    local out
+    out=$(target/release/examples/transit_load "$2" "$3" bench "$seconds" "$concurrency")
+    echo "$out"
+    sed "s/^/$1 /" <<<"$out" >>"$results"
 }
 for round in $(seq "${ROUNDS:-1}"); do
     echo "== round $round"
-    measure envault-unix "unix://$ENVAULT_SOCKET" "$token" 2>&1
-    measure envault-tcp "127.0.0.1:$ev_port" "$token" 2>&1
-    measure bao-tcp "127.0.0.1:$bao_port" root 2>&1
-    measure bao-unix "unix://$bao_sock" root 2>&1
+    measure envault-unix "unix://$ENVAULT_SOCKET" "$token"
+    measure envault-tcp "127.0.0.1:$ev_port" "$token"
+    measure bao-tcp "127.0.0.1:$bao_port" root
+    measure bao-unix "unix://$bao_sock" root
 done
 # Mean ops/s per server, transport and phase over the rounds, and the ratios.
 echo "== summary (mean ops/s over ${ROUNDS:-1} round(s); ratio = envault / OpenBao)"
