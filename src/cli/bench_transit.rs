@@ -1,40 +1,90 @@
 //! The peer side of `envault bench transit-encrypt|transit-decrypt`: one HTTP/1.1 keep-alive
-//! connection to an OpenBao (or Vault) server's transit engine, driven by the same loop,
-//! histogram and report as envault's own operations, so both sides are measured alike.
+//! connection to a transit engine (OpenBao or Vault, or envault's own transit routes), over
+//! loopback TCP (`http://host:port`) or a Unix socket (`unix:///path`), driven by the same
+//! loop, histogram and report as envault's own operations, so both sides are measured alike.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::HeaderValue;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// HTTP/1.1 handshake on an open stream; the connection task runs on its own.
+async fn handshake<T>(stream: T) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// How to reach the transit engine.
+#[derive(Clone)]
+enum Transport {
+    /// `host:port` over TCP.
+    Tcp(String),
+    /// A Unix socket path.
+    Unix(PathBuf),
+}
 
 /// Where the transit engine is and how to authenticate.
 #[derive(Clone)]
 pub(super) struct TransitTarget {
-    /// `host:port` to connect to.
-    authority: String,
+    transport: Transport,
+    /// `Host` header: the TCP authority, `localhost` on a Unix socket.
+    host: HeaderValue,
     /// `X-Vault-Token` value.
-    token: String,
+    token: HeaderValue,
     /// Transit key name.
     key: String,
+    /// The request paths, built once rather than per request.
+    encrypt_path: String,
+    decrypt_path: String,
 }
 
 impl TransitTarget {
-    /// Parses `http://host:port[/]`; https is not supported (the peer runs locally in dev mode).
+    /// Parses `http://host:port[/]` or `unix:///path/to/socket`; https is not supported (the
+    /// peer runs locally in dev mode).
     pub(super) fn new(url: &str, token: String, key: String) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("transit address {url:?} must start with http://"))?;
-        let authority = rest.trim_end_matches('/').to_string();
-        if authority.is_empty() || authority.contains('/') {
-            return Err(format!("transit address {url:?} must be http://host:port"));
-        }
+        let (transport, host) = if let Some(path) = url.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "transit address {url:?} must be unix:///absolute/path"
+                ));
+            }
+            (
+                Transport::Unix(PathBuf::from(path)),
+                "localhost".to_string(),
+            )
+        } else {
+            let rest = url.strip_prefix("http://").ok_or_else(|| {
+                format!("transit address {url:?} must start with http:// or unix://")
+            })?;
+            let authority = rest.trim_end_matches('/').to_string();
+            if authority.is_empty() || authority.contains('/') {
+                return Err(format!("transit address {url:?} must be http://host:port"));
+            }
+            (Transport::Tcp(authority.clone()), authority)
+        };
+        let host = HeaderValue::from_str(&host)
+            .map_err(|_| format!("transit address {url:?} is not a valid host"))?;
+        // The token is a secret: the error does not echo it.
+        let token = HeaderValue::from_str(&token)
+            .map_err(|_| "the transit token is not a valid header value".to_string())?;
         Ok(Self {
-            authority,
+            transport,
+            host,
             token,
+            encrypt_path: format!("/v1/transit/encrypt/{key}"),
+            decrypt_path: format!("/v1/transit/decrypt/{key}"),
             key,
         })
     }
@@ -56,15 +106,21 @@ pub(super) struct TransitConnection {
 
 impl TransitConnection {
     async fn open(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let stream = tokio::net::TcpStream::connect(&self.target.authority)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", self.target.authority))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        Ok(sender)
+        match &self.target.transport {
+            Transport::Tcp(authority) => {
+                let stream = tokio::net::TcpStream::connect(authority)
+                    .await
+                    .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+                stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                handshake(stream).await
+            }
+            Transport::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+                handshake(stream).await
+            }
+        }
     }
 
     /// POSTs a JSON body and returns the JSON answer of a 2xx, or the status and body as error.
@@ -77,10 +133,15 @@ impl TransitConnection {
         let request = Request::builder()
             .method(Method::POST)
             .uri(path)
-            .header(hyper::header::HOST, &self.target.authority)
-            .header("X-Vault-Token", &self.target.token)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
+            .header(hyper::header::HOST, self.target.host.clone())
+            .header("X-Vault-Token", self.target.token.clone())
+            .header(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
+            .body(Full::new(Bytes::from(
+                serde_json::to_vec(body).map_err(|e| e.to_string())?,
+            )))
             .map_err(|e| e.to_string())?;
         let response = match sender.send_request(request).await {
             Ok(response) => response,
@@ -117,7 +178,7 @@ impl TransitConnection {
 
     /// `transit/encrypt`: the `vault:v1:…` ciphertext.
     pub(super) async fn encrypt(&mut self, plaintext: &[u8]) -> Result<String, String> {
-        let path = format!("/v1/transit/encrypt/{}", self.target.key);
+        let path = self.target.encrypt_path.clone();
         let answer = self
             .post(&path, &json!({ "plaintext": BASE64.encode(plaintext) }))
             .await?;
@@ -129,7 +190,7 @@ impl TransitConnection {
 
     /// `transit/decrypt`: the plaintext, decoded (as envault's client decodes unwrap).
     pub(super) async fn decrypt(&mut self, ciphertext: &str) -> Result<Vec<u8>, String> {
-        let path = format!("/v1/transit/decrypt/{}", self.target.key);
+        let path = self.target.decrypt_path.clone();
         let answer = self
             .post(&path, &json!({ "ciphertext": ciphertext }))
             .await?;

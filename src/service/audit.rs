@@ -44,15 +44,42 @@ impl AuditEvent {
         let mut unhashed = self.clone();
         unhashed.hash = String::new();
         let json = serde_json::to_vec(&unhashed).unwrap_or_default();
-        let mut hasher = Sha256::new();
-        hasher.update(self.prev.as_bytes());
-        hasher.update(&json);
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        chain_hash(&self.prev, &json)
     }
+}
+
+/// hex SHA-256(prev || the line serialized with `"hash":""`). Runs on every event, so on every
+/// data-plane request: hex-encoded without a `format!` per byte.
+fn chain_hash(prev: &str, unhashed_json: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(prev.as_bytes());
+    hasher.update(unhashed_json);
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for b in hasher.finalize() {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    hex
+}
+
+/// Serializes a new event (its `hash` still empty) once, for both its hash and its line: the
+/// line is the hashed bytes with the hash filled into the trailing `"hash":""`, which is what
+/// serializing the hashed event gives (`hash` is the last field). Falls back to serializing
+/// again should the layout ever differ.
+fn hashed_line(event: &mut AuditEvent) -> serde_json::Result<Vec<u8>> {
+    const EMPTY_HASH_END: &[u8] = br#""hash":""}"#;
+    let mut line = serde_json::to_vec(&*event)?;
+    event.hash = chain_hash(&event.prev, &line);
+    if line.ends_with(EMPTY_HASH_END) {
+        line.truncate(line.len() - 2);
+        line.extend_from_slice(event.hash.as_bytes());
+        line.extend_from_slice(b"\"}");
+    } else {
+        line = serde_json::to_vec(&*event)?;
+    }
+    line.push(b'\n');
+    Ok(line)
 }
 
 struct Tail {
@@ -176,9 +203,7 @@ impl AuditLog {
             prev: tail.head.clone(),
             hash: String::new(),
         };
-        event.hash = event.compute_hash();
-        let mut line = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
-        line.push(b'\n');
+        let line = hashed_line(&mut event).map_err(std::io::Error::other)?;
         tail.file.write_all(&line)?;
         // The line is in the file: the chain moves on even if the fsync below fails.
         tail.seq += 1;
@@ -346,6 +371,33 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// The single serialization gives the line and hash that serializing twice gave.
+    #[test]
+    fn hashed_line_matches_hashing_then_serializing() {
+        for details in [None, Some(serde_json::json!({ "items": 1, "failed": 0 }))] {
+            let mut event = AuditEvent {
+                seq: 3,
+                time: now_rfc3339(),
+                action: "kms.transit.encrypt".into(),
+                target: "crn:\"quoted\"".into(),
+                initiator: Initiator {
+                    token_id: "tok_1".into(),
+                    peer_uid: Some(0),
+                },
+                outcome: "success".into(),
+                reason: Some("why".into()),
+                details,
+                prev: GENESIS.into(),
+                hash: String::new(),
+            };
+            let line = hashed_line(&mut event).unwrap();
+            assert_eq!(event.hash, event.compute_hash());
+            let mut expected = serde_json::to_vec(&event).unwrap();
+            expected.push(b'\n');
+            assert_eq!(line, expected);
+        }
+    }
 
     /// Group commit: concurrent appenders (plain threads and tokio tasks that block in place)
     /// each get their event on disk, in one unbroken chain.

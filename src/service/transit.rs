@@ -100,6 +100,18 @@ pub struct TransitSealed {
 /// Per-item outcomes of a batch call.
 pub type ItemResults<T> = Vec<Result<T, ServiceError>>;
 
+/// What a crypto call needs of its key, copied out of the catalog under one read lock: the
+/// lock is not held across keystore calls (a remote backend may wait), and no record or
+/// settings map is cloned per request.
+#[derive(Clone, Copy)]
+struct TransitUse {
+    id: Uuid,
+    /// Latest version.
+    version: u32,
+    /// As stored (0 = unset).
+    min_decryption_version: u32,
+}
+
 fn unix_time(rfc3339: &str) -> i64 {
     time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
         .map(|t| t.unix_timestamp())
@@ -315,17 +327,40 @@ impl Vault {
         self.delete_key(who, name, false).await.map(|_| ())
     }
 
-    /// A key usable for transit crypto, with its settings.
-    fn transit_usable(&self, name: &str) -> Result<(KeyRecord, TransitSettings), ServiceError> {
-        let key = self.transit_record(name)?;
-        require_usable(&key)?;
-        let settings = self.transit_settings(&key.id);
-        Ok((key, settings))
+    /// A key usable for transit crypto, and the activity-log target of the call: the key's
+    /// CRN when the name resolves (as [`Self::transit_target`] would give, without a second
+    /// lookup), else whatever `transit_target` makes of the name. Checks as
+    /// [`Self::transit_record`] then `require_usable`.
+    fn transit_usable(&self, name: &str) -> (String, Result<TransitUse, ServiceError>) {
+        let catalog = self.read_catalog();
+        let key = match find_key(&catalog, name) {
+            Ok(key) => key,
+            Err(err) => {
+                drop(catalog);
+                return (self.transit_target(name), Err(err));
+            }
+        };
+        let target = self.crn("key", &key.id);
+        if key.origin == KeyOrigin::Provider {
+            let err = ServiceError::Forbidden(
+                "provider-managed keys are used only by their own database".into(),
+            );
+            return (target, Err(err));
+        }
+        let usable = require_usable(key).map(|_| TransitUse {
+            id: key.id,
+            version: key.version,
+            min_decryption_version: catalog
+                .transit
+                .get(&key.id)
+                .map_or(0, |s| s.min_decryption_version),
+        });
+        (target, usable)
     }
 
     fn transit_seal_one(
         &self,
-        key: &KeyRecord,
+        key: &TransitUse,
         item: &SealItem,
     ) -> Result<TransitSealed, ServiceError> {
         let version = match item.key_version {
@@ -338,7 +373,7 @@ impl Vault {
             }
             Some(v) => v,
         };
-        let sealed = self.keystore_call(|keystore| {
+        let mut sealed = self.keystore_call(|keystore| {
             keystore.seal(
                 RootKeyRef {
                     key_id: key.id,
@@ -359,16 +394,17 @@ impl Vault {
         {
             return Err(ServiceError::Integrity);
         }
+        // Dropping the header in place keeps the allocation (no second buffer and copy).
+        sealed.drain(..HEADER_LEN);
         Ok(TransitSealed {
             version,
-            body: sealed[HEADER_LEN..].to_vec(),
+            body: sealed,
         })
     }
 
     fn transit_open_one(
         &self,
-        key: &KeyRecord,
-        settings: &TransitSettings,
+        key: &TransitUse,
         item: &OpenItem,
     ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
         let v = item.version;
@@ -381,10 +417,10 @@ impl Vault {
                 key.version
             )));
         }
-        if v < settings.min_decryption_version {
+        if v < key.min_decryption_version {
             return Err(bad(format!(
                 "invalid ciphertext: version {v} is disallowed by policy (min_decryption_version is {})",
-                settings.min_decryption_version
+                key.min_decryption_version
             )));
         }
         if item.body.len() < NONCE_LEN + TAG_LEN {
@@ -414,13 +450,12 @@ impl Vault {
         &self,
         who: &Principal,
         action: &str,
-        name: &str,
+        target: &str,
         result: Result<ItemResults<T>, ServiceError>,
     ) -> Result<ItemResults<T>, ServiceError> {
-        let target = self.transit_target(name);
         let items = match result {
             Ok(items) => items,
-            Err(err) => return self.audited(who, action, &target, Err(err), None),
+            Err(err) => return self.audited(who, action, target, Err(err), None),
         };
         let failed: Vec<&ServiceError> = items.iter().filter_map(|r| r.as_ref().err()).collect();
         let details = Some(serde_json::json!({ "items": items.len(), "failed": failed.len() }));
@@ -436,7 +471,7 @@ impl Vault {
             _ => ("success", None),
         };
         self.audit
-            .append(who, action, &target, outcome, reason, details)
+            .append(who, action, target, outcome, reason, details)
             .map_err(|e| {
                 ServiceError::Store(crate::store::StoreError::Backend(format!(
                     "activity log: {e}"
@@ -453,14 +488,15 @@ impl Vault {
         name: &str,
         items: &[SealItem],
     ) -> Result<ItemResults<TransitSealed>, ServiceError> {
+        let (target, key) = self.transit_usable(name);
         let result = who.require_operator().and_then(|_| {
-            let (key, _) = self.transit_usable(name)?;
+            let key = key?;
             Ok(items
                 .iter()
                 .map(|item| self.transit_seal_one(&key, item))
                 .collect())
         });
-        self.transit_audited(who, action, name, result)
+        self.transit_audited(who, action, &target, result)
     }
 
     /// `decrypt/<name>`: opens each item.
@@ -470,14 +506,15 @@ impl Vault {
         name: &str,
         items: &[OpenItem],
     ) -> Result<ItemResults<Zeroizing<Vec<u8>>>, ServiceError> {
+        let (target, key) = self.transit_usable(name);
         let result = who.require_operator().and_then(|_| {
-            let (key, settings) = self.transit_usable(name)?;
+            let key = key?;
             Ok(items
                 .iter()
-                .map(|item| self.transit_open_one(&key, &settings, item))
+                .map(|item| self.transit_open_one(&key, item))
                 .collect())
         });
-        self.transit_audited(who, data_plane::TRANSIT_DECRYPT, name, result)
+        self.transit_audited(who, data_plane::TRANSIT_DECRYPT, &target, result)
     }
 
     /// `rewrap/<name>`: opens each item and seals it again under `key_version` (or the latest).
@@ -487,12 +524,13 @@ impl Vault {
         name: &str,
         items: &[(OpenItem, Option<u32>)],
     ) -> Result<ItemResults<TransitSealed>, ServiceError> {
+        let (target, key) = self.transit_usable(name);
         let result = who.require_operator().and_then(|_| {
-            let (key, settings) = self.transit_usable(name)?;
+            let key = key?;
             Ok(items
                 .iter()
                 .map(|(item, key_version)| {
-                    let plaintext = self.transit_open_one(&key, &settings, item)?;
+                    let plaintext = self.transit_open_one(&key, item)?;
                     let again = SealItem {
                         plaintext,
                         associated_data: item.associated_data.clone(),
@@ -502,7 +540,7 @@ impl Vault {
                 })
                 .collect())
         });
-        self.transit_audited(who, data_plane::TRANSIT_REWRAP, name, result)
+        self.transit_audited(who, data_plane::TRANSIT_REWRAP, &target, result)
     }
 }
 

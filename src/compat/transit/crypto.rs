@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
 use super::keys::refuse_unsupported;
 use super::wire::{
-    base64_field, encode, format_ciphertext, parse_ciphertext, respond, string, uint, TransitAuth,
-    TransitBody, TransitError, TransitResult,
+    base64_data, base64_field, encode, format_ciphertext, parse_ciphertext, respond, string, text,
+    uint, TransitAuth, TransitBody, TransitError, TransitResult,
 };
 use crate::server::AppState;
 use crate::service::{data_plane, ItemResults, OpenItem, Principal, SealItem, ServiceError};
@@ -24,12 +25,13 @@ type Item = Map<String, Value>;
 type Parsed<T> = (bool, Vec<Item>, Vec<Result<T, TransitError>>);
 
 /// The request's items: `batch_input` (a list, or a JSON string holding one), else the body.
-fn items(body: &Map<String, Value>) -> Result<Option<Vec<Map<String, Value>>>, TransitError> {
-    let list = match body.get("batch_input") {
+/// The list is taken out of the body, not copied.
+fn items(body: &mut Map<String, Value>) -> Result<Option<Vec<Map<String, Value>>>, TransitError> {
+    let list = match body.remove("batch_input") {
         None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(text)) => serde_json::from_str::<Value>(text)
+        Some(Value::String(text)) => serde_json::from_str::<Value>(&text)
             .map_err(|e| TransitError::bad(format!("batch_input is not valid JSON: {e}")))?,
-        Some(other) => other.clone(),
+        Some(other) => other,
     };
     let Value::Array(list) = list else {
         return Err(TransitError::bad("batch_input must be a list"));
@@ -50,7 +52,7 @@ fn items(body: &Map<String, Value>) -> Result<Option<Vec<Map<String, Value>>>, T
 /// or `nonce` is refused rather than silently ignored.
 fn refuse_context(item: &Map<String, Value>) -> Result<(), TransitError> {
     for field in ["context", "nonce"] {
-        if string(item, field)?.is_some_and(|v| !v.is_empty()) {
+        if text(item, field)?.is_some_and(|v| !v.is_empty()) {
             return Err(TransitError::bad(format!(
                 "{field} is not supported: envault transit keys are not derived or convergent"
             )));
@@ -64,28 +66,36 @@ fn reference(item: &Map<String, Value>) -> Value {
 }
 
 /// Single mode answers the one item (its error as the response); batch mode lists results.
-fn answer<T>(
+/// `shape` gives an item's answer as a struct whose fields are in alphabetical order: single
+/// mode serializes it directly, batch mode turns it into a map to add `reference`.
+fn answer<T, D: Serialize>(
     batch: bool,
     inputs: &[Item],
     results: Vec<Result<T, TransitError>>,
-    shape: impl Fn(T) -> Item,
+    shape: impl Fn(T) -> D,
 ) -> TransitResult {
     if !batch {
         let one = results
             .into_iter()
             .next()
             .ok_or_else(|| TransitError::bad("nothing to process"))?;
-        return Ok(respond(StatusCode::OK, Value::Object(shape(one?))));
+        return Ok(respond(StatusCode::OK, &shape(one?)));
     }
     let mut any_ok = false;
     let listed: Vec<Value> = results
         .into_iter()
         .zip(inputs)
         .map(|(result, input)| {
-            let mut out = match result {
-                Ok(value) => {
+            let mut out = match result.map(|value| serde_json::to_value(shape(value))) {
+                Ok(Ok(Value::Object(map))) => {
                     any_ok = true;
-                    shape(value)
+                    map
+                }
+                Ok(_) => {
+                    // The shapes are structs: they always serialize to an object.
+                    let mut map = Map::new();
+                    map.insert("error".into(), json!("internal error shaping the result"));
+                    map
                 }
                 Err(err) => {
                     let mut map = Map::new();
@@ -102,33 +112,26 @@ fn answer<T>(
     } else {
         StatusCode::BAD_REQUEST
     };
-    Ok(respond(status, json!({ "batch_results": listed })))
+    Ok(respond(status, &json!({ "batch_results": listed })))
 }
 
 /// Parses each item; in single mode a bad item is the answer, in batch mode it is that
-/// item's result (as in Vault) and the others are still processed.
+/// item's result (as in Vault) and the others are still processed. Single mode parses the body
+/// itself and returns no raw items (only batch answers echo an item's `reference`).
 fn parse_all<T>(
-    body: &Item,
+    mut body: Item,
     parse: impl Fn(&Item) -> Result<T, TransitError>,
 ) -> Result<Parsed<T>, TransitError> {
-    refuse_unsupported(body)?;
-    let (batch, inputs) = match items(body)? {
-        Some(list) => (true, list),
-        None => (false, vec![body.clone()]),
+    refuse_unsupported(&body)?;
+    let Some(inputs) = items(&mut body)? else {
+        refuse_context(&body)?;
+        return Ok((false, Vec::new(), vec![Ok(parse(&body)?)]));
     };
     let parsed = inputs
         .iter()
         .map(|item| refuse_context(item).and_then(|_| parse(item)))
         .collect::<Vec<_>>();
-    if batch {
-        return Ok((true, inputs, parsed));
-    }
-    let mut parsed = parsed;
-    match parsed.pop() {
-        Some(Ok(one)) => Ok((false, inputs, vec![Ok(one)])),
-        Some(Err(err)) => Err(err),
-        None => Err(TransitError::bad("nothing to process")),
-    }
+    Ok((true, inputs, parsed))
 }
 
 /// Which items parsed: `None` marks a slot whose result comes from the service.
@@ -165,59 +168,61 @@ fn merge<R>(slots: Slots, results: ItemResults<R>) -> Vec<Result<R, TransitError
         .collect()
 }
 
-fn sealed_shape(sealed: crate::service::TransitSealed) -> Map<String, Value> {
-    let mut map = Map::new();
-    map.insert("key_version".into(), json!(sealed.version));
-    map.insert("ciphertext".into(), json!(format_ciphertext(&sealed)));
-    map
+/// An encrypt, rewrap or datakey item's answer (fields in alphabetical order, see `answer`).
+#[derive(Serialize)]
+struct SealedShape {
+    ciphertext: String,
+    key_version: u32,
+    /// Only `datakey/plaintext` returns the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<String>,
+}
+
+fn sealed_shape(sealed: crate::service::TransitSealed) -> SealedShape {
+    SealedShape {
+        ciphertext: format_ciphertext(&sealed),
+        key_version: sealed.version,
+        plaintext: None,
+    }
+}
+
+/// A decrypt item's answer.
+#[derive(Serialize)]
+struct OpenedShape {
+    plaintext: String,
 }
 
 fn open_item(item: &Map<String, Value>) -> Result<OpenItem, TransitError> {
-    let text = string(item, "ciphertext")?
+    let ciphertext = text(item, "ciphertext")?
         .ok_or_else(|| TransitError::bad("missing ciphertext to decrypt"))?;
-    let (version, body) = parse_ciphertext(&text)?;
+    let (version, body) = parse_ciphertext(&ciphertext)?;
     Ok(OpenItem {
         version,
         body,
-        associated_data: base64_field(item, "associated_data")?.to_vec(),
+        associated_data: base64_data(item, "associated_data")?,
     })
 }
 
-/// Runs a service call on this worker, as the native wrap/unwrap routes do. Its waits (the
-/// activity log's fsync, a remote root-key backend) already leave the worker through
-/// `block_in_place`, so concurrent calls still share fsyncs. Handing every call to the
-/// blocking pool instead cost two thread wake-ups per request: 41 % of the daemon's samples
-/// were in the scheduler, and transit ran at half the native wrap rate.
-async fn blocking<R: Send + 'static>(
-    call: impl FnOnce() -> R + Send + 'static,
-) -> Result<R, TransitError> {
-    Ok(call())
-}
+// Service calls run on this worker, as the native wrap/unwrap routes do. Their waits (the
+// activity log's fsync, a remote root-key backend) already leave the worker through
+// `block_in_place`, so concurrent calls still share fsyncs. Handing every call to the blocking
+// pool instead cost two thread wake-ups per request: 41 % of the daemon's samples were in the
+// scheduler, and transit ran at half the native wrap rate.
 
 type Sealed = ItemResults<crate::service::TransitSealed>;
 
 /// Seals, creating the key first when it does not exist (Vault's encrypt upserts).
 async fn seal(
-    state: Arc<AppState>,
-    who: Principal,
+    state: &AppState,
+    who: &Principal,
     action: &'static str,
-    name: String,
-    items: Vec<SealItem>,
+    name: &str,
+    items: &[SealItem],
 ) -> Result<Sealed, TransitError> {
-    let first = Arc::clone(&state);
-    let (who_, name_) = (who.clone(), name.clone());
-    let (result, items) = blocking(move || {
-        let result = first.vault.transit_encrypt(&who_, action, &name_, &items);
-        (result, items)
-    })
-    .await?;
-    match result {
+    match state.vault.transit_encrypt(who, action, name, items) {
         Err(ServiceError::NotFound(_)) => {
-            state.vault.transit_create(&who, &name).await?;
-            Ok(
-                blocking(move || state.vault.transit_encrypt(&who, action, &name, &items))
-                    .await??,
-            )
+            state.vault.transit_create(who, name).await?;
+            Ok(state.vault.transit_encrypt(who, action, name, items)?)
         }
         other => Ok(other?),
     }
@@ -231,25 +236,18 @@ pub async fn encrypt(
     TransitBody(body): TransitBody,
 ) -> TransitResult {
     let default_version = uint(&body, "key_version")?;
-    let (batch, inputs, items) = parse_all(&body, |item| {
+    let (batch, inputs, items) = parse_all(body, |item| {
         if item.get("plaintext").is_none_or(Value::is_null) {
             return Err(TransitError::bad("missing plaintext to encrypt"));
         }
         Ok(SealItem {
             plaintext: base64_field(item, "plaintext")?,
-            associated_data: base64_field(item, "associated_data")?.to_vec(),
+            associated_data: base64_data(item, "associated_data")?,
             key_version: uint(item, "key_version")?.or(default_version),
         })
     })?;
     let (slots, items) = split(items);
-    let results = seal(
-        Arc::clone(&s.0),
-        who,
-        data_plane::TRANSIT_ENCRYPT,
-        name,
-        items,
-    )
-    .await?;
+    let results = seal(&s.0, &who, data_plane::TRANSIT_ENCRYPT, &name, &items).await?;
     answer(batch, &inputs, merge(slots, results), sealed_shape)
 }
 
@@ -260,18 +258,15 @@ pub async fn decrypt(
     Path(name): Path<String>,
     TransitBody(body): TransitBody,
 ) -> TransitResult {
-    let (batch, inputs, items) = parse_all(&body, open_item)?;
+    let (batch, inputs, items) = parse_all(body, open_item)?;
     let (slots, items) = split(items);
-    let state = Arc::clone(&s.0);
-    let results = blocking(move || state.vault.transit_decrypt(&who, &name, &items)).await??;
+    let results = s.vault.transit_decrypt(&who, &name, &items)?;
     answer(
         batch,
         &inputs,
         merge(slots, results),
-        |plain: Zeroizing<Vec<u8>>| {
-            let mut map = Map::new();
-            map.insert("plaintext".into(), json!(encode(&plain)));
-            map
+        |plain: Zeroizing<Vec<u8>>| OpenedShape {
+            plaintext: encode(&plain),
         },
     )
 }
@@ -284,15 +279,14 @@ pub async fn rewrap(
     TransitBody(body): TransitBody,
 ) -> TransitResult {
     let default_version = uint(&body, "key_version")?;
-    let (batch, inputs, items) = parse_all(&body, |item| {
+    let (batch, inputs, items) = parse_all(body, |item| {
         Ok((
             open_item(item)?,
             uint(item, "key_version")?.or(default_version),
         ))
     })?;
     let (slots, items) = split(items);
-    let state = Arc::clone(&s.0);
-    let results = blocking(move || state.vault.transit_rewrap(&who, &name, &items)).await??;
+    let results = s.vault.transit_rewrap(&who, &name, &items)?;
     answer(batch, &inputs, merge(slots, results), sealed_shape)
 }
 
@@ -323,18 +317,16 @@ pub async fn datakey(
     crate::crypto::os_random(&mut key).map_err(|_| TransitError::from(ServiceError::Integrity))?;
     let item = SealItem {
         plaintext: key.clone(),
-        associated_data: base64_field(&body, "associated_data")?.to_vec(),
+        associated_data: base64_data(&body, "associated_data")?,
         key_version: uint(&body, "key_version")?,
     };
     let action = data_plane::TRANSIT_DATAKEY;
-    let state = Arc::clone(&s.0);
-    let results =
-        blocking(move || state.vault.transit_encrypt(&who, action, &name, &[item])).await??;
+    let results = s.vault.transit_encrypt(&who, action, &name, &[item])?;
     answer(false, &[], merge(vec![None], results), |sealed| {
-        let mut map = sealed_shape(sealed);
+        let mut shape = sealed_shape(sealed);
         if with_plaintext {
-            map.insert("plaintext".into(), json!(encode(&key)));
+            shape.plaintext = Some(encode(&key));
         }
-        map
+        shape
     })
 }

@@ -86,13 +86,13 @@ pub async fn create(
         ));
     }
     let key = s.vault.transit_create(&who, &name).await?;
-    Ok(respond(StatusCode::OK, key_data(&key)))
+    Ok(respond(StatusCode::OK, &key_data(&key)))
 }
 
 /// `GET transit/keys/<name>`.
 pub async fn read(s: S, TransitAuth(who): TransitAuth, Path(name): Path<String>) -> TransitResult {
     match s.vault.transit_key(&who, &name) {
-        Ok(key) => Ok(respond(StatusCode::OK, key_data(&key))),
+        Ok(key) => Ok(respond(StatusCode::OK, &key_data(&key))),
         Err(crate::service::ServiceError::NotFound(_)) => Err(TransitError {
             status: StatusCode::NOT_FOUND,
             message: String::new(),
@@ -119,7 +119,7 @@ pub async fn list(
         .into_iter()
         .map(|k| k.name)
         .collect();
-    Ok(respond(StatusCode::OK, json!({ "keys": names })))
+    Ok(respond(StatusCode::OK, &json!({ "keys": names })))
 }
 
 /// `POST|PUT transit/keys/<name>/config`.
@@ -141,7 +141,7 @@ pub async fn config(
         .vault
         .transit_configure(&who, &name, min, deletion)
         .await?;
-    Ok(respond(StatusCode::OK, key_data(&key)))
+    Ok(respond(StatusCode::OK, &key_data(&key)))
 }
 
 /// `POST|PUT transit/keys/<name>/rotate`.
@@ -152,7 +152,7 @@ pub async fn rotate(
     TransitBody(_): TransitBody,
 ) -> TransitResult {
     let key = s.vault.transit_rotate(&who, &name).await?;
-    Ok(respond(StatusCode::OK, key_data(&key)))
+    Ok(respond(StatusCode::OK, &key_data(&key)))
 }
 
 /// `DELETE transit/keys/<name>`: 204, like Vault.
