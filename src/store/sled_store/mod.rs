@@ -8,6 +8,7 @@
 //!   segments are worth it (approximate after a crash, which only delays or hastens one).
 
 mod compaction;
+mod sled_sync;
 pub mod value_log;
 
 use std::collections::BTreeSet;
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use sled_sync::SledFiles;
 use value_log::{Pointer, ValueLog, INLINE_MAX, SEGMENT_MAX};
 
 use super::{CatalogOp, Store, StoreError};
@@ -30,6 +32,8 @@ pub struct SledStore {
 /// What the request paths and the compaction thread share.
 struct SledShared {
     db: sled::Db,
+    /// sled's files, for the sync its own flush leaves out.
+    sled_files: SledFiles,
     records: sled::Tree,
     value_stats: sled::Tree,
     values: ValueLog,
@@ -62,6 +66,7 @@ impl SledStore {
         let records = db.open_tree("records")?;
         let value_stats = db.open_tree("value_stats")?;
         let values = ValueLog::open(&dir.join("values"), segment_max)?;
+        let sled_files = SledFiles::open(dir)?;
         let segments = values.stats();
         for item in value_stats.iter() {
             let (id, dead) = item?;
@@ -80,6 +85,7 @@ impl SledStore {
         let store = Self {
             shared: Arc::new(SledShared {
                 db,
+                sled_files,
                 records,
                 value_stats,
                 values,
@@ -211,7 +217,7 @@ impl SledShared {
             }
         }
         self.db.flush()?;
-        Ok(())
+        self.sled_files.sync()
     }
 
     fn damaged(&self, id: u64) -> bool {
