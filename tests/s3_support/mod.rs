@@ -25,11 +25,18 @@ pub const LIMITED_SECRET: &str = "envault-limited-secret";
 pub const BUCKET: &str = "envault-backups";
 const STARTUP: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
+/// `N` distinct free ports. Every listener stays bound until all are picked: picked one at a
+/// time, the kernel could hand the same port out twice (one run gave the S3 gRPC port the
+/// volume server's port, and weed exited with "address already in use").
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    let mut ports = [0u16; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr().expect("bound address").port();
+    }
+    ports
 }
 
 /// A running (or killed) SeaweedFS server.
@@ -44,10 +51,7 @@ impl Weed {
     pub async fn start() -> Weed {
         let dir = tempfile::tempdir().expect("temp dir for weed");
         std::fs::create_dir(dir.path().join("data")).unwrap();
-        let mut ports = [0u16; 8];
-        for port in &mut ports {
-            *port = free_port();
-        }
+        let ports = free_ports::<8>();
         let mut weed = Weed {
             dir,
             child: None,
