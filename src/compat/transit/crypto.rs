@@ -173,9 +173,12 @@ fn merge<R>(slots: Slots, results: ItemResults<R>) -> Vec<Result<R, TransitError
 struct SealedShape {
     ciphertext: String,
     key_version: u32,
-    /// Only `datakey/plaintext` returns the key.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    plaintext: Option<String>,
+    /// Only `datakey/plaintext` returns the key (base64, wiped when the answer is built).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "secret_text_opt"
+    )]
+    plaintext: Option<Zeroizing<String>>,
 }
 
 fn sealed_shape(sealed: crate::service::TransitSealed) -> SealedShape {
@@ -189,7 +192,24 @@ fn sealed_shape(sealed: crate::service::TransitSealed) -> SealedShape {
 /// A decrypt item's answer.
 #[derive(Serialize)]
 struct OpenedShape {
-    plaintext: String,
+    #[serde(serialize_with = "secret_text")]
+    plaintext: Zeroizing<String>,
+}
+
+/// Serializes a base64 secret held in a [`Zeroizing`] string, so the copy this layer keeps is
+/// wiped once the answer's bytes exist.
+fn secret_text<S: serde::Serializer>(text: &Zeroizing<String>, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_str(text)
+}
+
+fn secret_text_opt<S: serde::Serializer>(
+    text: &Option<Zeroizing<String>>,
+    out: S,
+) -> Result<S::Ok, S::Error> {
+    match text {
+        Some(text) => out.serialize_str(text),
+        None => out.serialize_none(),
+    }
 }
 
 fn open_item(item: &Map<String, Value>) -> Result<OpenItem, TransitError> {
@@ -266,7 +286,7 @@ pub async fn decrypt(
         &inputs,
         merge(slots, results),
         |plain: Zeroizing<Vec<u8>>| OpenedShape {
-            plaintext: encode(&plain),
+            plaintext: Zeroizing::new(encode(&plain)),
         },
     )
 }
@@ -325,7 +345,7 @@ pub async fn datakey(
     answer(false, &[], merge(vec![None], results), |sealed| {
         let mut shape = sealed_shape(sealed);
         if with_plaintext {
-            shape.plaintext = Some(encode(&key));
+            shape.plaintext = Some(Zeroizing::new(encode(&key)));
         }
         shape
     })
