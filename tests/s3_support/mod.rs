@@ -58,7 +58,20 @@ impl Weed {
             ports,
         };
         weed.set_limited_can_write(false);
-        weed.launch().await;
+        // A port free when picked can be taken by another process before weed binds it (seen
+        // in CI): start again on fresh ports and an empty data dir, a few times.
+        for attempt in 1.. {
+            match weed.try_launch().await {
+                Ok(()) => break,
+                Err(log) if attempt < 4 && log.contains("address already in use") => {
+                    let data = weed.dir.path().join("data");
+                    std::fs::remove_dir_all(&data).unwrap();
+                    std::fs::create_dir(&data).unwrap();
+                    weed.ports = free_ports::<8>();
+                }
+                Err(log) => panic!("weed exited; log:\n{log}"),
+            }
+        }
         weed.create_bucket(BUCKET);
         weed.wait_bucket_ready().await;
         weed
@@ -96,7 +109,8 @@ impl Weed {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    async fn launch(&mut self) {
+    /// Starts weed on `self.ports`; `Err(log)` if it exits before it answers.
+    async fn try_launch(&mut self) -> Result<(), String> {
         assert!(self.child.is_none());
         let [master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc] = self.ports;
         let log = std::fs::OpenOptions::new()
@@ -140,9 +154,18 @@ impl Weed {
                 self.log()
             );
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("weed exited with {status}; log:\n{}", self.log());
+                self.child = None;
+                return Err(format!("exit {status}\n{}", self.log()));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Starts weed on `self.ports`; panics if it does not come up.
+    async fn launch(&mut self) {
+        if let Err(log) = self.try_launch().await {
+            panic!("weed exited; log:\n{log}");
         }
     }
 
