@@ -244,6 +244,9 @@ pub struct BackupConfig {
     pub schedule: String,
     /// Scheduled backups kept per database.
     pub retention: usize,
+    /// How long backups of a purged database are kept; "0" = destroyed by the purge.
+    #[serde(default = "no_keep_after_purge")]
+    pub keep_after_purge: String,
     /// Issue 9: `s3://BUCKET/PREFIX`; empty = the local directory `dir`.
     #[serde(default)]
     pub target: String,
@@ -256,6 +259,10 @@ pub struct BackupConfig {
     /// AWS shared-credentials file used when no credentials are in the environment.
     #[serde(default)]
     pub credentials_file: PathBuf,
+}
+
+fn no_keep_after_purge() -> String {
+    "0".into()
 }
 
 /// A partial file: every key optional, merged over the defaults. Deserialized only to
@@ -319,6 +326,7 @@ impl Config {
         self.min_free_space()?;
         self.request_timeout()?;
         self.backup_schedule()?;
+        self.keep_after_purge()?;
         self.dek_ttl()?;
         if self.cache.max_deks == 0 {
             return Err(ConfigError::Value {
@@ -510,6 +518,15 @@ impl Config {
             })
     }
 
+    /// How long backups of a purged database are kept (zero: the purge destroys them).
+    pub fn keep_after_purge(&self) -> Result<Duration, ConfigError> {
+        parse_duration(&self.backup.keep_after_purge).ok_or_else(|| ConfigError::Value {
+            key: "backup.keep_after_purge",
+            value: self.backup.keep_after_purge.clone(),
+            expected: "a duration such as \"30d\", or \"0\" to destroy them with the database",
+        })
+    }
+
     /// Lifetime of a cached DEK; `None` when "0" (no expiry).
     pub fn dek_ttl(&self) -> Result<Option<Duration>, ConfigError> {
         parse_duration(&self.cache.dek_ttl)
@@ -597,6 +614,11 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_BACKUP_DIR", "backup", "dir"),
     ("ENVAULT_BACKUP_SCHEDULE", "backup", "schedule"),
     ("ENVAULT_BACKUP_RETENTION", "backup", "retention"),
+    (
+        "ENVAULT_BACKUP_KEEP_AFTER_PURGE",
+        "backup",
+        "keep_after_purge",
+    ),
     ("ENVAULT_CACHE_MAX_DEKS", "cache", "max_deks"),
     ("ENVAULT_CACHE_DEK_TTL", "cache", "dek_ttl"),
     ("ENVAULT_TRANSIT_LISTEN", "compat", "transit_listen"),

@@ -54,6 +54,9 @@ pub struct BackupInfo {
     pub state: String,
     /// File path, or `s3://BUCKET/KEY` of the object.
     pub path: String,
+    /// When a backup kept after its database's purge is destroyed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 impl From<TargetError> for ServiceError {
@@ -90,6 +93,7 @@ impl Vault {
             created_at: b.created_at.clone(),
             state: b.state.clone(),
             path: self.backup_target.location(&b.file),
+            expires_at: b.expires_at.map(super::databases::unix_to_rfc3339),
         }
     }
 
@@ -241,6 +245,7 @@ impl Vault {
             record_count: header.record_count,
             created_at: header.created_at.clone(),
             state: "available".into(),
+            expires_at: None,
         };
         if let Err(err) = self
             .commit(vec![CatalogOp::Put(
@@ -338,16 +343,14 @@ impl Vault {
     }
 
     fn find_backup(&self, reference: &str) -> Result<BackupRecord, ServiceError> {
-        let id = reference
-            .rsplit(":backup:")
-            .next()
-            .and_then(|id| Uuid::parse_str(id).ok())
-            .ok_or_else(|| ServiceError::NotFound(format!("no backup {reference:?}")))?;
-        self.read_catalog()
-            .backups
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| ServiceError::NotFound(format!("no backup {reference:?}")))
+        let missing = || ServiceError::NotFound(format!("no backup {reference:?}"));
+        let catalog = self.read_catalog();
+        let id = match catalog.crn_id(reference, "backup") {
+            Some(id) => id,
+            None => Uuid::parse_str(reference).ok(),
+        }
+        .ok_or_else(missing)?;
+        catalog.backups.get(&id).cloned().ok_or_else(missing)
     }
 
     /// One backup.
@@ -366,8 +369,12 @@ impl Vault {
         who: &Principal,
         reference: &str,
     ) -> Result<(), ServiceError> {
+        let target = self
+            .find_backup(reference)
+            .map(|b| self.crn("backup", &b.id))
+            .unwrap_or_else(|_| reference.to_string());
         let result = self.delete_backup_inner(who, reference).await;
-        self.audited(who, "backups.delete", reference, result, None)
+        self.audited(who, "backups.delete", &target, result, None)
     }
 
     pub(super) async fn delete_backup_inner(
@@ -469,6 +476,7 @@ impl Vault {
                     name: into.to_string(),
                     key,
                     backup_key: None,
+                    ..Default::default()
                 },
             )
             .await?;

@@ -62,6 +62,10 @@ pub enum ServiceError {
     /// and the request may be retried.
     #[error("{0}")]
     KeyBackendUnavailable(String),
+    /// The root-key backend answered and refused the operation (an HSM error, a transit
+    /// server's 4xx); the message names the backend's reason. Nothing changed.
+    #[error("the root-key backend refused: {0}")]
+    KeyBackendRefused(String),
     /// Issue 9: the backup target (directory or S3 bucket) failed or refused; the message
     /// names the target and its answer (never credentials), so the operator can act on it.
     #[error("backup target failure: {0}")]
@@ -103,6 +107,7 @@ impl ServiceError {
             ServiceError::Keystore(_) => "keystore_error",
             ServiceError::Integrity => "integrity_error",
             ServiceError::KeyBackendUnavailable(_) => "key_backend_unavailable",
+            ServiceError::KeyBackendRefused(_) => "key_backend_refused",
             ServiceError::BackupTarget(_) => "backup_target_error",
         }
     }
@@ -123,6 +128,7 @@ impl From<KeystoreError> for ServiceError {
             ),
             KeystoreError::Unavailable(why) => ServiceError::KeyBackendUnavailable(why),
             KeystoreError::Unsupported(why) => ServiceError::BadRequest(why),
+            KeystoreError::Backend(why) => ServiceError::KeyBackendRefused(why),
             other => ServiceError::Keystore(other),
         }
     }

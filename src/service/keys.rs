@@ -202,6 +202,7 @@ impl Vault {
                         "backup_key"
                     }
                     .into(),
+                    purge_at: db.purge_at.map(super::databases::unix_to_rfc3339),
                 })
                 .chain(
                     catalog
@@ -214,6 +215,7 @@ impl Vault {
                             name: format!("backup of {} at {}", b.database_name, b.created_at),
                             state: b.state.clone(),
                             role: "backup_key".into(),
+                            purge_at: b.expires_at.map(super::databases::unix_to_rfc3339),
                         }),
                 )
                 .collect()

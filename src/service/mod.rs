@@ -16,6 +16,7 @@ mod error;
 mod keys;
 mod kms_v2; // issue 11
 mod lifecycle;
+mod purge_backups;
 mod record_batch; // issue 7
 mod records;
 mod rotation;
@@ -87,6 +88,8 @@ pub struct Vault {
     instance_id: Uuid,
     limits: Limits,
     soft_delete_period: Duration,
+    /// How long backups of a purged database are kept (`[backup] keep_after_purge`).
+    keep_after_purge: Duration,
     /// The data dir's free-space floor, checked before record writes.
     disk_space: DiskSpace,
 }
@@ -124,6 +127,7 @@ impl Vault {
             config.min_free_space().map_err(bad_config)?,
         );
         vault.backup_target = crate::backup::target::from_config(config)?;
+        vault.keep_after_purge = config.keep_after_purge().map_err(bad_config)?;
         Ok(vault)
     }
 
@@ -138,7 +142,8 @@ impl Vault {
         soft_delete_period: Duration,
     ) -> Result<Self, ServiceError> {
         let (catalog, version) = Catalog::load_versioned(store.as_ref())?;
-        let (catalog, instance) = Self::ensure_instance(store.as_ref(), catalog)?;
+        let (mut catalog, instance) = Self::ensure_instance(store.as_ref(), catalog)?;
+        catalog.instance_name = instance_name.clone();
         let flusher = GroupFlusher::start(Arc::clone(&store));
         Ok(Self {
             store,
@@ -162,6 +167,7 @@ impl Vault {
             instance_id: instance.id,
             limits,
             soft_delete_period,
+            keep_after_purge: Duration::ZERO,
             disk_space: DiskSpace::unchecked(),
         })
     }
@@ -239,6 +245,77 @@ impl Vault {
         )
     }
 
+    /// [`Vault::crn`] for resources whose ids are not UUIDs (tokens, authorizations).
+    pub fn crn_named(&self, kind: &str, id: &str) -> String {
+        format!(
+            "crn:v1:envault:local:a/{}:{}:{kind}:{id}",
+            self.instance_name, self.instance_id
+        )
+    }
+
+    /// Every activity-log target is a CRN: a reference (name, id) that names a resource becomes
+    /// its CRN; one that names nothing (a failed creation, a foreign CRN, a denied route) is
+    /// logged against this instance's CRN (`…:<instance-id>::`), the reference kept in the
+    /// details as `reference`.
+    fn audit_target(&self, target: &str) -> (String, Option<String>) {
+        let own = format!(
+            "crn:v1:envault:local:a/{}:{}:",
+            self.instance_name, self.instance_id
+        );
+        if target.starts_with(&own) {
+            return (target.to_string(), None);
+        }
+        let resolved = {
+            let catalog = self.read_catalog();
+            if let Some(key) = catalog.find_key(target) {
+                Some(self.crn("key", &key.id))
+            } else if let Some(db) = catalog.find_database(target) {
+                Some(self.crn("database", &db.id))
+            } else if let Some(id) = Uuid::parse_str(target)
+                .ok()
+                .filter(|id| catalog.backups.contains_key(id))
+            {
+                Some(self.crn("backup", &id))
+            } else if catalog.authorizations.contains_key(target) {
+                Some(self.crn_named("authorization", target))
+            } else if catalog.tokens_by_hash.values().any(|t| t.id == target) {
+                Some(self.crn_named("token", target))
+            } else {
+                None
+            }
+        };
+        match resolved {
+            Some(crn) => (crn, None),
+            None => (format!("{own}:"), Some(target.to_string())),
+        }
+    }
+
+    /// Appends an event, its target made a CRN first ([`Vault::audit_target`]).
+    pub(crate) fn audit_append(
+        &self,
+        who: &Principal,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        reason: Option<String>,
+        details: Option<serde_json::Value>,
+    ) -> std::io::Result<String> {
+        let (target, reference) = self.audit_target(target);
+        let details = match reference {
+            None => details,
+            Some(reference) => Some(match details {
+                Some(serde_json::Value::Object(mut map)) => {
+                    map.insert("reference".into(), reference.into());
+                    serde_json::Value::Object(map)
+                }
+                None => serde_json::json!({ "reference": reference }),
+                Some(other) => serde_json::json!({ "reference": reference, "details": other }),
+            }),
+        };
+        self.audit
+            .append(who, action, &target, outcome, reason, details)
+    }
+
     /// Appends the outcome of `action` on `target` to the activity log and passes `result`
     /// through. A success whose event cannot be written is reported as a storage failure:
     /// the log must never miss an action that was acknowledged.
@@ -255,10 +332,7 @@ impl Vault {
             Err(err) if err.is_denial() => ("denied", Some(err.code().to_string())),
             Err(err) => ("failure", Some(err.code().to_string())),
         };
-        if let Err(err) = self
-            .audit
-            .append(who, action, target, outcome, reason, details)
-        {
+        if let Err(err) = self.audit_append(who, action, target, outcome, reason, details) {
             tracing::error!(error = %err, action, "cannot append to the activity log");
             return Err(ServiceError::Store(crate::store::StoreError::Backend(
                 format!("activity log: {err}"),

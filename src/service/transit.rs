@@ -470,8 +470,7 @@ impl Vault {
             }
             _ => ("success", None),
         };
-        self.audit
-            .append(who, action, target, outcome, reason, details)
+        self.audit_append(who, action, target, outcome, reason, details)
             .map_err(|e| {
                 ServiceError::Store(crate::store::StoreError::Backend(format!(
                     "activity log: {e}"
