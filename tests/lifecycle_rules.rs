@@ -482,16 +482,15 @@ async fn authorizations_are_created_if_missing_when_asked() {
         .collect();
     policies.sort();
     let backups_crn = client.get_key("bare-backups").await.unwrap().crn;
-    assert_eq!(
-        policies,
-        vec![
-            (bare.crn.clone(), vec!["Reader".to_string()]),
-            (
-                backups_crn,
-                vec!["AuthorizationDelegator".to_string(), "Reader".to_string()]
-            ),
-        ]
-    );
+    let mut expected = vec![
+        (bare.crn.clone(), vec!["Reader".to_string()]),
+        (
+            backups_crn,
+            vec!["AuthorizationDelegator".to_string(), "Reader".to_string()],
+        ),
+    ];
+    expected.sort();
+    assert_eq!(policies, expected);
     // Present ones are kept, not duplicated.
     let count = authorizations(&client).await.len();
     client

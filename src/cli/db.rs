@@ -66,10 +66,9 @@ pub(super) async fn run(ctx: &Context, command: DbCommand) -> Result<(), CliErro
             if ctx.json {
                 return output::json(&db);
             }
-            let key_name = match (db.key_origin.as_str(), &request.key) {
-                ("provider", _) => "provider-managed".to_string(),
-                (_, Some(named)) => named.clone(),
-                (_, None) => db.key.clone(),
+            let key_name = match db.key_origin.as_str() {
+                "provider" => "provider-managed".to_string(),
+                _ => db.key.clone(),
             };
             output::line(&format!(
                 "created database {} ({}) under key {key_name}; backups under key {}",
