@@ -224,7 +224,7 @@ where
 /// Parses a request body that must be one JSON object. serde accepts a sequence for a struct
 /// (`["x"]` would fill its first field), which no route means to take, so the body's own
 /// shape is checked first: JSON text is an object exactly when it starts with `{`.
-fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let first = bytes.iter().find(|b| !b" \t\r\n".contains(b));
     if first != Some(&b'{') {
         return Err(bad_request("invalid JSON body: expected a JSON object"));

@@ -214,7 +214,7 @@ impl Vault {
         }
         let destroyed_versions = self.keystore_call(|ks| ks.versions(key.id))?;
         self.shred(&mut key).await?;
-        let mut receipt = ShredReceipt {
+        let receipt = ShredReceipt {
             key: self.crn("key", &key.id),
             destroyed_versions,
             affected: self.after_shred(impact),
@@ -222,47 +222,8 @@ impl Vault {
             audit_chain_head: String::new(),
         };
         // Logged while the gate is still held, so no request refused because of this shred
-        // can be logged before the shred itself. The event holds the receipt without its
-        // hash, and the receipt then names the event's own hash.
-        let target = receipt.key.clone();
-        let mut details = serde_json::to_value(&receipt).ok();
-        if let Some(serde_json::Value::Object(map)) = details.as_mut() {
-            map.remove("audit_chain_head");
-        }
-        receipt.audit_chain_head = self
-            .audit
-            .append(who, "kms.secrets.delete", &target, "success", None, details)
-            .map_err(|e| {
-                ServiceError::Store(crate::store::StoreError::Backend(format!(
-                    "activity log: {e}"
-                )))
-            })?;
-        Ok(receipt)
-    }
-
-    /// The resources a shred touched, as they are after it: databases under the key
-    /// `disabled` (or still `deleted`), backups under it `disabled`, each with reason
-    /// `key_destroyed`; databases that only backed up under it keep their state, with reason
-    /// `backup_key_destroyed`.
-    fn after_shred(&self, impact: Impact) -> Vec<AffectedResource> {
-        let catalog = self.read_catalog();
-        let databases = impact.databases.into_iter().map(|mut db| {
-            if let Some(now) = catalog.find_database(&db.crn) {
-                db.state = now.state.as_str().into();
-            }
-            db.state_reason = Some(if db.role == "key" {
-                "key_destroyed".into()
-            } else {
-                "backup_key_destroyed".into()
-            });
-            db
-        });
-        let backups = impact.backups.into_iter().map(|mut b| {
-            b.state = "disabled".into();
-            b.state_reason = Some("key_destroyed".into());
-            b
-        });
-        databases.chain(backups).collect()
+        // can be logged before the shred itself.
+        self.log_shred(who, receipt)
     }
 
     /// Destroys a key: catalog first (durably marks the key destroyed and its databases

@@ -20,6 +20,7 @@ mod purge_backups;
 mod record_batch; // issue 7
 mod records;
 mod rotation;
+mod shred_receipt;
 mod tokens;
 mod transit; // issue 11
 
