@@ -3,13 +3,13 @@
 //! backup target (`backup::target`: a directory or an S3 bucket) that becomes visible only
 //! once complete. Restore verifies the whole object before creating anything.
 
+use super::catalog::CatalogChange;
 use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::authz::{BACKUPS, DATABASES, DELEGATOR, READER};
-use super::catalog::backup_key;
 use super::keys::require_usable;
 use super::{now_rfc3339, Principal, ServiceError, Vault};
 use crate::api::{CreateDatabaseRequest, DatabaseInfo};
@@ -20,7 +20,7 @@ use crate::crypto::bindings::{backup_dek_context, record_context};
 use crate::crypto::stream::{random_prefix, CHUNK_SIZE};
 use crate::crypto::{Cipher, Envelope, EnvelopeKind, SecretKey};
 use crate::keystore::RootKeyRef;
-use crate::store::{codec, BackupRecord, CatalogOp, KeyOrigin, KeyRecord};
+use crate::store::{BackupRecord, KeyOrigin, KeyRecord};
 
 /// Records read from the store per page while writing a backup, and the sealed bytes a page
 /// stops at: the page is what a backup holds in memory besides one STREAM chunk.
@@ -242,18 +242,11 @@ impl Vault {
             created_at: header.created_at.clone(),
             state: "available".into(),
         };
-        if let Err(err) = self
-            .commit(vec![CatalogOp::Put(
-                backup_key(&backup_id),
-                codec::encode(&record),
-            )])
-            .await
-        {
+        let info = self.backup_info(&record);
+        if let Err(err) = self.commit(vec![CatalogChange::PutBackup(record)]).await {
             let _ = tokio::task::block_in_place(|| self.backup_target.delete(&file_name));
             return Err(err);
         }
-        let info = self.backup_info(&record);
-        self.write_catalog().backups.insert(backup_id, record);
         Ok(info)
     }
 
@@ -381,9 +374,8 @@ impl Vault {
         let _admin = self.admin().await?;
         // The object first: if the target refuses, the backup stays registered and listed.
         tokio::task::block_in_place(|| self.backup_target.delete(&record.file))?;
-        self.commit(vec![CatalogOp::Delete(backup_key(&record.id))])
+        self.commit(vec![CatalogChange::DeleteBackup(record.id)])
             .await?;
-        self.write_catalog().backups.remove(&record.id);
         Ok(())
     }
 

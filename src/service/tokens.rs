@@ -1,6 +1,7 @@
 //! Bearer tokens: 256-bit random secrets, stored only as SHA-256 hashes. At first start the
 //! daemon writes an operator token to `<data_dir>/operator.token` (0600) for the CLI.
 
+use super::catalog::CatalogChange;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -11,10 +12,9 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::catalog::token_key;
 use super::{now_rfc3339, ServiceError, Vault};
 use crate::crypto::os_random;
-use crate::store::{codec, CatalogOp, TokenRecord, TokenRole};
+use crate::store::{TokenRecord, TokenRole};
 
 /// Who is making a request: the token's id and role, and the peer's credentials.
 #[derive(Debug, Clone)]
@@ -89,14 +89,8 @@ impl Vault {
             created_at: now_rfc3339(),
         };
         let _admin = self.admin().await?;
-        self.commit(vec![CatalogOp::Put(
-            token_key(&record.id),
-            codec::encode(&record),
-        )])
-        .await?;
-        self.write_catalog()
-            .tokens_by_hash
-            .insert(record.hash.clone(), record.clone());
+        self.commit(vec![CatalogChange::PutToken(record.clone())])
+            .await?;
         Ok((record, secret))
     }
 
@@ -275,15 +269,16 @@ impl Vault {
     async fn revoke_token_inner(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
         who.require_operator()?;
         let _admin = self.admin().await?;
-        let hash = self
+        if !self
             .read_catalog()
             .tokens_by_hash
             .values()
-            .find(|t| t.id == id)
-            .map(|t| t.hash.clone())
-            .ok_or_else(|| ServiceError::NotFound(format!("no token {id:?}")))?;
-        self.commit(vec![CatalogOp::Delete(token_key(id))]).await?;
-        self.write_catalog().tokens_by_hash.remove(&hash);
+            .any(|t| t.id == id)
+        {
+            return Err(ServiceError::NotFound(format!("no token {id:?}")));
+        }
+        self.commit(vec![CatalogChange::DeleteToken(id.to_string())])
+            .await?;
         Ok(())
     }
 }
