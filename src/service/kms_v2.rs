@@ -1,4 +1,4 @@
-//! Service hooks of the Kubernetes KMS v2 plugin (`compat::kms_v2`): seal and open DEK seeds
+//! Service hooks of the Kubernetes KMS v2 plugin (`server::compat::kms_v2`): seal and open DEK seeds
 //! of the API server under one root key, and the health check behind `Status`.
 //!
 //! The ciphertext is a whole envelope of kind [`EnvelopeKind::Transit`] (header with the root

@@ -1,4 +1,4 @@
-//! Service hooks of the Vault-transit-compatible front end (`compat::transit`).
+//! Service hooks of the Vault-transit-compatible front end (`server::compat::transit`).
 //!
 //! A transit key is an ordinary root key: the same record, versions, states and lifecycle. This
 //! module adds what transit needs on top: per-key transit settings (`min_decryption_version`,

@@ -10,9 +10,8 @@ use super::{Catalog, CatalogChange, TransitSettings, KINDS};
 use crate::config::Config;
 use crate::service::Vault;
 use crate::store::{
-    codec, AuthorizationRecord, BackupRecord, CatalogOp, DatabaseRecord, DatabaseState,
-    DekRecord, InstanceRecord, KeyOrigin, KeyRecord, KeyState, RotationJob, Store, TokenRecord,
-    TokenRole,
+    codec, AuthorizationRecord, BackupRecord, CatalogOp, DatabaseRecord, DatabaseState, DekRecord,
+    InstanceRecord, KeyOrigin, KeyRecord, KeyState, RotationJob, Store, TokenRecord, TokenRole,
 };
 
 const WHEN: &str = "2026-01-01T00:00:00Z";
@@ -140,13 +139,29 @@ fn canonical(catalog: &Catalog) -> Canonical {
     let mut puts: Vec<CatalogChange> = Vec::new();
     puts.extend(catalog.keys.values().cloned().map(C::PutKey));
     puts.extend(catalog.databases.values().cloned().map(C::PutDatabase));
-    puts.extend(catalog.deks.values().flat_map(|g| g.values().cloned().map(C::PutDek)));
+    puts.extend(
+        catalog
+            .deks
+            .values()
+            .flat_map(|g| g.values().cloned().map(C::PutDek)),
+    );
     puts.extend(catalog.tokens_by_hash.values().cloned().map(C::PutToken));
     puts.extend(catalog.instance.clone().map(C::PutInstance));
-    puts.extend(catalog.authorizations.values().cloned().map(C::PutAuthorization));
+    puts.extend(
+        catalog
+            .authorizations
+            .values()
+            .cloned()
+            .map(C::PutAuthorization),
+    );
     puts.extend(catalog.jobs.values().cloned().map(C::PutJob));
     puts.extend(catalog.backups.values().cloned().map(C::PutBackup));
-    puts.extend(catalog.transit.iter().map(|(k, s)| C::PutTransit(*k, s.clone())));
+    puts.extend(
+        catalog
+            .transit
+            .iter()
+            .map(|(k, s)| C::PutTransit(*k, s.clone())),
+    );
     let entries = puts
         .iter()
         .map(|change| match change.to_op() {
