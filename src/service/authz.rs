@@ -23,7 +23,7 @@ pub const BACKUPS: &str = "backups";
 
 fn new_id() -> Result<String, ServiceError> {
     let mut bytes = [0u8; 8];
-    crate::crypto::os_random(&mut bytes).map_err(|_| ServiceError::Integrity)?;
+    crate::crypto::os_random(&mut bytes).map_err(|_| ServiceError::Random)?;
     Ok(format!(
         "authz_{}",
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()

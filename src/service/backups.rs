@@ -159,19 +159,21 @@ impl Vault {
                 .databases
                 .get(&db_id)
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal(
+                    "a backed-up database is not in the catalog",
+                ))?;
             let key_id = db.backup_key_id.unwrap_or(db.key_id);
             let key = catalog
                 .keys
                 .get(&key_id)
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal("a backup key is not in the catalog"))?;
             (db, key)
         };
         let db_crn = self.crn("database", &db.id);
         self.check_backup_key(&key, db.key_id, &db_crn).await?;
         let backup_id = Uuid::new_v4();
-        let dek = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
+        let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
         let wrapped = self.keystore_call(|ks| {
             ks.seal(
                 RootKeyRef {
@@ -205,7 +207,7 @@ impl Vault {
                 chunk_size: CHUNK_SIZE as u32,
                 record_count,
                 nonce_prefix: random_prefix()
-                    .map_err(|_| ServiceError::Integrity)?
+                    .map_err(|_| ServiceError::Random)?
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect(),
@@ -284,7 +286,9 @@ impl Vault {
         }
         let (_, written) = payload.finish()?;
         if written != header.record_count {
-            return Err(ServiceError::Integrity);
+            return Err(ServiceError::Internal(
+                "the backup holds another number of records than its header",
+            ));
         }
         Ok(())
     }
@@ -464,7 +468,8 @@ impl Vault {
                 },
             )
             .await?;
-        let db_id = Uuid::parse_str(&created.id).map_err(|_| ServiceError::Integrity)?;
+        let db_id = Uuid::parse_str(&created.id)
+            .map_err(|_| ServiceError::Internal("a created database id is not a UUID"))?;
         let generation = self
             .reserve_bulk_seals(db_id, front.header.record_count)
             .await?;

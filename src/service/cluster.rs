@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::catalog::{self, Catalog, CatalogChange};
 use super::{ServiceError, Vault};
-use crate::store::{ClusterLockGuard, ClusterLockName, RotationJob, Store, StoreError};
+use crate::store::{ClusterLockGuard, ClusterLockName, RotationJob, Store};
 
 /// Per-node state of the shared catalog.
 #[derive(Default)]
@@ -80,7 +80,7 @@ impl Vault {
             let store = Arc::clone(&self.store);
             tokio::task::spawn_blocking(move || store.lock(ClusterLockName::Admin))
                 .await
-                .map_err(|e| StoreError::Backend(e.to_string()))??
+                .map_err(|e| ServiceError::TaskFailed(e.to_string()))??
         } else {
             Box::new(crate::store::LocalLock)
         };

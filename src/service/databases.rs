@@ -142,7 +142,7 @@ impl Vault {
         root: &KeyRecord,
         generation: u32,
     ) -> Result<(DekRecord, Arc<Cipher>), ServiceError> {
-        let dek = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
+        let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
         let wrapped = self.keystore_call(|ks| {
             ks.seal(
                 RootKeyRef {

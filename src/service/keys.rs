@@ -102,7 +102,7 @@ impl Vault {
         let keystore = std::sync::Arc::clone(&self.keystore);
         tokio::task::spawn_blocking(move || keystore.create(key_id, material))
             .await
-            .map_err(|_| ServiceError::Integrity)??;
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         if let Err(err) = self
             .commit(vec![CatalogChange::PutKey(record.clone())])
             .await
@@ -246,7 +246,7 @@ impl Vault {
         request: WrapRequest,
     ) -> Result<WrapResponse, ServiceError> {
         let result = self.wrap_inner(who, reference, request);
-        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        let target = self.reference_crn(reference);
         self.audited(who, data_plane::WRAP, &target, result, None)
     }
 
@@ -270,7 +270,7 @@ impl Vault {
                 (bytes, false)
             }
             None => {
-                let dek = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
+                let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
                 (Zeroizing::new(dek.expose_secret().to_vec()), true)
             }
         };
@@ -318,7 +318,7 @@ impl Vault {
         request: UnwrapRequest,
     ) -> Result<UnwrapResponse, ServiceError> {
         let result = self.unwrap_inner(who, reference, request);
-        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        let target = self.reference_crn(reference);
         self.audited(who, data_plane::UNWRAP, &target, result, None)
     }
 
@@ -344,7 +344,7 @@ impl Vault {
         request: UnwrapRequest,
     ) -> Result<RewrapResponse, ServiceError> {
         let result = self.rewrap_inner(who, reference, request);
-        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        let target = self.reference_crn(reference);
         self.audited(who, data_plane::REWRAP, &target, result, None)
     }
 

@@ -234,11 +234,7 @@ impl Vault {
                     serde_json::to_value(&receipt).ok()
                 },
             )
-            .map_err(|e| {
-                ServiceError::Store(crate::store::StoreError::Backend(format!(
-                    "activity log: {e}"
-                )))
-            })?;
+            .map_err(|e| ServiceError::AuditLog(format!("activity log: {e}")))?;
         Ok(receipt)
     }
 
@@ -283,7 +279,7 @@ impl Vault {
         let key_id = key.id;
         tokio::task::spawn_blocking(move || keystore.destroy(key_id, None))
             .await
-            .map_err(|_| ServiceError::Integrity)??;
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         self.deks.purge_root_key(key.id);
         for db in &disabled {
             self.deks.purge_database(db.id);
@@ -441,7 +437,7 @@ impl Vault {
         let id = db.id;
         tokio::task::spawn_blocking(move || store.records_purge(id.as_bytes()))
             .await
-            .map_err(|_| ServiceError::Integrity)??;
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         let generations: Vec<u32> = self
             .read_catalog()
             .deks

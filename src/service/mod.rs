@@ -102,9 +102,8 @@ impl Vault {
         let store = crate::store::open(config, &data_dir.join("store"))?;
         let bad_config = |e: crate::config::ConfigError| ServiceError::BadRequest(e.to_string());
         let audit_sync = config.audit_sync().map_err(bad_config)?;
-        let audit = AuditLog::open_with(&data_dir.join("audit.log"), audit_sync).map_err(|e| {
-            ServiceError::Store(crate::store::StoreError::Backend(format!("audit log: {e}")))
-        })?;
+        let audit = AuditLog::open_with(&data_dir.join("audit.log"), audit_sync)
+            .map_err(|e| ServiceError::AuditLog(format!("cannot open the activity log: {e}")))?;
         let limits = Limits {
             max_record_size: config.max_record_size().map_err(bad_config)?,
             max_record_key: config.limits.max_record_key,
@@ -229,7 +228,7 @@ impl Vault {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || store.catalog_apply(ops))
             .await
-            .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         self.flusher.durable().await?;
         self.apply_changes(&changes);
         Ok(())
@@ -258,6 +257,12 @@ impl Vault {
                 }
             }
         }
+    }
+
+    /// The CRN to log for `reference` when a request failed before resolving it: the key or
+    /// database it names, else the reference itself.
+    fn reference_crn(&self, reference: &str) -> String {
+        self.target_crn(reference, &Err(&ServiceError::NotFound(String::new())))
     }
 
     /// `crn:v1:envault:local:a/<instance>:<instance-id>:<kind>:<id>`.
@@ -289,9 +294,7 @@ impl Vault {
             .append(who, action, target, outcome, reason, details)
         {
             tracing::error!(error = %err, action, "cannot append to the activity log");
-            return Err(ServiceError::Store(crate::store::StoreError::Backend(
-                format!("activity log: {err}"),
-            )));
+            return Err(ServiceError::AuditLog(err.to_string()));
         }
         result
     }
@@ -361,12 +364,7 @@ fn create_private_dir(dir: &Path) -> Result<(), ServiceError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| {
-            ServiceError::Store(crate::store::StoreError::Backend(format!(
-                "cannot create data dir {}: {e}",
-                dir.display()
-            )))
-        })
+        .map_err(|e| ServiceError::DataDir(format!("cannot create {}: {e}", dir.display())))
 }
 
 /// Names of keys and databases: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.

@@ -108,10 +108,9 @@ impl Vault {
                 )))
             }
         }
-        let key = catalog
-            .keys
-            .get(&db.key_id)
-            .ok_or(ServiceError::Integrity)?;
+        let key = catalog.keys.get(&db.key_id).ok_or(ServiceError::Internal(
+            "a database's key is not in the catalog",
+        ))?;
         if key.origin != KeyOrigin::Provider
             && !catalog.is_authorized(DATABASES, &key.id, &[READER])
         {
@@ -160,7 +159,9 @@ impl Vault {
                 .get(&database)
                 .and_then(|gens| gens.get(&generation))
                 .cloned()
-                .ok_or(ServiceError::Integrity)?
+                .ok_or(ServiceError::Internal(
+                    "a record's DEK generation is not in the catalog",
+                ))?
         };
         let wrapped = B64
             .decode(&record.wrapped)
@@ -200,13 +201,17 @@ impl Vault {
                 .databases
                 .get(&database)
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal(
+                    "a database being written is not in the catalog",
+                ))?;
             let dek = catalog
                 .deks
                 .get(&database)
                 .and_then(|g| g.get(&db.generation))
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal(
+                    "a database's current DEK generation is not in the catalog",
+                ))?;
             (db, dek)
         };
         let budget = self
@@ -241,12 +246,14 @@ impl Vault {
             return Ok(());
         }
         // The generation is exhausted: start the next one under the key's newest version.
-        let root = self
-            .read_catalog()
-            .keys
-            .get(&db.key_id)
-            .cloned()
-            .ok_or(ServiceError::Integrity)?;
+        let root =
+            self.read_catalog()
+                .keys
+                .get(&db.key_id)
+                .cloned()
+                .ok_or(ServiceError::Internal(
+                    "a database's key is not in the catalog",
+                ))?;
         let generation = db.generation + 1;
         let (mut dek, cipher) = self.new_dek(&db, &root, generation)?;
         dek.seals_reserved = RESERVATION_STEP;
@@ -311,7 +318,7 @@ impl Vault {
                 &record_context(db.as_bytes(), key.as_bytes()),
                 value,
             )
-            .map_err(|_| ServiceError::Integrity)?;
+            .map_err(|_| ServiceError::Random)?;
         self.store
             .record_put_async(*db.as_bytes(), key.as_bytes().to_vec(), sealed)
             .await?;
@@ -492,13 +499,17 @@ impl Vault {
                 .databases
                 .get(&database)
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal(
+                    "a database being written is not in the catalog",
+                ))?;
             let dek = catalog
                 .deks
                 .get(&database)
                 .and_then(|g| g.get(&db.generation))
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal(
+                    "a database's current DEK generation is not in the catalog",
+                ))?;
             (db, dek)
         };
         let used = self

@@ -64,7 +64,7 @@ impl Vault {
     ) -> Result<RotationJob, ServiceError> {
         let result = self.start_rotation_inner(who, reference, retire_old).await;
         if result.is_err() {
-            let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+            let target = self.reference_crn(reference);
             return self.audited(who, "kms.secrets.rotate", &target, result, None);
         }
         result
@@ -116,10 +116,10 @@ impl Vault {
         };
         tokio::task::spawn_blocking(move || keystore.rotate(key_ref))
             .await
-            .map_err(|_| ServiceError::Integrity)??;
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         key.version = version;
         let mut id = [0u8; 6];
-        crate::crypto::os_random(&mut id).map_err(|_| ServiceError::Integrity)?;
+        crate::crypto::os_random(&mut id).map_err(|_| ServiceError::Random)?;
         let job = RotationJob {
             id: format!(
                 "job_{}",
@@ -253,9 +253,9 @@ impl Vault {
             s.retired_versions = retired.clone();
             s.backups_rewrapped = backups_rewrapped;
         });
-        self.rotations
-            .get(job.key_id)
-            .ok_or(ServiceError::Integrity)
+        self.rotations.get(job.key_id).ok_or(ServiceError::Internal(
+            "a finished rotation has no progress entry",
+        ))
     }
 
     /// Unwraps a DEK with its current version and wraps it with `version` (same DEK bytes).

@@ -74,13 +74,13 @@ impl Vault {
         databases: Vec<Uuid>,
     ) -> Result<(TokenRecord, Zeroizing<String>), ServiceError> {
         let mut raw = Zeroizing::new([0u8; 32]);
-        os_random(raw.as_mut_slice()).map_err(|_| ServiceError::Integrity)?;
+        os_random(raw.as_mut_slice()).map_err(|_| ServiceError::Random)?;
         let secret = Zeroizing::new(format!(
             "evt_{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_slice())
         ));
         let mut id_bytes = [0u8; 6];
-        os_random(&mut id_bytes).map_err(|_| ServiceError::Integrity)?;
+        os_random(&mut id_bytes).map_err(|_| ServiceError::Random)?;
         let record = TokenRecord {
             id: format!("tok_{}", hex_encode(&id_bytes)),
             role,
@@ -105,10 +105,7 @@ impl Vault {
         }
         let (record, secret) = self.issue_token(TokenRole::Operator, Vec::new()).await?;
         let io = |e: std::io::Error| {
-            ServiceError::Store(crate::store::StoreError::Backend(format!(
-                "cannot write {}: {e}",
-                path.display()
-            )))
+            ServiceError::TokenFile(format!("cannot write {}: {e}", path.display()))
         };
         let mut file = std::fs::OpenOptions::new()
             .write(true)

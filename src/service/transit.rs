@@ -149,7 +149,7 @@ impl Vault {
     }
 
     fn transit_target(&self, name: &str) -> String {
-        self.target_crn(name, &Err(&ServiceError::Integrity))
+        self.reference_crn(name)
     }
 
     /// `GET transit/keys/<name>`.
@@ -360,7 +360,9 @@ impl Vault {
             || sealed[4] != self.keystore.envelope_version()
             || sealed[5..HEADER_LEN] != expected[5..]
         {
-            return Err(ServiceError::Integrity);
+            return Err(ServiceError::Internal(
+                "the key backend sealed with an unexpected envelope header",
+            ));
         }
         // Dropping the header in place keeps the allocation (no second buffer and copy).
         sealed.drain(..HEADER_LEN);
@@ -440,11 +442,7 @@ impl Vault {
         };
         self.audit
             .append(who, action, target, outcome, reason, details)
-            .map_err(|e| {
-                ServiceError::Store(crate::store::StoreError::Backend(format!(
-                    "activity log: {e}"
-                )))
-            })?;
+            .map_err(|e| ServiceError::AuditLog(format!("activity log: {e}")))?;
         Ok(items)
     }
 
