@@ -3,14 +3,14 @@
 //! `AuthorizationDelegator`, and envault then keeps a delegated `backups` → key `Reader`
 //! authorization in place for as long as the database names that backup key.
 
+use super::catalog::CatalogChange;
 use uuid::Uuid;
 
 pub use crate::api::{AuthorizationInfo, GrantRequest};
 
-use super::catalog::authorization_key;
 use super::keys::find_key;
 use super::{now_rfc3339, Principal, ServiceError, Vault};
-use crate::store::{codec, AuthorizationRecord, CatalogOp, DatabaseState, KeyOrigin};
+use crate::store::{AuthorizationRecord, DatabaseState, KeyOrigin};
 
 /// The role every use of a key needs.
 pub const READER: &str = "Reader";
@@ -23,7 +23,7 @@ pub const BACKUPS: &str = "backups";
 
 fn new_id() -> Result<String, ServiceError> {
     let mut bytes = [0u8; 8];
-    crate::crypto::os_random(&mut bytes).map_err(|_| ServiceError::Integrity)?;
+    crate::crypto::os_random(&mut bytes).map_err(|_| ServiceError::Random)?;
     Ok(format!(
         "authz_{}",
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
@@ -113,15 +113,9 @@ impl Vault {
             created_by,
             created_at: now_rfc3339(),
         };
-        self.commit(vec![CatalogOp::Put(
-            authorization_key(&record.id),
-            codec::encode(&record),
-        )])
-        .await?;
         let info = self.authorization_info(&record);
-        self.write_catalog()
-            .authorizations
-            .insert(record.id.clone(), record);
+        self.commit(vec![CatalogChange::PutAuthorization(record)])
+            .await?;
         Ok(info)
     }
 
@@ -187,20 +181,13 @@ impl Vault {
             .cloned()
             .ok_or_else(|| ServiceError::NotFound(format!("no authorization {id:?}")))?;
         let orphans = self.orphaned_delegations(id);
-        let mut ops = vec![CatalogOp::Delete(authorization_key(id))];
-        ops.extend(
+        let mut changes = vec![CatalogChange::DeleteAuthorization(id.to_string())];
+        changes.extend(
             orphans
                 .iter()
-                .map(|a| CatalogOp::Delete(authorization_key(&a.id))),
+                .map(|a| CatalogChange::DeleteAuthorization(a.id.clone())),
         );
-        self.commit(ops).await?;
-        {
-            let mut catalog = self.write_catalog();
-            catalog.authorizations.remove(id);
-            for orphan in &orphans {
-                catalog.authorizations.remove(&orphan.id);
-            }
-        }
+        self.commit(changes).await?;
         // Drop cached DEKs of every key that lost its authorization: the next use must pass
         // the check again, and fails until a new grant.
         let lost: Vec<Uuid> = {

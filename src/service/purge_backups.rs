@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::catalog::{authorization_key, backup_key, key_key};
+use super::catalog::CatalogChange;
 use super::lifecycle::unix_now;
 use super::{Principal, ServiceError, Vault};
 use crate::backup::format::KeySlot;
 use crate::backup::target::{BackupTarget, TargetError};
-use crate::store::{codec, BackupRecord, CatalogOp, DatabaseRecord, KeyOrigin};
+use crate::store::{BackupRecord, DatabaseRecord, KeyOrigin};
 
 /// What a database's purge does with its backups and delegations: catalog changes, and the
 /// objects to destroy before they commit.
@@ -33,23 +33,20 @@ pub(super) struct PurgePlan {
 
 impl PurgePlan {
     /// The catalog changes of the plan (the database's own are the caller's).
-    pub fn ops(&self) -> Vec<CatalogOp> {
-        let mut ops: Vec<CatalogOp> = self
+    pub fn changes(&self) -> Vec<CatalogChange> {
+        let mut changes: Vec<CatalogChange> = self
             .doomed
             .iter()
-            .map(|b| CatalogOp::Delete(backup_key(&b.id)))
+            .map(|b| CatalogChange::DeleteBackup(b.id))
             .collect();
-        ops.extend(
-            self.kept
-                .iter()
-                .map(|b| CatalogOp::Put(backup_key(&b.id), codec::encode(b))),
-        );
-        ops.extend(
+        changes.extend(self.kept.iter().cloned().map(CatalogChange::PutBackup));
+        changes.extend(
             self.delegations
                 .iter()
-                .map(|id| CatalogOp::Delete(authorization_key(id))),
+                .cloned()
+                .map(CatalogChange::DeleteAuthorization),
         );
-        ops
+        changes
     }
 
     /// Whether a kept backup still needs `key_id` (a provider key then outlives its database
@@ -97,20 +94,6 @@ impl Vault {
         }
     }
 
-    /// Applies a committed plan to the in-memory catalog.
-    pub(super) fn mirror_purge_plan(&self, plan: &PurgePlan) {
-        let mut catalog = self.write_catalog();
-        for b in &plan.doomed {
-            catalog.backups.remove(&b.id);
-        }
-        for b in &plan.kept {
-            catalog.backups.insert(b.id, b.clone());
-        }
-        for id in &plan.delegations {
-            catalog.authorizations.remove(id);
-        }
-    }
-
     /// Destroys the backups' wrapped DEKs, then their files or objects.
     pub(super) async fn destroy_backup_objects(
         &self,
@@ -127,7 +110,7 @@ impl Vault {
                 .try_for_each(|file| destroy_object(target.as_ref(), file))
         })
         .await
-        .map_err(|_| ServiceError::Integrity)??;
+        .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         Ok(())
     }
 
@@ -168,24 +151,15 @@ impl Vault {
                 .map(|k| k.id)
                 .collect()
         };
-        let mut ops: Vec<CatalogOp> = doomed
+        let mut changes: Vec<CatalogChange> = doomed
             .iter()
-            .map(|b| CatalogOp::Delete(backup_key(&b.id)))
+            .map(|b| CatalogChange::DeleteBackup(b.id))
             .collect();
-        ops.extend(orphan_keys.iter().map(|k| CatalogOp::Delete(key_key(k))));
-        self.commit(ops).await?;
+        changes.extend(orphan_keys.iter().map(|k| CatalogChange::DeleteKey(*k)));
+        self.commit(changes).await?;
         for key in &orphan_keys {
             self.keystore_call(|ks| ks.destroy(*key, None))?;
             self.deks.purge_root_key(*key);
-        }
-        {
-            let mut catalog = self.write_catalog();
-            for b in &doomed {
-                catalog.backups.remove(&b.id);
-            }
-            for key in &orphan_keys {
-                catalog.remove_key(key);
-            }
         }
         drop(_admin);
         for b in &doomed {

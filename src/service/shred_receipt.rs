@@ -45,11 +45,7 @@ impl Vault {
         receipt.audit_chain_head = self
             .audit
             .append(who, "kms.secrets.delete", &target, "success", None, details)
-            .map_err(|e| {
-                ServiceError::Store(crate::store::StoreError::Backend(format!(
-                    "activity log: {e}"
-                )))
-            })?;
+            .map_err(|e| ServiceError::AuditLog(format!("activity log: {e}")))?;
         Ok(receipt)
     }
 }
