@@ -383,7 +383,7 @@ impl Bao {
             token_file: PathBuf::new(),
             mount: "transit".into(),
             key_prefix: "envault-".into(),
-            timeout: "5s".into(),
+            timeout: Duration::from_secs(5),
             ca_file: PathBuf::new(),
         }
     }
@@ -499,7 +499,7 @@ impl SoftHsm {
             module: SOFTHSM_MODULE.into(),
             token_label: self.label.clone(),
             pin_file: PathBuf::new(),
-            timeout: "5s".into(),
+            timeout: Duration::from_secs(5),
         }
     }
 

@@ -220,7 +220,7 @@ pub async fn listen(config: &Config, state: Arc<AppState>) -> Result<(), ServerE
             source: std::io::Error::other("[kms_v2] socket is set but [kms_v2] key is empty"),
         });
     }
-    let listener = bind(&path, config.socket_mode()?).await?;
+    let listener = bind(&path, config.socket_mode).await?;
     let plugin = Plugin {
         state,
         key: config.kms_v2.key.clone(),
