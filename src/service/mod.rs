@@ -7,20 +7,21 @@ mod authz;
 mod backup_adoption;
 mod backups;
 mod catalog;
-mod cluster; // issue 10
+mod cluster;
 mod databases;
 mod dek_cache;
 mod disk_space;
 mod durability;
 mod error;
 mod keys;
-mod kms_v2; // issue 11
+mod kms_v2;
 mod lifecycle;
-mod record_batch; // issue 7
+mod record_batch;
 mod records;
 mod rotation;
+mod seal_budget;
 mod tokens;
-mod transit; // issue 11
+mod transit;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -65,9 +66,9 @@ pub struct Vault {
     keystore_remote: bool,
     catalog: RwLock<Catalog>,
     deks: DekCache,
-    seal_budgets: records::SealBudgets,
+    seal_budgets: seal_budget::SealBudgets,
     database_locks: records::DatabaseLocks,
-    /// Where backups are written (issue 9: a local directory or an S3 bucket).
+    /// Where backups are written (a local directory or an S3 bucket).
     backup_target: Arc<dyn crate::backup::target::BackupTarget>,
     /// Objects in a shared backup target that did not verify, by name and size, so that
     /// listing does not fetch them again.
@@ -77,7 +78,7 @@ pub struct Vault {
     /// Serializes catalog mutations (create, delete, state changes) so each computes its
     /// change from a state no other mutation is changing. Record traffic never takes it.
     admin: tokio::sync::Mutex<()>,
-    /// Following other nodes' catalog changes on a shared store (issue 10).
+    /// Following other nodes' catalog changes on a shared store.
     cluster: cluster::ClusterState,
     /// Record operations hold it shared for their whole duration, acknowledgement included;
     /// disable, shred and purge take it exclusively. So once one of those returns, no write
@@ -140,7 +141,7 @@ impl Vault {
             keystore,
             catalog: RwLock::new(catalog),
             deks: DekCache::default(),
-            seal_budgets: records::SealBudgets::default(),
+            seal_budgets: seal_budget::SealBudgets::default(),
             database_locks: records::DatabaseLocks::default(),
             backup_target: Arc::new(crate::backup::target::local::LocalDirTarget::new(
                 backup_dir,
