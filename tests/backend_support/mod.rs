@@ -1,4 +1,4 @@
-//! Root-key backend fixtures for the test matrix (issue 8): the file keystore, an OpenBao
+//! Root-key backend fixtures for the test matrix: the file keystore, an OpenBao
 //! transit server and a SoftHSM2 token, each started in a temp dir by the test itself and
 //! stopped when the fixture drops. A missing `bao` or `softhsm2-util` fails the test.
 //!

@@ -110,7 +110,7 @@ pub fn check_annotations(annotations: &HashMap<String, Vec<u8>>) -> Result<(), S
 }
 
 impl Plugin {
-    /// Other nodes' catalog changes first (issue 10), as for every socket API request.
+    /// Other nodes' catalog changes first, as for every socket API request.
     async fn refresh(&self) -> Result<(), Status> {
         self.state.vault.refresh_catalog().await.map_err(status_of)
     }
