@@ -135,7 +135,7 @@ path "transit/keys/+/rotate" { capabilities = ["deny"] }"#;
     assert_eq!(client.get_key("held").await.expect("show").version, 1);
 }
 
-/// The Vault-transit-compatible front end (issue 11) on each backend: its `vault:v<N>:`
+/// The Vault-transit-compatible front end on each backend: its `vault:v<N>:`
 /// ciphertexts leave the envelope header implicit, so decrypt must rebuild it the way the
 /// backend wrote it, across a rotation too.
 async fn transit_api(kind: Kind) {

@@ -86,7 +86,7 @@ pub enum ServiceError {
     /// server's 4xx); the message names the backend's reason. Nothing changed.
     #[error("the root-key backend refused: {0}")]
     KeyBackendRefused(String),
-    /// Issue 9: the backup target (directory or S3 bucket) failed or refused; the message
+    /// The backup target (directory or S3 bucket) failed or refused; the message
     /// names the target and its answer (never credentials), so the operator can act on it.
     #[error("backup target failure: {0}")]
     BackupTarget(String),
