@@ -45,6 +45,17 @@ pub enum ServerError {
     /// Another daemon is serving this socket.
     #[error("another envault daemon is already listening on {0}")]
     SocketInUse(String),
+    /// Something other than a socket is at the socket path; it is left alone.
+    #[error(
+        "socket path {path} is {kind}, not a socket; refusing to replace it (move it away or \
+         configure another socket path)"
+    )]
+    NotASocket {
+        /// Socket path.
+        path: String,
+        /// What is there.
+        kind: &'static str,
+    },
     /// The socket could not be created or configured.
     #[error("socket {path}: {source}")]
     Socket {
@@ -66,6 +77,7 @@ pub fn app(vault: Vault) -> (axum::Router, Arc<AppState>) {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), ServerError> {
+    crate::hardening::private_umask();
     let protection = crate::hardening::protect_process();
     tracing::info!(
         memory_locked = protection.memory_locked,

@@ -66,6 +66,10 @@ pub enum ServiceError {
     /// names the target and its answer (never credentials), so the operator can act on it.
     #[error("backup target failure: {0}")]
     BackupTarget(String),
+    /// The data dir is unsafe or incomplete (start-up only: open permissions, a missing
+    /// master key or keystore).
+    #[error(transparent)]
+    DataDir(#[from] super::DataDirError),
 }
 
 impl ServiceError {
@@ -104,6 +108,7 @@ impl ServiceError {
             ServiceError::Integrity => "integrity_error",
             ServiceError::KeyBackendUnavailable(_) => "key_backend_unavailable",
             ServiceError::BackupTarget(_) => "backup_target_error",
+            ServiceError::DataDir(_) => "data_dir_error",
         }
     }
 }
