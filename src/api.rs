@@ -520,6 +520,10 @@ pub struct AuditEvent {
     /// Structured extras (receipts, counts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+    /// How `hash` is computed: `"hmac-sha256"` (keyed chain); absent on lines of logs written
+    /// before the chain was keyed (plain SHA-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
     /// Hash of the previous event.
     pub prev: String,
     /// Hash of this event.

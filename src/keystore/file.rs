@@ -47,17 +47,23 @@ pub struct FileKeystore {
     path: PathBuf,
     temp_path: PathBuf,
     master: Cipher,
+    /// The activity log's chain key, derived from the master key.
+    audit_key: SecretKey,
     keys: Mutex<HashMap<Uuid, BTreeMap<u32, Version>>>,
 }
 
 impl FileKeystore {
     /// Opens (or creates) the keystore in `dir`, sealed by the master key file at `master_path`.
     pub fn open(dir: &Path, master_path: &Path) -> Result<Self, KeystoreError> {
-        let master = Cipher::new(&master::load_or_create(master_path)?);
+        let master_key = master::load_or_create(master_path)?;
+        let audit_key = master::derive_audit_key(&master_key)?;
+        let master = Cipher::new(&master_key);
+        drop(master_key);
         let store = Self {
             path: dir.join(FILE_NAME),
             temp_path: dir.join(TEMP_NAME),
             master,
+            audit_key,
             keys: Mutex::new(HashMap::new()),
         };
         let loaded = store.recover()?;
@@ -205,6 +211,10 @@ impl RootKeyBackend for FileKeystore {
             location: self.path.display().to_string(),
             remote: false,
         }
+    }
+
+    fn audit_chain_key(&self) -> Result<Option<SecretKey>, KeystoreError> {
+        Ok(Some(SecretKey::from_slice(self.audit_key.expose_secret())?))
     }
 
     fn create(&self, key_id: Uuid, material: NewKey) -> Result<(), KeystoreError> {

@@ -16,6 +16,7 @@
 
 pub mod file;
 mod master;
+pub use master::audit_key_from_file;
 pub mod pkcs11;
 mod secrets;
 pub mod transit;
@@ -108,6 +109,14 @@ pub trait RootKeyBackend: Send + Sync {
     /// with this byte before `open`.
     fn envelope_version(&self) -> u8 {
         crate::crypto::envelope::ENVELOPE_VERSION
+    }
+
+    /// The key of the activity log's HMAC chain, when this backend derives one from material
+    /// it keeps (the file backend: from the master key, so whoever can rewrite the log without
+    /// the master key cannot forge it). `None` for backends whose keys never leave them; the
+    /// service then keeps a random chain key in the data dir.
+    fn audit_chain_key(&self) -> Result<Option<SecretKey>, KeystoreError> {
+        Ok(None)
     }
 
     /// Creates version 1 of `key_id`, generated inside the backend or imported. Fails with

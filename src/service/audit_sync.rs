@@ -25,6 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::audit_head::{Head, HeadFile};
 pub use crate::api::AuditSyncStats;
 pub use crate::config::DataPlaneSync;
 
@@ -101,6 +102,11 @@ pub(super) struct Durability {
     file: File,
     /// Events whose lines are completely written; raised under the log's lock after each write.
     written: AtomicU64,
+    /// The chain head after the last written line (with `written`, under the log's lock).
+    latest: Mutex<Head>,
+    /// Where each fsync's head is recorded, after the fsync (`super::audit_head`). Only the
+    /// thread running the fsync writes it.
+    head_file: Mutex<HeadFile>,
     state: Mutex<SyncState>,
     synced: Condvar,
     /// `fdatasync` calls made (for `GET /v1/health` and the tests).
@@ -116,11 +122,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Durability {
-    /// `events` lines are in `file` and on disk already.
-    pub(super) fn new(file: File, events: u64) -> Self {
+    /// `head.events` lines are in `file` and on disk already, and recorded in `head_file`.
+    pub(super) fn new(file: File, head: Head, head_file: HeadFile) -> Self {
+        let events = head.events;
         Self {
             file,
             written: AtomicU64::new(events),
+            latest: Mutex::new(head),
+            head_file: Mutex::new(head_file),
             state: Mutex::new(SyncState {
                 durable: events,
                 syncing: false,
@@ -135,10 +144,11 @@ impl Durability {
         }
     }
 
-    /// Records that the first `events` lines are written. Called under the log's lock, so the
-    /// count only grows.
-    pub(super) fn wrote(&self, events: u64) {
-        self.written.store(events, Ordering::Release);
+    /// Records that the first `head.events` lines are written. Called under the log's lock,
+    /// so the count only grows.
+    pub(super) fn wrote(&self, head: Head) {
+        *lock(&self.latest) = head;
+        self.written.store(head.events, Ordering::Release);
     }
 
     /// Events whose lines are written.
@@ -173,9 +183,15 @@ impl Durability {
         state.syncing = true;
         drop(state);
         // Read before the fsync: every line counted here was written before it starts.
-        let covered = self.written();
+        let head = *lock(&self.latest);
+        let covered = head.events;
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        let result = self.file.sync_data();
+        // The head is recorded only once the lines it counts are on disk, so after any crash
+        // the log is at least as long as its head file says.
+        let result = self
+            .file
+            .sync_data()
+            .and_then(|()| lock(&self.head_file).write(head));
         let mut state = lock(&self.state);
         state.syncing = false;
         if result.is_ok() {

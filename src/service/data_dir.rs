@@ -83,6 +83,10 @@ pub enum DataDirError {
         /// One of their names.
         example: String,
     },
+    /// The activity log does not match its head file (lines removed at the end, the log or
+    /// the head file missing or forged): refused so that appending cannot bury the evidence.
+    #[error("{0}")]
+    ActivityLog(String),
     /// The keystore opened but lacks root keys the catalog names (an older copy put back).
     #[error(
         "the keystore {location} lacks {count} root key(s) the catalog names (e.g. {example:?}); \

@@ -2,6 +2,8 @@
 //! method here each; this layer owns state checks, durability and the DEK cache.
 
 mod audit;
+mod audit_chain;
+mod audit_head;
 mod audit_sync;
 mod authz;
 mod backup_adoption;
@@ -28,7 +30,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-pub use audit::{AuditEvent, AuditLog, VerifyReport};
+pub use audit::{verify_data_dir, AuditEvent, AuditLog, ChainKey, VerifyReport};
 pub use audit_sync::data_plane;
 pub use authz::{AuthorizationInfo, GrantRequest};
 pub use backups::BackupInfo;
@@ -115,9 +117,7 @@ impl Vault {
         };
         let bad_config = |e: crate::config::ConfigError| ServiceError::BadRequest(e.to_string());
         let audit_sync = config.audit_sync().map_err(bad_config)?;
-        let audit = AuditLog::open_with(&data_dir.join("audit.log"), audit_sync).map_err(|e| {
-            ServiceError::Store(crate::store::StoreError::Backend(format!("audit log: {e}")))
-        })?;
+        let audit = audit::open_in(config, keystore.as_ref(), audit_sync)?;
         let limits = Limits {
             max_record_size: config.max_record_size().map_err(bad_config)?,
             max_record_key: config.limits.max_record_key,

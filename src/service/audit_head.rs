@@ -1,0 +1,275 @@
+//! The activity log's head file, `<data_dir>/audit.head`: how many events the log held at its
+//! last fsync and the hash of the last one, so that removing lines from the end of the log (a
+//! valid chain, only shorter) is detected, at start and by `audit verify`.
+//!
+//! ```text
+//! audit.head = slot 0 | slot 1                      (128 bytes)
+//! slot       = "EVAH" | version 1 | 3 zero bytes | events u64 BE | hash 32 | tag 16
+//! tag        = first 16 bytes of HMAC-SHA-256(chain key, "envault/audit-head" || bytes 0..48)
+//! ```
+//!
+//! Written after each fsync of the log (group commit: one per group, not per event), into the
+//! slot not holding the newest head, then `fdatasync`ed: a write torn by a crash damages only
+//! that slot, and the other still holds the previous head, which the log (synced first) is at
+//! least as long as. The reader takes the valid slot with the most events. Two slots overwritten
+//! in place cost one `fdatasync`, where write-temp-then-rename would cost three (file, rename,
+//! directory) on every group commit.
+//!
+//! The tag is keyed: a head file cannot be forged (or rolled back to match a truncated log)
+//! without the chain key.
+//!
+//! Also here: the chain key file `audit.key` for root-key backends whose keys never leave them
+//! (PKCS#11, transit), `"EVAK" | version 1 | 3 zero bytes | key 32`, 0600.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use super::audit_chain::{unhex, ChainKey};
+use crate::crypto::SecretKey;
+
+const MAGIC: &[u8; 4] = b"EVAH";
+const VERSION: u8 = 1;
+const SLOT_LEN: usize = 64;
+const TAG_LABEL: &[u8] = b"envault/audit-head";
+const KEY_MAGIC: &[u8; 4] = b"EVAK";
+const KEY_VERSION: u8 = 1;
+
+/// Where the log stood: `events` lines, the last with this hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Head {
+    pub events: u64,
+    pub hash: [u8; 32],
+}
+
+impl Head {
+    /// The head for `events` events whose last hash is `hash_hex` (zeros when unparseable:
+    /// such a head never matches, which verification then reports).
+    pub(super) fn new(events: u64, hash_hex: &str) -> Self {
+        Self {
+            events,
+            hash: unhex(hash_hex).unwrap_or([0u8; 32]),
+        }
+    }
+}
+
+/// The head file's path beside the log.
+pub(super) fn head_path(log: &Path) -> PathBuf {
+    log.with_file_name("audit.head")
+}
+
+fn encode(key: &ChainKey, head: Head) -> [u8; SLOT_LEN] {
+    let mut slot = [0u8; SLOT_LEN];
+    slot[..4].copy_from_slice(MAGIC);
+    slot[4] = VERSION;
+    slot[8..16].copy_from_slice(&head.events.to_be_bytes());
+    slot[16..48].copy_from_slice(&head.hash);
+    let tag = key.mac(&[TAG_LABEL, &slot[..48]]);
+    slot[48..].copy_from_slice(&tag[..16]);
+    slot
+}
+
+fn decode(key: &ChainKey, slot: &[u8]) -> Option<Head> {
+    if slot.len() != SLOT_LEN || &slot[..4] != MAGIC || slot[4] != VERSION {
+        return None;
+    }
+    let tag = key.mac(&[TAG_LABEL, &slot[..48]]);
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(&tag[..16], &slot[48..])) {
+        return None;
+    }
+    let events = u64::from_be_bytes(slot[8..16].try_into().ok()?);
+    let hash = slot[16..48].try_into().ok()?;
+    Some(Head { events, hash })
+}
+
+/// Reads the head file: `Ok(None)` if there is none, `Err(problem)` if no slot is valid
+/// (damaged, or written with another key).
+pub(super) fn read(path: &Path, key: &ChainKey) -> std::io::Result<Result<Option<Head>, String>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(None)),
+        Err(err) => return Err(err),
+    };
+    let newest = bytes
+        .chunks(SLOT_LEN)
+        .take(2)
+        .filter_map(|slot| decode(key, slot))
+        .max_by_key(|head| head.events);
+    Ok(newest.map(Some).ok_or_else(|| {
+        format!(
+            "the head file {} is damaged or was not written with this vault's key",
+            path.display()
+        )
+    }))
+}
+
+/// The open head file; written by whoever runs the log's fsync (one at a time).
+pub(super) struct HeadFile {
+    file: File,
+    key: ChainKey,
+    /// The slot the next write goes to (the one not holding the newest head).
+    next_slot: usize,
+}
+
+impl HeadFile {
+    /// Opens the head file (creating it, 0600, if missing) and records `head` in it, durably.
+    pub(super) fn open(path: &Path, key: &ChainKey, head: Head) -> std::io::Result<Self> {
+        let created = !path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        let key = key.duplicate();
+        // Write into the slot not holding the newest valid head.
+        let mut bytes = vec![0u8; 2 * SLOT_LEN];
+        let len = file.read_at(&mut bytes, 0)?;
+        let slots: Vec<Option<Head>> = bytes[..len.min(2 * SLOT_LEN)]
+            .chunks(SLOT_LEN)
+            .map(|slot| decode(&key, slot))
+            .collect();
+        let newest = (0..slots.len())
+            .filter_map(|i| slots[i].map(|h| (i, h.events)))
+            .max_by_key(|(_, events)| *events)
+            .map(|(i, _)| i);
+        let mut head_file = Self {
+            file,
+            key,
+            next_slot: newest.map_or(0, |i| 1 - i),
+        };
+        if len < 2 * SLOT_LEN {
+            head_file.file.set_len(2 * SLOT_LEN as u64)?;
+        }
+        head_file.write(head)?;
+        if created {
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        Ok(head_file)
+    }
+
+    /// Records `head` durably (one `pwrite` and one `fdatasync`).
+    pub(super) fn write(&mut self, head: Head) -> std::io::Result<()> {
+        let slot = encode(&self.key, head);
+        self.file
+            .write_all_at(&slot, (self.next_slot * SLOT_LEN) as u64)?;
+        self.file.sync_data()?;
+        self.next_slot = 1 - self.next_slot;
+        Ok(())
+    }
+}
+
+/// The chain key kept in `path` (backends that derive none), created on first use.
+pub(super) fn load_or_create_key_file(path: &Path) -> std::io::Result<SecretKey> {
+    if let Some(key) = load_key_file(path)? {
+        return Ok(key);
+    }
+    let key = SecretKey::generate().map_err(std::io::Error::other)?;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(40));
+    bytes.extend_from_slice(KEY_MAGIC);
+    bytes.extend_from_slice(&[KEY_VERSION, 0, 0, 0]);
+    bytes.extend_from_slice(key.expose_secret());
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(key)
+}
+
+/// Reads the chain key file, `None` if there is none.
+pub(super) fn load_key_file(path: &Path) -> std::io::Result<Option<SecretKey>> {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(40));
+    match File::open(path) {
+        Ok(mut file) => file.read_to_end(&mut bytes)?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let malformed = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the chain key file {} is damaged", path.display()),
+        )
+    };
+    if bytes.len() != 40 || &bytes[..4] != KEY_MAGIC || bytes[4] != KEY_VERSION {
+        return Err(malformed());
+    }
+    SecretKey::from_slice(&bytes[8..])
+        .map(Some)
+        .map_err(|_| malformed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> ChainKey {
+        ChainKey::new(SecretKey::from_slice(&[byte; 32]).unwrap())
+    }
+
+    #[test]
+    fn newest_valid_slot_wins_and_a_torn_slot_falls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.head");
+        let k = key(7);
+        let mut file =
+            HeadFile::open(&path, &k, Head::new(0, super::super::audit_chain::GENESIS)).unwrap();
+        file.write(Head {
+            events: 5,
+            hash: [5; 32],
+        })
+        .unwrap();
+        file.write(Head {
+            events: 9,
+            hash: [9; 32],
+        })
+        .unwrap();
+        assert_eq!(read(&path, &k).unwrap().unwrap().unwrap().events, 9);
+        // Tear the newest slot: the previous head is read.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let newest = if bytes[8..16] == 9u64.to_be_bytes() {
+            0
+        } else {
+            1
+        };
+        bytes[newest * SLOT_LEN + 20] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read(&path, &k).unwrap().unwrap().unwrap().events, 5);
+        // Another key verifies nothing.
+        assert!(read(&path, &key(8)).unwrap().is_err());
+        // Reopening writes over the torn slot, keeping the good one.
+        drop(file);
+        HeadFile::open(
+            &path,
+            &k,
+            Head {
+                events: 6,
+                hash: [6; 32],
+            },
+        )
+        .unwrap();
+        assert_eq!(read(&path, &k).unwrap().unwrap().unwrap().events, 6);
+    }
+
+    #[test]
+    fn key_file_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.key");
+        let first = load_or_create_key_file(&path).unwrap();
+        let again = load_or_create_key_file(&path).unwrap();
+        assert_eq!(first.expose_secret(), again.expose_secret());
+        std::fs::write(&path, b"short").unwrap();
+        assert!(load_key_file(&path).is_err());
+    }
+}
