@@ -46,6 +46,7 @@ struct Version {
 pub struct FileKeystore {
     path: PathBuf,
     temp_path: PathBuf,
+    master_path: PathBuf,
     master: Cipher,
     /// The activity log's chain key, derived from the master key.
     audit_key: SecretKey,
@@ -62,6 +63,7 @@ impl FileKeystore {
         let store = Self {
             path: dir.join(FILE_NAME),
             temp_path: dir.join(TEMP_NAME),
+            master_path: master_path.to_path_buf(),
             master,
             audit_key,
             keys: Mutex::new(HashMap::new()),
@@ -121,7 +123,10 @@ impl FileKeystore {
         let corrupt = || KeystoreError::Corrupt(self.path.clone());
         let (_, plain) = Envelope(EnvelopeKind::Keystore)
             .open(&self.master, CONTEXT, sealed)
-            .map_err(|_| corrupt())?;
+            .map_err(|_| KeystoreError::DoesNotOpen {
+                keystore: self.path.clone(),
+                master: self.master_path.clone(),
+            })?;
         let plain = Zeroizing::new(plain);
         let count = plain
             .get(..4)
@@ -427,7 +432,7 @@ mod tests {
         std::fs::write(dir.path().join("master.key"), [1u8; 32]).unwrap();
         assert!(matches!(
             FileKeystore::open(dir.path(), &dir.path().join("master.key")),
-            Err(KeystoreError::Corrupt(_))
+            Err(KeystoreError::DoesNotOpen { .. })
         ));
     }
 }

@@ -81,6 +81,18 @@ pub enum KeystoreError {
     /// The keystore file exists but does not open with the master key, or is malformed.
     #[error("keystore file {0} is corrupt or sealed by another master key")]
     Corrupt(std::path::PathBuf),
+    /// The keystore file does not authenticate under the master key: one of the two files
+    /// is damaged, or they come from different vaults.
+    #[error(
+        "keystore file {keystore} does not open with the master key {master}: one of the two \
+         files is damaged, or they are not from the same vault. Restore both from the same copy"
+    )]
+    DoesNotOpen {
+        /// The keystore file.
+        keystore: std::path::PathBuf,
+        /// The master key file.
+        master: std::path::PathBuf,
+    },
     /// The backend (HSM, transit server) did not answer in time or could not be reached; the
     /// operation did not take effect as far as envault knows, and may be retried.
     #[error("the root-key backend is unavailable: {0}")]

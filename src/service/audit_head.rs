@@ -3,20 +3,21 @@
 //! valid chain, only shorter) is detected, at start and by `audit verify`.
 //!
 //! ```text
-//! audit.head = slot 0 | slot 1                      (128 bytes)
-//! slot       = "EVAH" | version 1 | 3 zero bytes | events u64 BE | hash 32 | tag 16
+//! audit.head = "EVAH" | version 1 | 3 zero bytes | events u64 BE | hash 32 | tag 16   (64 bytes)
 //! tag        = first 16 bytes of HMAC-SHA-256(chain key, "envault/audit-head" || bytes 0..48)
 //! ```
 //!
-//! Written after each fsync of the log (group commit: one per group, not per event), into the
-//! slot not holding the newest head, then `fdatasync`ed: a write torn by a crash damages only
-//! that slot, and the other still holds the previous head, which the log (synced first) is at
-//! least as long as. The reader takes the valid slot with the most events. Two slots overwritten
-//! in place cost one `fdatasync`, where write-temp-then-rename would cost three (file, rename,
-//! directory) on every group commit.
+//! Rewritten in place after each fsync of the log (group commit: one per group, not per
+//! event), then `fdatasync`ed, so it never counts a line that is not on disk. The 64 bytes sit
+//! at the start of one sector, which disks write atomically: the same property PostgreSQL's
+//! `pg_control` relies on, kept under 512 bytes for it. A crash therefore leaves the old or the
+//! new head, never a mix, and a head that does not verify is damage or tampering, never a
+//! crash. (Write-temp-then-rename would cost three syncs per group commit instead of one; two
+//! alternating slots would let someone who damages the newer one roll the head back.)
 //!
 //! The tag is keyed: a head file cannot be forged (or rolled back to match a truncated log)
-//! without the chain key.
+//! without the chain key. Rolling it back to an older copy of itself is possible; see the
+//! security model (docs).
 //!
 //! Also here: the chain key file `audit.key` for root-key backends whose keys never leave them
 //! (PKCS#11, transit), `"EVAK" | version 1 | 3 zero bytes | key 32`, 0600.
@@ -85,7 +86,7 @@ fn decode(key: &ChainKey, slot: &[u8]) -> Option<Head> {
     Some(Head { events, hash })
 }
 
-/// Reads the head file: `Ok(None)` if there is none, `Err(problem)` if no slot is valid
+/// Reads the head file: `Ok(None)` if there is none, `Err(problem)` if it does not verify
 /// (damaged, or written with another key).
 pub(super) fn read(path: &Path, key: &ChainKey) -> std::io::Result<Result<Option<Head>, String>> {
     let bytes = match std::fs::read(path) {
@@ -93,12 +94,7 @@ pub(super) fn read(path: &Path, key: &ChainKey) -> std::io::Result<Result<Option
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(None)),
         Err(err) => return Err(err),
     };
-    let newest = bytes
-        .chunks(SLOT_LEN)
-        .take(2)
-        .filter_map(|slot| decode(key, slot))
-        .max_by_key(|head| head.events);
-    Ok(newest.map(Some).ok_or_else(|| {
+    Ok(decode(key, &bytes).map(Some).ok_or_else(|| {
         format!(
             "the head file {} is damaged or was not written with this vault's key",
             path.display()
@@ -110,8 +106,6 @@ pub(super) fn read(path: &Path, key: &ChainKey) -> std::io::Result<Result<Option
 pub(super) struct HeadFile {
     file: File,
     key: ChainKey,
-    /// The slot the next write goes to (the one not holding the newest head).
-    next_slot: usize,
 }
 
 impl HeadFile {
@@ -119,32 +113,15 @@ impl HeadFile {
     pub(super) fn open(path: &Path, key: &ChainKey, head: Head) -> std::io::Result<Self> {
         let created = !path.exists();
         let file = OpenOptions::new()
-            .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
             .open(path)?;
-        let key = key.duplicate();
-        // Write into the slot not holding the newest valid head.
-        let mut bytes = vec![0u8; 2 * SLOT_LEN];
-        let len = file.read_at(&mut bytes, 0)?;
-        let slots: Vec<Option<Head>> = bytes[..len.min(2 * SLOT_LEN)]
-            .chunks(SLOT_LEN)
-            .map(|slot| decode(&key, slot))
-            .collect();
-        let newest = (0..slots.len())
-            .filter_map(|i| slots[i].map(|h| (i, h.events)))
-            .max_by_key(|(_, events)| *events)
-            .map(|(i, _)| i);
         let mut head_file = Self {
             file,
-            key,
-            next_slot: newest.map_or(0, |i| 1 - i),
+            key: key.duplicate(),
         };
-        if len < 2 * SLOT_LEN {
-            head_file.file.set_len(2 * SLOT_LEN as u64)?;
-        }
         head_file.write(head)?;
         if created {
             if let Some(dir) = path.parent() {
@@ -156,12 +133,8 @@ impl HeadFile {
 
     /// Records `head` durably (one `pwrite` and one `fdatasync`).
     pub(super) fn write(&mut self, head: Head) -> std::io::Result<()> {
-        let slot = encode(&self.key, head);
-        self.file
-            .write_all_at(&slot, (self.next_slot * SLOT_LEN) as u64)?;
-        self.file.sync_data()?;
-        self.next_slot = 1 - self.next_slot;
-        Ok(())
+        self.file.write_all_at(&encode(&self.key, head), 0)?;
+        self.file.sync_data()
     }
 }
 
@@ -219,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn newest_valid_slot_wins_and_a_torn_slot_falls_back() {
+    fn head_round_trips_and_damage_or_another_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.head");
         let k = key(7);
@@ -235,31 +208,19 @@ mod tests {
             hash: [9; 32],
         })
         .unwrap();
-        assert_eq!(read(&path, &k).unwrap().unwrap().unwrap().events, 9);
-        // Tear the newest slot: the previous head is read.
-        let mut bytes = std::fs::read(&path).unwrap();
-        let newest = if bytes[8..16] == 9u64.to_be_bytes() {
-            0
-        } else {
-            1
-        };
-        bytes[newest * SLOT_LEN + 20] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(read(&path, &k).unwrap().unwrap().unwrap().events, 5);
-        // Another key verifies nothing.
+        assert_eq!(
+            read(&path, &k).unwrap(),
+            Ok(Some(Head {
+                events: 9,
+                hash: [9; 32]
+            }))
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), SLOT_LEN as u64);
         assert!(read(&path, &key(8)).unwrap().is_err());
-        // Reopening writes over the torn slot, keeping the good one.
-        drop(file);
-        HeadFile::open(
-            &path,
-            &k,
-            Head {
-                events: 6,
-                hash: [6; 32],
-            },
-        )
-        .unwrap();
-        assert_eq!(read(&path, &k).unwrap().unwrap().unwrap().events, 6);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(read(&path, &k).unwrap().is_err());
     }
 
     #[test]

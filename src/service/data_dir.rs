@@ -83,6 +83,17 @@ pub enum DataDirError {
         /// One of their names.
         example: String,
     },
+    /// The embedded store in the data dir does not open.
+    #[error(
+        "cannot open the store in {path}: {source} (its files are damaged, or another envault \
+         is using this data dir)"
+    )]
+    Store {
+        /// The store directory.
+        path: String,
+        /// Cause.
+        source: crate::store::StoreError,
+    },
     /// The activity log does not match its head file (lines removed at the end, the log or
     /// the head file missing or forged): refused so that appending cannot bury the evidence.
     #[error("{0}")]

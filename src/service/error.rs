@@ -103,6 +103,9 @@ impl ServiceError {
             ServiceError::TooLarge(_) => "too_large",
             ServiceError::StorageFull(_) => "storage_full",
             ServiceError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            // Stored bytes that fail their checksum or do not decode: damaged data, answered
+            // like a record that fails to authenticate.
+            ServiceError::Store(StoreError::Corrupt { .. }) => "integrity_error",
             ServiceError::Store(_) => "storage_error",
             ServiceError::Keystore(_) => "keystore_error",
             ServiceError::Integrity => "integrity_error",
@@ -149,6 +152,7 @@ impl ServiceError {
 fn store_message(err: &StoreError) -> &'static str {
     match err {
         StoreError::Unavailable(_) => "the store is unavailable; retry later",
+        StoreError::Corrupt { .. } => "stored data failed its integrity check",
         _ => "storage failure",
     }
 }

@@ -107,7 +107,17 @@ impl Vault {
         if config.store.backend == "sled" {
             data_dir::create_private_dir(&store_dir)?;
         }
-        let store = crate::store::open(config, &store_dir)?;
+        let store = crate::store::open(config, &store_dir).map_err(|source| {
+            if config.store.backend == "sled" {
+                DataDirError::Store {
+                    path: store_dir.display().to_string(),
+                    source,
+                }
+                .into()
+            } else {
+                ServiceError::Store(source)
+            }
+        })?;
         let keystore = {
             let (catalog, _) = Catalog::load_versioned(store.as_ref())?;
             data_dir::check_keystore_file(config, &catalog)?;
