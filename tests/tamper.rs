@@ -228,6 +228,23 @@ async fn damaged_keystore_or_master_key_is_refused_naming_the_files() {
     let stderr = refused(&daemon, "short master key");
     assert!(stderr.contains(&master.display().to_string()), "{stderr}");
     std::fs::write(&master, original).unwrap();
+
+    // The store deleted beside a keystore: refused (starting would destroy the keys as
+    // unknown to the catalog), and the keystore is untouched.
+    let store = daemon.data_dir.join("store");
+    if store.is_dir() {
+        let keystore_bytes = std::fs::read(&keystore).unwrap();
+        let aside = daemon.dir().join("store-aside");
+        std::fs::rename(&store, &aside).unwrap();
+        let stderr = refused(&daemon, "store removed");
+        assert!(
+            stderr.contains(&keystore.display().to_string()) && stderr.contains("store"),
+            "{stderr}"
+        );
+        assert_eq!(std::fs::read(&keystore).unwrap(), keystore_bytes);
+        std::fs::remove_dir_all(&store).unwrap();
+        std::fs::rename(&aside, &store).unwrap();
+    }
     daemon.restart().await;
 }
 

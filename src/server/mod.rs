@@ -5,7 +5,7 @@
 //! lets in-flight requests finish, flushes and removes the socket file.
 
 mod backup_routes;
-mod batch_routes; // issue 7
+mod batch_routes;
 mod connection;
 mod error;
 mod extract;
@@ -15,7 +15,7 @@ mod routes;
 
 use std::sync::Arc;
 
-pub use error::ApiError; // issue 11: compat front ends map its errors
+pub use error::ApiError; // compat front ends map its errors
 pub use extract::PeerCred;
 
 use crate::config::{Config, ConfigError};
@@ -116,7 +116,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     if let Some(every) = config.backup_schedule()? {
         spawn_backup_schedule(Arc::clone(&state), every, config.backup.retention);
     }
-    // Issue 11: the transit TCP listener and the KMS v2 socket, when configured.
+    // The transit TCP listener and the KMS v2 socket, when configured.
     if let Err(err) = crate::compat::start(&config, Arc::clone(&state)).await {
         let _ = std::fs::remove_file(&config.socket);
         return Err(err);

@@ -98,6 +98,17 @@ pub enum DataDirError {
     /// the head file missing or forged): refused so that appending cannot bury the evidence.
     #[error("{0}")]
     ActivityLog(String),
+    /// The keystore exists but the store is new: it was deleted or replaced.
+    #[error(
+        "the keystore {keystore} holds root keys but the store ({store}) is empty: it was \
+         deleted or replaced. Refusing to start, which would destroy the keys; put the store back"
+    )]
+    StoreMissing {
+        /// The store (directory, or the configured database).
+        store: String,
+        /// The keystore file.
+        keystore: String,
+    },
     /// The keystore opened but lacks root keys the catalog names (an older copy put back).
     #[error(
         "the keystore {location} lacks {count} root key(s) the catalog names (e.g. {example:?}); \
@@ -231,6 +242,19 @@ pub fn check_keystore_file(config: &Config, catalog: &Catalog) -> Result<(), Dat
     let present = KEYSTORE_FILES
         .iter()
         .any(|name| config.data_dir.join(name).exists());
+    // A store that has never been started on (no instance record) beside a keystore: the
+    // store was deleted or replaced. Starting would destroy every root key as material the
+    // catalog does not know (what a create that crashed before its commit leaves).
+    if present && catalog.instance.is_none() && catalog.keys.is_empty() {
+        return Err(DataDirError::StoreMissing {
+            store: config.data_dir.join("store").display().to_string(),
+            keystore: config
+                .data_dir
+                .join(KEYSTORE_FILES[0])
+                .display()
+                .to_string(),
+        });
+    }
     let live = live_keys(catalog);
     match live.first() {
         Some((_, name)) if !present => Err(DataDirError::MissingKeystore {
