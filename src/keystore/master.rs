@@ -38,7 +38,7 @@ pub fn load_or_create(path: &Path) -> Result<SecretKey, KeystoreError> {
             file.write_all(key.expose_secret()).map_err(io(path))?;
             file.sync_all().map_err(io(path))?;
             if let Some(dir) = path.parent() {
-                super::file::sync_dir(dir)?;
+                sync_dir(dir)?;
             }
             Ok(key)
         }
@@ -71,4 +71,11 @@ pub fn audit_key_from_file(path: &Path) -> Result<SecretKey, KeystoreError> {
     let master =
         SecretKey::from_slice(&bytes).map_err(|_| KeystoreError::Corrupt(path.to_path_buf()))?;
     derive_audit_key(&master)
+}
+
+/// fsyncs a directory so that a rename or create inside it is durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<(), KeystoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
 }

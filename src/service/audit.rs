@@ -30,8 +30,8 @@ use std::sync::{Arc, Mutex};
 pub use crate::api::{AuditEvent, AuditInitiator as Initiator, AuditVerifyReport as VerifyReport};
 
 pub use super::audit_chain::ChainKey;
-use super::audit_chain::{hashed_line, verify_file, Checked, GENESIS, HEADER};
-use super::audit_head::{self, Head, HeadFile};
+use super::audit_chain::{hashed_line, verify_file, Checked, Head, GENESIS, HEADER};
+use super::audit_head::{self, HeadFile};
 use super::audit_sync::{self, AuditSyncStats, DataPlaneSync, Durability, IntervalSyncer};
 use super::{now_rfc3339, DataDirError, Principal, ServiceError};
 
@@ -338,10 +338,7 @@ fn storage(path: &Path, err: std::io::Error) -> ServiceError {
     if err.kind() == std::io::ErrorKind::InvalidData {
         return DataDirError::ActivityLog(err.to_string()).into();
     }
-    ServiceError::Store(crate::store::StoreError::Backend(format!(
-        "activity log {}: {err}",
-        path.display()
-    )))
+    ServiceError::AuditLog(format!("activity log {}: {err}", path.display()))
 }
 
 /// `envault audit verify --data-dir`: checks the log of a data dir with the daemon stopped (or

@@ -24,7 +24,6 @@ use std::path::Path;
 use hmac::Mac as _;
 use sha2::{Digest, Sha256};
 
-use super::audit_head::Head;
 use crate::api::{AuditEvent, AuditVerifyReport as VerifyReport};
 use crate::crypto::SecretKey;
 
@@ -62,6 +61,24 @@ impl ChainKey {
             mac.update(part);
         }
         mac.finalize().into_bytes().into()
+    }
+}
+
+/// Where the log stood: `events` lines, the last with this hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Head {
+    pub events: u64,
+    pub hash: [u8; 32],
+}
+
+impl Head {
+    /// The head for `events` events whose last hash is `hash_hex` (zeros when unparseable:
+    /// such a head never matches, which verification then reports).
+    pub(super) fn new(events: u64, hash_hex: &str) -> Self {
+        Self {
+            events,
+            hash: unhex(hash_hex).unwrap_or([0u8; 32]),
+        }
     }
 }
 

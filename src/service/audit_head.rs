@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::audit_chain::{unhex, ChainKey};
+use super::audit_chain::{ChainKey, Head};
 use crate::crypto::SecretKey;
 
 const MAGIC: &[u8; 4] = b"EVAH";
@@ -38,24 +38,6 @@ const SLOT_LEN: usize = 64;
 const TAG_LABEL: &[u8] = b"envault/audit-head";
 const KEY_MAGIC: &[u8; 4] = b"EVAK";
 const KEY_VERSION: u8 = 1;
-
-/// Where the log stood: `events` lines, the last with this hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Head {
-    pub events: u64,
-    pub hash: [u8; 32],
-}
-
-impl Head {
-    /// The head for `events` events whose last hash is `hash_hex` (zeros when unparseable:
-    /// such a head never matches, which verification then reports).
-    pub(super) fn new(events: u64, hash_hex: &str) -> Self {
-        Self {
-            events,
-            hash: unhex(hash_hex).unwrap_or([0u8; 32]),
-        }
-    }
-}
 
 /// The head file's path beside the log.
 pub(super) fn head_path(log: &Path) -> PathBuf {

@@ -29,7 +29,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::audit_head::{Head, HeadFile};
+use super::audit_chain::Head;
+use super::audit_head::HeadFile;
 pub use crate::api::AuditSyncStats;
 pub use crate::config::DataPlaneSync;
 
