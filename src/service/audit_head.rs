@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Rewritten in place after each fsync of the log (group commit: one per group, not per
-//! event), then `fdatasync`ed, so it never counts a line that is not on disk. The 64 bytes sit
+//! event), so it never counts a line that is not on disk, and before those events are
+//! answered; its own `fdatasync` runs in the background (see [`HeadFile`]). The 64 bytes sit
 //! at the start of one sector, which disks write atomically: the same property PostgreSQL's
 //! `pg_control` relies on, kept under 512 bytes for it. A crash therefore leaves the old or the
 //! new head, never a mix, and a head that does not verify is damage or tampering, never a
@@ -26,6 +27,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 
 use zeroize::Zeroizing;
 
@@ -85,9 +88,46 @@ pub(super) fn read(path: &Path, key: &ChainKey) -> std::io::Result<Result<Option
 }
 
 /// The open head file; written by whoever runs the log's fsync (one at a time).
+///
+/// The head is written (`pwrite`) after the log's `fdatasync` and before the events it counts
+/// are answered, so a daemon crash or `kill -9` never loses it; its own `fdatasync` runs on a
+/// background thread, in parallel with the next group commit rather than in front of every
+/// answer. Only a power loss or kernel crash in that one-fsync window can leave the head on
+/// disk one group behind (never ahead: the log was synced first).
 pub(super) struct HeadFile {
     file: File,
     key: ChainKey,
+    syncer: Arc<HeadSync>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The background `fdatasync` of the head file: `pending` is set after each write.
+struct HeadSync {
+    file: File,
+    state: Mutex<(bool, bool)>, // (pending, stop)
+    wake: Condvar,
+}
+
+impl HeadSync {
+    fn run(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let (pending, stop) = *state;
+            if pending {
+                state.0 = false;
+                drop(state);
+                if let Err(err) = self.file.sync_data() {
+                    tracing::error!(error = %err, "activity log: cannot sync audit.head");
+                }
+                state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            if stop {
+                return;
+            }
+            state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 impl HeadFile {
@@ -100,23 +140,55 @@ impl HeadFile {
             .truncate(false)
             .mode(0o600)
             .open(path)?;
-        let mut head_file = Self {
-            file,
-            key: key.duplicate(),
-        };
-        head_file.write(head)?;
+        file.write_all_at(&encode(key, head), 0)?;
+        file.sync_data()?;
         if created {
             if let Some(dir) = path.parent() {
                 File::open(dir)?.sync_all()?;
             }
         }
-        Ok(head_file)
+        let syncer = Arc::new(HeadSync {
+            file: file.try_clone()?,
+            state: Mutex::new((false, false)),
+            wake: Condvar::new(),
+        });
+        let shared = Arc::clone(&syncer);
+        let thread = std::thread::Builder::new()
+            .name("envault-audit-head".into())
+            .spawn(move || shared.run())?;
+        Ok(Self {
+            file,
+            key: key.duplicate(),
+            syncer,
+            thread: Some(thread),
+        })
     }
 
-    /// Records `head` durably (one `pwrite` and one `fdatasync`).
+    /// Records `head`: written at once, synced in the background (see the type's docs).
     pub(super) fn write(&mut self, head: Head) -> std::io::Result<()> {
         self.file.write_all_at(&encode(&self.key, head), 0)?;
-        self.file.sync_data()
+        let mut state = self.syncer.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 = true;
+        self.syncer.wake.notify_one();
+        Ok(())
+    }
+}
+
+impl Drop for HeadFile {
+    /// Stops the background thread after a last sync, so a clean shutdown leaves the head on
+    /// disk.
+    fn drop(&mut self) {
+        {
+            let mut state = self.syncer.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.1 = true;
+            self.syncer.wake.notify_one();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Err(err) = self.file.sync_data() {
+            tracing::error!(error = %err, "activity log: cannot sync audit.head");
+        }
     }
 }
 

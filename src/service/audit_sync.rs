@@ -16,9 +16,10 @@
 //!   failed outcome, data-plane or not) still waits for its fsync, and that fsync also covers
 //!   every data-plane line written before it, so a durable event never follows a lost one.
 //!
-//! After each fsync, the log's head (event count and last hash) is recorded in `audit.head`
-//! (`super::audit_head`), with one more `fdatasync` per group commit, so that an answered event
-//! cut from the end of the log is detected.
+//! After each fsync, and before the events it covers are answered, the log's head (event count
+//! and last hash) is written to `audit.head` (`super::audit_head`; one `pwrite`, its
+//! `fdatasync` runs in the background), so that an answered event cut from the end of the log
+//! is detected.
 //!
 //! OpenBao's and Vault's file audit device write each entry with no fsync at all; `interval`
 //! stays stricter than that: a bounded window instead of whenever the kernel writes back.
