@@ -22,6 +22,7 @@ mod lifecycle;
 mod record_batch;
 mod records;
 mod rotation;
+mod seal_budget;
 mod tokens;
 mod transit;
 
@@ -68,7 +69,7 @@ pub struct Vault {
     keystore_remote: bool,
     catalog: RwLock<Catalog>,
     deks: DekCache,
-    seal_budgets: records::SealBudgets,
+    seal_budgets: seal_budget::SealBudgets,
     database_locks: records::DatabaseLocks,
     /// Where backups are written (a local directory or an S3 bucket).
     backup_target: Arc<dyn crate::backup::target::BackupTarget>,
@@ -126,14 +127,11 @@ impl Vault {
             data_dir::check_keystore_holds_catalog_keys(keystore.as_ref(), &catalog)?;
             keystore
         };
-        let bad_config = |e: crate::config::ConfigError| ServiceError::BadRequest(e.to_string());
-        let audit_sync = config.audit_sync().map_err(bad_config)?;
-        let audit = audit::open_in(config, keystore.as_ref(), audit_sync)?;
+        let audit = audit::open_in(config, keystore.as_ref(), config.audit.data_plane_sync)?;
         let limits = Limits {
-            max_record_size: config.max_record_size().map_err(bad_config)?,
+            max_record_size: config.limits.max_record_size,
             max_record_key: config.limits.max_record_key,
         };
-        let dek_ttl = config.dek_ttl().map_err(bad_config)?;
         let mut vault = Self::with_parts(
             store,
             keystore,
@@ -141,13 +139,10 @@ impl Vault {
             config.backup_dir(),
             config.instance.clone(),
             limits,
-            config.soft_delete_period().map_err(bad_config)?,
+            config.lifecycle.soft_delete_period,
         )?
-        .with_dek_cache(config.cache.max_deks, dek_ttl);
-        vault.disk_space = DiskSpace::new(
-            data_dir.clone(),
-            config.min_free_space().map_err(bad_config)?,
-        );
+        .with_dek_cache(config.cache.max_deks, config.cache.dek_ttl);
+        vault.disk_space = DiskSpace::new(data_dir.clone(), config.limits.min_free_space);
         vault.backup_target = crate::backup::target::from_config(config)?;
         Ok(vault)
     }
@@ -171,7 +166,7 @@ impl Vault {
             keystore,
             catalog: RwLock::new(catalog),
             deks: DekCache::default(),
-            seal_budgets: records::SealBudgets::default(),
+            seal_budgets: seal_budget::SealBudgets::default(),
             database_locks: records::DatabaseLocks::default(),
             backup_target: Arc::new(crate::backup::target::local::LocalDirTarget::new(
                 backup_dir,
