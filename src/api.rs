@@ -326,7 +326,7 @@ pub struct Health {
     /// Whether the daemon can be core-dumped or ptraced (false when hardened).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dumpable: Option<bool>,
-    /// The DEK cache's size and counters since start (issue 7).
+    /// The DEK cache's size and counters since start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dek_cache: Option<DekCacheStats>,
     /// The activity log's fsync policy in effect and its counters since start.
@@ -553,6 +553,10 @@ pub struct AuditEvent {
     /// Structured extras (receipts, counts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+    /// How `hash` is computed: `"hmac-sha256"` (keyed chain); absent on lines of logs written
+    /// before the chain was keyed (plain SHA-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
     /// Hash of the previous event.
     pub prev: String,
     /// Hash of this event.

@@ -73,7 +73,13 @@ impl From<BackupFormatError> for ServiceError {
     fn from(err: BackupFormatError) -> Self {
         match err {
             BackupFormatError::Io(e) => ServiceError::BackupTarget(e.to_string()),
-            other => ServiceError::BadRequest(other.to_string()),
+            // Every backup read comes from a stored object, never from the request: a file
+            // that does not parse or authenticate is damaged data, answered like a damaged
+            // record (the detail goes to the daemon's log).
+            other => {
+                tracing::error!(error = %other, "a stored backup failed its integrity check");
+                ServiceError::Integrity
+            }
         }
     }
 }
@@ -432,14 +438,16 @@ impl Vault {
             &front.header.database.crn,
         )
         .await?;
-        let plain = self.keystore_call(|ks| {
-            ks.open(
-                record.key_id,
-                EnvelopeKind::BackupDek,
-                &backup_dek_context(record.id.as_bytes(), record.key_id.as_bytes()),
-                front.slot.wrapped.clone(),
-            )
-        })?;
+        let plain = self
+            .keystore_call(|ks| {
+                ks.open(
+                    record.key_id,
+                    EnvelopeKind::BackupDek,
+                    &backup_dek_context(record.id.as_bytes(), record.key_id.as_bytes()),
+                    front.slot.wrapped.clone(),
+                )
+            })
+            .map_err(ServiceError::from_stored_open)?;
         let cipher =
             Cipher::new(&SecretKey::from_slice(&plain).map_err(|_| ServiceError::Integrity)?);
         drop(plain);
@@ -486,9 +494,8 @@ impl Vault {
         let restored = tokio::task::block_in_place(|| -> Result<u64, ServiceError> {
             let (again, payload) = self.open_backup_payload(&record)?;
             if again.header_bytes != front.header_bytes {
-                return Err(ServiceError::BadRequest(
-                    "the backup object changed during the restore".into(),
-                ));
+                tracing::error!(backup = %record.id, "the backup object changed during the restore");
+                return Err(ServiceError::Integrity);
             }
             let envelope = Envelope(EnvelopeKind::Record);
             Ok(read_payload(payload, &cipher, &front, |k, v| {
@@ -596,9 +603,8 @@ impl Vault {
             || front.header.backup_key_id != record.key_id
             || !meta_matches
         {
-            return Err(ServiceError::BadRequest(
-                "backup file does not match its registration".into(),
-            ));
+            tracing::error!(backup = %record.id, "backup file does not match its registration");
+            return Err(ServiceError::Integrity);
         }
         Ok((front, reader))
     }

@@ -90,6 +90,10 @@ pub enum ServiceError {
     /// names the target and its answer (never credentials), so the operator can act on it.
     #[error("backup target failure: {0}")]
     BackupTarget(String),
+    /// The daemon refuses to start on this data dir: unsafe (open permissions) or
+    /// incomplete (a missing master key, keystore or store, an activity log cut short).
+    #[error(transparent)]
+    UnsafeDataDir(#[from] super::DataDirError),
 }
 
 impl ServiceError {
@@ -123,6 +127,9 @@ impl ServiceError {
             ServiceError::TooLarge(_) => "too_large",
             ServiceError::StorageFull(_) => "storage_full",
             ServiceError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            // Stored bytes that fail their checksum or do not decode: damaged data, answered
+            // like a record that fails to authenticate.
+            ServiceError::Store(StoreError::Corrupt { .. }) => "integrity_error",
             ServiceError::Store(_) => "storage_error",
             ServiceError::Keystore(_) => "keystore_error",
             ServiceError::Integrity => "integrity_error",
@@ -136,6 +143,8 @@ impl ServiceError {
             ServiceError::KeyBackendUnavailable(_) => "key_backend_unavailable",
             ServiceError::KeyBackendRefused(_) => "key_backend_refused",
             ServiceError::BackupTarget(_) => "backup_target_error",
+            // Start-up only; never answered to a request.
+            ServiceError::UnsafeDataDir(_) => "data_dir_refused",
         }
     }
 }
@@ -177,6 +186,7 @@ impl ServiceError {
 fn store_message(err: &StoreError) -> &'static str {
     match err {
         StoreError::Unavailable(_) => "the store is unavailable; retry later",
+        StoreError::Corrupt { .. } => "stored data failed its integrity check",
         _ => "storage failure",
     }
 }

@@ -2,12 +2,15 @@
 //! method here each; this layer owns state checks, durability and the DEK cache.
 
 mod audit;
+mod audit_chain;
+mod audit_head;
 mod audit_sync;
 mod authz;
 mod backup_adoption;
 mod backups;
 mod catalog;
 mod cluster;
+mod data_dir;
 mod databases;
 mod dek_cache;
 mod disk_space;
@@ -25,17 +28,17 @@ mod shred_receipt;
 mod tokens;
 mod transit;
 
-use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use uuid::Uuid;
 
-pub use audit::{AuditEvent, AuditLog, VerifyReport};
+pub use audit::{verify_data_dir, AuditEvent, AuditLog, ChainKey, VerifyReport};
 pub use audit_sync::data_plane;
 pub use authz::{AuthorizationInfo, GrantRequest};
 pub use backups::BackupInfo;
 pub use catalog::Catalog;
+pub use data_dir::DataDirError;
 pub use error::ServiceError;
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
 pub use record_batch::{BatchOp, BatchOutcome, MAX_BATCH_OPS};
@@ -102,11 +105,33 @@ impl Vault {
     /// Must run inside a tokio runtime (it starts the flusher task).
     pub fn open(config: &Config) -> Result<Self, ServiceError> {
         let data_dir = &config.data_dir;
-        create_private_dir(data_dir)?;
-        let keystore = crate::keystore::open_backend(config)?;
-        let store = crate::store::open(config, &data_dir.join("store"))?;
-        let audit = AuditLog::open_with(&data_dir.join("audit.log"), config.audit.data_plane_sync)
-            .map_err(|e| ServiceError::AuditLog(format!("cannot open the activity log: {e}")))?;
+        // Checked and opened in this order so that a refusal creates nothing: the data dir's
+        // permissions and the master key first, then the catalog against the keystore file,
+        // and only then the keystore (which creates a master key on first start).
+        data_dir::prepare(config)?;
+        let store_dir = data_dir.join("store");
+        if config.store.backend == "sled" {
+            data_dir::create_private_dir(&store_dir)?;
+        }
+        let store = crate::store::open(config, &store_dir).map_err(|source| {
+            if config.store.backend == "sled" {
+                DataDirError::Store {
+                    path: store_dir.display().to_string(),
+                    source,
+                }
+                .into()
+            } else {
+                ServiceError::Store(source)
+            }
+        })?;
+        let keystore = {
+            let (catalog, _) = Catalog::load_versioned(store.as_ref())?;
+            data_dir::check_keystore_file(config, &catalog)?;
+            let keystore = crate::keystore::open_backend(config)?;
+            data_dir::check_keystore_holds_catalog_keys(keystore.as_ref(), &catalog)?;
+            keystore
+        };
+        let audit = audit::open_in(config, keystore.as_ref(), config.audit.data_plane_sync)?;
         let limits = Limits {
             max_record_size: config.limits.max_record_size,
             max_record_key: config.limits.max_record_key,
@@ -425,16 +450,6 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
-}
-
-/// Creates `dir` (mode 0700) if missing.
-fn create_private_dir(dir: &Path) -> Result<(), ServiceError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| ServiceError::DataDir(format!("cannot create {}: {e}", dir.display())))
 }
 
 /// Names of keys and databases: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
