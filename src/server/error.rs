@@ -22,7 +22,7 @@ pub fn status_of(err: &ServiceError) -> StatusCode {
     use ServiceError::*;
     match err {
         BadRequest(_) => StatusCode::BAD_REQUEST,
-        Unauthenticated => StatusCode::UNAUTHORIZED,
+        Unauthenticated | TokenExpired => StatusCode::UNAUTHORIZED,
         Forbidden(_) | NotAuthorizedForKey(_) => StatusCode::FORBIDDEN,
         NotFound(_) => StatusCode::NOT_FOUND,
         Conflict(_) | DuplicatePolicy | KeyInUse(_) | DatabaseDeleted(_) => StatusCode::CONFLICT,

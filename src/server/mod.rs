@@ -9,6 +9,7 @@ mod batch_routes; // issue 7
 mod connection;
 mod error;
 mod extract;
+mod kms_tasks;
 mod lifecycle_routes;
 mod listener;
 mod routes;
@@ -132,6 +133,7 @@ fn spawn_background(state: Arc<AppState>) {
             }
         });
     }
+    crate::server::kms_tasks::spawn(Arc::clone(&state));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(state.vault.purge_interval());
         loop {

@@ -15,6 +15,9 @@ pub enum ServiceError {
     /// No or unknown bearer token.
     #[error("missing or invalid bearer token")]
     Unauthenticated,
+    /// The bearer token is known but past its expiry.
+    #[error("the bearer token has expired")]
+    TokenExpired,
     /// The token may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -74,6 +77,7 @@ impl ServiceError {
         matches!(
             self,
             ServiceError::Unauthenticated
+                | ServiceError::TokenExpired
                 | ServiceError::Forbidden(_)
                 | ServiceError::NotAuthorizedForKey(_)
                 | ServiceError::KeySuspended(_)
@@ -87,6 +91,7 @@ impl ServiceError {
         match self {
             ServiceError::BadRequest(_) => "bad_request",
             ServiceError::Unauthenticated => "unauthenticated",
+            ServiceError::TokenExpired => "token_expired",
             ServiceError::Forbidden(_) => "forbidden",
             ServiceError::NotFound(_) => "not_found",
             ServiceError::Conflict(_) => "conflict",

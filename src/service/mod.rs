@@ -19,6 +19,7 @@ mod lifecycle;
 mod record_batch; // issue 7
 mod records;
 mod rotation;
+mod token_lifecycle;
 mod tokens;
 mod transit; // issue 11
 
@@ -89,6 +90,8 @@ pub struct Vault {
     soft_delete_period: Duration,
     /// The data dir's free-space floor, checked before record writes.
     disk_space: DiskSpace,
+    /// Token last uses not yet persisted.
+    token_use: token_lifecycle::TokenUse,
 }
 
 impl Vault {
@@ -163,6 +166,7 @@ impl Vault {
             limits,
             soft_delete_period,
             disk_space: DiskSpace::unchecked(),
+            token_use: Default::default(),
         })
     }
 

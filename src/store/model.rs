@@ -168,6 +168,16 @@ pub struct TokenRecord {
     pub hash: String,
     /// RFC 3339.
     pub created_at: String,
+    /// Unique operator-chosen name (tokens written before names existed have none).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Unix seconds after which the token is refused with `token_expired`; `None`: never.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    /// Unix seconds of the last authenticated request, persisted coarsely (see
+    /// `service::token_lifecycle`), so it may lag by about a minute.
+    #[serde(default)]
+    pub last_used_at: Option<u64>,
 }
 
 /// Instance identity, created at first start.
