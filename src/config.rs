@@ -73,6 +73,9 @@ pub struct Config {
     pub store: StoreConfig,
     /// When activity-log lines are fsynced.
     pub audit: AuditConfig,
+    /// Root-key defaults.
+    #[serde(default)]
+    pub keys: KeysConfig,
 }
 
 /// `[audit]`: when the activity log's lines are fsynced (`service::audit_sync`).
@@ -216,6 +219,15 @@ pub struct LifecycleConfig {
     pub soft_delete_period: String,
 }
 
+/// `[keys]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Rotation period of provider-managed keys: "off" / "" or whole days, "90d".
+    #[serde(default)]
+    pub rotate_every: String,
+}
+
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -278,6 +290,7 @@ struct Overlay {
     kms_v2: Option<toml::Table>,
     store: Option<toml::Table>,
     audit: Option<toml::Table>,
+    keys: Option<toml::Table>,
 }
 
 impl Config {
@@ -346,7 +359,19 @@ impl Config {
         self.transit_timeout()?;
         self.validate_store()?;
         self.audit_sync()?;
+        self.keys_rotate_every()?;
         Ok(())
+    }
+
+    /// `[keys] rotate_every` in days; `None`: provider-managed keys do not rotate by themselves.
+    pub fn keys_rotate_every(&self) -> Result<Option<u32>, ConfigError> {
+        crate::service::parse_rotate_every(&self.keys.rotate_every).map_err(|_| {
+            ConfigError::Value {
+                key: "keys.rotate_every",
+                value: self.keys.rotate_every.clone(),
+                expected: "\"off\" or whole days from 1d to 2560d, such as \"90d\"",
+            }
+        })
     }
 
     /// `[audit] data_plane_sync` with `[audit] sync_interval`. The interval is checked in both
@@ -616,6 +641,7 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_STORE_TIMEOUT", "store", "timeout"),
     ("ENVAULT_AUDIT_DATA_PLANE_SYNC", "audit", "data_plane_sync"),
     ("ENVAULT_AUDIT_SYNC_INTERVAL", "audit", "sync_interval"),
+    ("ENVAULT_KEYS_ROTATE_EVERY", "keys", "rotate_every"),
 ];
 
 fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {

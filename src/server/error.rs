@@ -28,7 +28,7 @@ pub fn status_of(err: &ServiceError) -> StatusCode {
         Conflict(_) | DuplicatePolicy | KeyInUse(_) | DatabaseDeleted(_) => StatusCode::CONFLICT,
         TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
-        KeySuspended(_) | KeyDestroyed(_) => StatusCode::LOCKED,
+        KeySuspended(_) | KeyPendingDestruction(_) | KeyDestroyed(_) => StatusCode::LOCKED,
         Store(crate::store::StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
         Store(_) | Keystore(_) | Integrity | BackupTarget(_) => StatusCode::INTERNAL_SERVER_ERROR,
         KeyBackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -42,6 +42,9 @@ pub struct ActionQuery {
     force: bool,
     #[serde(default)]
     wait: Option<bool>,
+    /// Key deletion only: schedule the shred after this waiting period ("7d").
+    #[serde(default)]
+    after: Option<String>,
 }
 
 /// `POST /v1/keys/{key}/rotate` body.
@@ -136,6 +139,10 @@ pub async fn delete_key(
     ApiPath(key): ApiPath<String>,
     ApiQuery(query): ApiQuery<ActionQuery>,
 ) -> ApiResult<Response> {
+    if let Some(after) = &query.after {
+        return super::kms_routes::delete_later(&s, &who, &key, query.force, query.dry_run, after)
+            .await;
+    }
     if query.dry_run {
         return Ok(Json(s.vault.preview(&who, "delete", &key)?).into_response());
     }

@@ -9,6 +9,7 @@ mod batch_routes; // issue 7
 mod connection;
 mod error;
 mod extract;
+mod kms_routes;
 mod kms_tasks;
 mod lifecycle_routes;
 mod listener;

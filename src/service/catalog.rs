@@ -90,6 +90,8 @@ pub struct Catalog {
     pub backups: HashMap<Uuid, BackupRecord>,
     /// Transit settings by root key id (issue 11).
     pub transit: HashMap<Uuid, super::transit::TransitSettings>,
+    /// Key rotation policies by key id.
+    pub policies: HashMap<Uuid, crate::store::KeyPolicyRecord>,
 }
 
 fn scan<T: serde::de::DeserializeOwned>(
@@ -131,6 +133,7 @@ impl Catalog {
             catalog.jobs.insert(job.key_id, job);
         }
         catalog.transit = super::transit::load_settings(store)?;
+        catalog.policies = super::policies::load_policies(store)?;
         Ok(catalog)
     }
 

@@ -391,6 +391,10 @@ impl Catalog {
                 self.transit.remove(&id_of(key, rest)?);
                 None
             }
+            (super::policies::POLICY, value) => {
+                super::policies::apply_policy_change(self, key, value)?;
+                None
+            }
             (other, _) => {
                 // An entry kind from a newer version of envault: not ours to interpret.
                 tracing::warn!(kind = other, "ignoring a catalog entry of an unknown kind");

@@ -39,6 +39,9 @@ pub enum ServiceError {
     /// The key is suspended.
     #[error("{0}")]
     KeySuspended(String),
+    /// The key is scheduled for destruction (cancel the deletion to use it again).
+    #[error("{0}")]
+    KeyPendingDestruction(String),
     /// The key was shredded.
     #[error("{0}")]
     KeyDestroyed(String),
@@ -81,6 +84,7 @@ impl ServiceError {
                 | ServiceError::Forbidden(_)
                 | ServiceError::NotAuthorizedForKey(_)
                 | ServiceError::KeySuspended(_)
+                | ServiceError::KeyPendingDestruction(_)
                 | ServiceError::KeyDestroyed(_)
                 | ServiceError::DatabaseDeleted(_)
         )
@@ -99,6 +103,7 @@ impl ServiceError {
             ServiceError::NotAuthorizedForKey(_) => "not_authorized_for_key",
             ServiceError::KeyInUse(_) => "key_in_use",
             ServiceError::KeySuspended(_) => "key_suspended",
+            ServiceError::KeyPendingDestruction(_) => "key_pending_destruction",
             ServiceError::KeyDestroyed(_) => "key_destroyed",
             ServiceError::DatabaseDeleted(_) => "database_deleted",
             ServiceError::TooLarge(_) => "too_large",

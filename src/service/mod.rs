@@ -16,9 +16,11 @@ mod error;
 mod keys;
 mod kms_v2; // issue 11
 mod lifecycle;
+mod policies;
 mod record_batch; // issue 7
 mod records;
 mod rotation;
+mod scheduled_deletion;
 mod token_lifecycle;
 mod tokens;
 mod transit; // issue 11
@@ -36,8 +38,12 @@ pub use backups::BackupInfo;
 pub use catalog::Catalog;
 pub use error::ServiceError;
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
+pub use policies::{
+    parse_rotate_every, KeyPolicyInfo, SetPolicyRequest, MAX_ROTATE_DAYS, MIN_ROTATE_DAYS,
+};
 pub use record_batch::{BatchOp, BatchOutcome, MAX_BATCH_OPS};
 pub use rotation::RotationStatus;
+pub use token_lifecycle::unix_now;
 pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenInfo};
 pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
 
@@ -92,6 +98,8 @@ pub struct Vault {
     disk_space: DiskSpace,
     /// Token last uses not yet persisted.
     token_use: token_lifecycle::TokenUse,
+    /// Instance-wide key policies (`[keys] rotate_every`).
+    policy_defaults: policies::PolicyDefaults,
 }
 
 impl Vault {
@@ -127,6 +135,9 @@ impl Vault {
             config.min_free_space().map_err(bad_config)?,
         );
         vault.backup_target = crate::backup::target::from_config(config)?;
+        vault.policy_defaults = policies::PolicyDefaults {
+            provider_rotate_every_days: config.keys_rotate_every().map_err(bad_config)?,
+        };
         Ok(vault)
     }
 
@@ -167,6 +178,7 @@ impl Vault {
             soft_delete_period,
             disk_space: DiskSpace::unchecked(),
             token_use: Default::default(),
+            policy_defaults: Default::default(),
         })
     }
 

@@ -26,6 +26,10 @@ pub enum KeyState {
     Suspended,
     /// Shredded: material destroyed, irreversible.
     Destroyed,
+    /// Scheduled for destruction: nothing under it is readable, and at `destroy_at` it is
+    /// shredded unless the deletion is cancelled first.
+    #[serde(rename = "pending_destruction")]
+    PendingDestruction,
 }
 
 impl KeyOrigin {
@@ -46,6 +50,7 @@ impl KeyState {
             KeyState::Active => "active",
             KeyState::Suspended => "suspended",
             KeyState::Destroyed => "destroyed",
+            KeyState::PendingDestruction => "pending_destruction",
         }
     }
 }
@@ -71,6 +76,23 @@ pub struct KeyRecord {
     /// For provider-managed keys, the database that owns it.
     #[serde(default)]
     pub owner_database: Option<Uuid>,
+    /// Unix seconds of the newest rotation (its version's creation); `None`: never rotated
+    /// since rotations were timed, so rotation policies count from `created_at`.
+    #[serde(default)]
+    pub last_rotated_at: Option<u64>,
+    /// In state `pending_destruction`: Unix seconds at which the key is shredded.
+    #[serde(default)]
+    pub destroy_at: Option<u64>,
+}
+
+/// A key's policies (catalog entry `policy/<key id>`): automatic rotation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPolicyRecord {
+    /// Rotate every this many days (1–2560); `None`: no automatic rotation.
+    #[serde(default)]
+    pub rotate_every_days: Option<u32>,
+    /// RFC 3339 of the last change.
+    pub updated_at: String,
 }
 
 /// A database's state.

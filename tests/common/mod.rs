@@ -100,6 +100,16 @@ impl Daemon {
         dirs
     }
 
+    /// The value of an `ENVAULT_*` variable this daemon runs with (its own or the store
+    /// matrix's), if set.
+    pub fn env_value(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The temp dir holding socket, data dir and log.
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -1,0 +1,330 @@
+//! Key policies: automatic rotation ("rotate every N days").
+//!
+//! A policy is a catalog entry of its own (`policy/<key id>`), so that setting one never
+//! rewrites the key. Provider-managed keys have no entry: they follow the instance default,
+//! `[keys] rotate_every`. The due time of a rotation is computed from stored timestamps only
+//! (the key's last rotation, else its creation), so a daemon that was down when a rotation fell
+//! due runs it at its next start, and no clock is kept anywhere else.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::catalog::Catalog;
+use super::token_lifecycle::{rfc3339_of, unix_now};
+use super::{now_rfc3339, Principal, ServiceError, Vault};
+use crate::store::{codec, CatalogKey, CatalogOp, KeyOrigin, KeyPolicyRecord, KeyRecord, KeyState};
+use crate::store::{Store, TokenRole};
+
+/// Catalog kind of key policies.
+pub const POLICY: &str = "policy";
+/// Shortest rotation period, in days.
+pub const MIN_ROTATE_DAYS: u32 = 1;
+/// Longest rotation period, in days (about seven years, as AWS KMS allows).
+pub const MAX_ROTATE_DAYS: u32 = 2560;
+const DAY: u64 = 86_400;
+
+/// Catalog key of a key's policy.
+pub fn policy_key(key_id: &Uuid) -> CatalogKey {
+    codec::key(POLICY, &[key_id.as_bytes()])
+}
+
+/// Instance-wide policy settings from the configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PolicyDefaults {
+    /// `[keys] rotate_every` in days: the rotation period of provider-managed keys.
+    pub provider_rotate_every_days: Option<u32>,
+}
+
+/// Parses a rotation period: "off", or whole days "90d" within 1–2560.
+pub fn parse_rotate_every(text: &str) -> Result<Option<u32>, String> {
+    let text = text.trim();
+    if text.is_empty() || text == "off" {
+        return Ok(None);
+    }
+    text.strip_suffix('d')
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (MIN_ROTATE_DAYS..=MAX_ROTATE_DAYS).contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            format!("invalid rotation period {text:?}: use \"off\" or whole days from 1d to 2560d, such as \"90d\"")
+        })
+}
+
+/// `PUT /v1/keys/{key}/policy` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPolicyRequest {
+    /// "90d" (1d–2560d) or "off".
+    pub rotate_every: String,
+}
+
+/// A key's policies as shown by `GET /v1/keys/{key}` and the policy routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPolicyInfo {
+    /// Rotation period in days, if the key rotates automatically.
+    #[serde(default)]
+    pub rotate_every_days: Option<u32>,
+    /// Where the period comes from: `key` (its policy) or `instance` (`[keys] rotate_every`).
+    #[serde(default)]
+    pub rotation_source: Option<String>,
+    /// RFC 3339 of the newest rotation, if it was ever rotated.
+    #[serde(default)]
+    pub last_rotation: Option<String>,
+    /// RFC 3339 at which the policy rotates it next (past: it runs at the next scheduler pass).
+    #[serde(default)]
+    pub next_rotation: Option<String>,
+}
+
+/// Loads every policy entry.
+pub(super) fn load_policies(
+    store: &dyn Store,
+) -> Result<HashMap<Uuid, KeyPolicyRecord>, ServiceError> {
+    let prefix = codec::key(POLICY, &[]).0;
+    let mut out = HashMap::new();
+    for (k, v) in store.catalog_scan(&prefix)? {
+        out.insert(id_in(&k, prefix.len())?, codec::decode(&k, &v)?);
+    }
+    Ok(out)
+}
+
+/// Applies a policy entry changed by another node (`None`: removed).
+pub(super) fn apply_policy_change(
+    catalog: &mut Catalog,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(), ServiceError> {
+    let id = id_in(key, POLICY.len() + 1)?;
+    match value {
+        Some(v) => {
+            catalog.policies.insert(id, codec::decode(key, v)?);
+        }
+        None => {
+            catalog.policies.remove(&id);
+        }
+    }
+    Ok(())
+}
+
+fn id_in(key: &[u8], at: usize) -> Result<Uuid, ServiceError> {
+    key.get(at..)
+        .and_then(|raw| Uuid::from_slice(raw).ok())
+        .ok_or_else(|| {
+            ServiceError::Store(crate::store::StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: "policy key is not a key id".into(),
+            })
+        })
+}
+
+/// Unix seconds of an RFC 3339 time (0 if it does not parse: treated as long ago).
+pub(super) fn unix_of(text: &str) -> u64 {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
+        .unwrap_or(0)
+}
+
+impl Vault {
+    /// The rotation period of `key` in days and where it comes from.
+    fn rotation_period(&self, catalog: &Catalog, key: &KeyRecord) -> Option<(u32, &'static str)> {
+        if key.origin == KeyOrigin::Provider {
+            return self
+                .policy_defaults
+                .provider_rotate_every_days
+                .map(|d| (d, "instance"));
+        }
+        catalog
+            .policies
+            .get(&key.id)
+            .and_then(|p| p.rotate_every_days)
+            .map(|d| (d, "key"))
+    }
+
+    /// Unix seconds at which the policy rotates `key` next, if it has one.
+    fn next_rotation(&self, catalog: &Catalog, key: &KeyRecord) -> Option<u64> {
+        let (days, _) = self.rotation_period(catalog, key)?;
+        let base = key
+            .last_rotated_at
+            .unwrap_or_else(|| unix_of(&key.created_at));
+        Some(base.saturating_add(u64::from(days) * DAY))
+    }
+
+    /// The policy view of `key` (for `key show`).
+    pub(super) fn policy_info(&self, catalog: &Catalog, key: &KeyRecord) -> KeyPolicyInfo {
+        let period = self.rotation_period(catalog, key);
+        KeyPolicyInfo {
+            rotate_every_days: period.map(|(d, _)| d),
+            rotation_source: period.map(|(_, s)| s.to_string()),
+            last_rotation: key.last_rotated_at.map(rfc3339_of),
+            next_rotation: (key.state == KeyState::Active)
+                .then(|| self.next_rotation(catalog, key))
+                .flatten()
+                .map(rfc3339_of),
+        }
+    }
+
+    /// Sets a customer key's policies (operator only); logged as `kms.secrets.setkeypolicies`.
+    pub async fn set_key_policy(
+        &self,
+        who: &Principal,
+        reference: &str,
+        request: SetPolicyRequest,
+    ) -> Result<KeyPolicyInfo, ServiceError> {
+        let result = self.set_key_policy_inner(who, reference, request).await;
+        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        let details = result
+            .as_ref()
+            .ok()
+            .and_then(|p| serde_json::to_value(p).ok());
+        self.audited(who, "kms.secrets.setkeypolicies", &target, result, details)
+    }
+
+    async fn set_key_policy_inner(
+        &self,
+        who: &Principal,
+        reference: &str,
+        request: SetPolicyRequest,
+    ) -> Result<KeyPolicyInfo, ServiceError> {
+        who.require_operator()?;
+        let rotate = parse_rotate_every(&request.rotate_every).map_err(ServiceError::BadRequest)?;
+        let _admin = self.admin().await?;
+        let key = self.lifecycle_key(reference)?;
+        if key.state == KeyState::Destroyed {
+            return Err(ServiceError::KeyDestroyed(format!(
+                "key {:?} was destroyed",
+                key.name
+            )));
+        }
+        let mut policy = self
+            .read_catalog()
+            .policies
+            .get(&key.id)
+            .cloned()
+            .unwrap_or_default();
+        policy.rotate_every_days = rotate;
+        policy.updated_at = now_rfc3339();
+        let op = if policy.rotate_every_days.is_none() {
+            CatalogOp::Delete(policy_key(&key.id))
+        } else {
+            CatalogOp::Put(policy_key(&key.id), codec::encode(&policy))
+        };
+        self.commit(vec![op]).await?;
+        let mut catalog = self.write_catalog();
+        if policy.rotate_every_days.is_none() {
+            catalog.policies.remove(&key.id);
+        } else {
+            catalog.policies.insert(key.id, policy);
+        }
+        Ok(self.policy_info(&catalog, &key))
+    }
+
+    /// A key's policies (operator only).
+    pub fn key_policy(
+        &self,
+        who: &Principal,
+        reference: &str,
+    ) -> Result<KeyPolicyInfo, ServiceError> {
+        who.require_operator()?;
+        let catalog = self.read_catalog();
+        let key = super::keys::find_key(&catalog, reference)?;
+        Ok(self.policy_info(&catalog, key))
+    }
+
+    /// Starts and runs every rotation a policy made due by now, one key after the other; each
+    /// is the same resumable job as a manual rotation, logged with the policy as initiator.
+    /// Returns how many ran and the Unix time of the next one due (for the scheduler's sleep).
+    pub async fn run_due_rotations(&self) -> (usize, Option<u64>) {
+        let now = unix_now();
+        let (due, next) = {
+            let catalog = self.read_catalog();
+            let mut due = Vec::new();
+            let mut next: Option<u64> = None;
+            for key in catalog.keys.values() {
+                if key.state != KeyState::Active || catalog.jobs.contains_key(&key.id) {
+                    continue;
+                }
+                let Some(at) = self.next_rotation(&catalog, key) else {
+                    continue;
+                };
+                if at <= now {
+                    due.push(key.id);
+                } else {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+            }
+            (due, next)
+        };
+        let mut ran = 0;
+        for key_id in due {
+            match self.rotate_by_policy(key_id, now).await {
+                Ok(true) => ran += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::error!(key = %key_id, error = %err, "scheduled rotation failed; retrying later");
+                }
+            }
+        }
+        (ran, next)
+    }
+
+    /// Rotates one key if its policy still makes it due once the admin lock is held (another
+    /// node may have rotated it meanwhile). `Ok(false)`: nothing to do.
+    async fn rotate_by_policy(&self, key_id: Uuid, now: u64) -> Result<bool, ServiceError> {
+        let (job, initiator) = {
+            let _admin = self.admin().await?;
+            let (key, days) = {
+                let catalog = self.read_catalog();
+                let Some(key) = catalog.keys.get(&key_id).cloned() else {
+                    return Ok(false);
+                };
+                let due = key.state == KeyState::Active
+                    && !catalog.jobs.contains_key(&key_id)
+                    && self
+                        .next_rotation(&catalog, &key)
+                        .is_some_and(|at| at <= now);
+                match self.rotation_period(&catalog, &key) {
+                    Some((days, _)) if due => (key, days),
+                    _ => return Ok(false),
+                }
+            };
+            if !self.claim_rotation(key_id)? {
+                return Ok(false);
+            }
+            let initiator = Principal {
+                token_id: format!("policy:rotate-every-{days}d"),
+                role: TokenRole::Operator,
+                databases: Vec::new(),
+                peer_uid: None,
+            };
+            match self.start_claimed_rotation(key, false).await {
+                Ok(job) => (job, initiator),
+                Err(err) => {
+                    self.release_rotation(key_id);
+                    let target = self.crn("key", &key_id);
+                    return self.audited(&initiator, "kms.secrets.rotate", &target, Err(err), None);
+                }
+            }
+        };
+        tracing::info!(key = %key_id, job = %job.id, "rotation due by policy");
+        self.run_rotation(&initiator, job).await?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_periods() {
+        assert_eq!(parse_rotate_every("90d"), Ok(Some(90)));
+        assert_eq!(parse_rotate_every("1d"), Ok(Some(1)));
+        assert_eq!(parse_rotate_every("2560d"), Ok(Some(2560)));
+        assert_eq!(parse_rotate_every("off"), Ok(None));
+        for bad in ["0d", "2561d", "90", "12h", "3m", "-1d", "d"] {
+            assert!(parse_rotate_every(bad).is_err(), "{bad}");
+        }
+    }
+}
