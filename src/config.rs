@@ -217,6 +217,9 @@ pub struct TransitConfig {
 pub struct LifecycleConfig {
     /// Soft-deletion period, e.g. "9d".
     pub soft_delete_period: String,
+    /// Deleting any customer key needs two different operator tokens.
+    #[serde(default)]
+    pub dual_auth_delete: bool,
 }
 
 /// `[keys]`.
@@ -642,6 +645,7 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_AUDIT_DATA_PLANE_SYNC", "audit", "data_plane_sync"),
     ("ENVAULT_AUDIT_SYNC_INTERVAL", "audit", "sync_interval"),
     ("ENVAULT_KEYS_ROTATE_EVERY", "keys", "rotate_every"),
+    ("ENVAULT_DUAL_AUTH_DELETE", "lifecycle", "dual_auth_delete"),
 ];
 
 fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {
@@ -660,6 +664,13 @@ fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {
             .ok()
             .filter(|_| NUMERIC.contains(key))
             .map(toml::Value::Integer)
+            .or_else(|| {
+                // Switches stay booleans ("true" / "false").
+                raw.parse::<bool>()
+                    .ok()
+                    .filter(|_| *key == "dual_auth_delete")
+                    .map(toml::Value::Boolean)
+            })
             .unwrap_or(toml::Value::String(raw));
         // Sections may be dotted ("keystore.transit").
         let mut target = Some(&mut *table);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{assert_api_error, unique, Daemon};
 use envault::client::Method;
-use envault::store::{codec, CatalogKey, CatalogOp, KeyRecord};
+use envault::store::KeyRecord;
 use lifecycle_support::{call, events, expect_status, poll, rotate, usable_key};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -64,36 +64,19 @@ fn unix(text: &Value) -> u64 {
     u64::try_from(t.unix_timestamp()).unwrap()
 }
 
-/// Rewrites a key's catalog record in the stopped daemon's store (sled or PostgreSQL).
+/// Rewrites a key's catalog record in the stopped daemon's store.
 async fn edit_key(
     daemon: &Daemon,
     key_id: &str,
     edit: impl FnOnce(&mut KeyRecord) + Send + 'static,
 ) {
-    let mut config = envault::config::Config::load(None).expect("default config");
-    config.data_dir = daemon.data_dir.clone();
-    if let Some(backend) = daemon.env_value("ENVAULT_STORE_BACKEND") {
-        config.store.backend = backend.to_string();
-    }
-    if let Some(url) = daemon.env_value("ENVAULT_STORE_URL") {
-        config.store.url = url.to_string();
-    }
     let id = Uuid::parse_str(key_id).unwrap();
-    let sled_dir = daemon.data_dir.join("store");
-    tokio::task::spawn_blocking(move || {
-        let store = envault::store::open(&config, &sled_dir).expect("open the store");
-        let catalog_key = codec::key("key", &[id.as_bytes()]);
-        let entries = store.catalog_scan(&catalog_key.0).expect("scan");
-        let (k, v) = entries.into_iter().next().expect("the key's record");
-        let mut record: KeyRecord = codec::decode(&k, &v).expect("decode");
+    common::edit_catalog_entry(daemon, "key", id.as_bytes(), move |value| {
+        let mut record: KeyRecord = serde_json::from_value(value.clone()).expect("a key record");
         edit(&mut record);
-        store
-            .catalog_apply(vec![CatalogOp::Put(CatalogKey(k), codec::encode(&record))])
-            .expect("apply");
-        store.flush().expect("flush");
+        *value = serde_json::to_value(&record).unwrap();
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 async fn show(daemon: &Daemon, key: &str) -> Value {
@@ -267,7 +250,7 @@ async fn provider_managed_keys_follow_the_instance_default() {
     assert_eq!(shown["policy"]["rotation_source"], "instance");
     // Their policy is the instance's, not theirs to set.
     assert_api_error(
-        client.set_key_policy(&key_id, "90d").await,
+        client.set_key_policy(&key_id, Some("90d"), None).await,
         403,
         "forbidden",
     );

@@ -77,15 +77,20 @@ pub enum KeyCommand {
         #[arg(long, value_name = "PERIOD")]
         after: Option<String>,
     },
-    /// Show or set a key's rotation policy (without --rotate-every: show it).
+    /// Show or set a key's policies: automatic rotation and dual authorization of deletion
+    /// (without flags: show them).
     Policy {
         /// Name, id or CRN.
         key: String,
         /// Rotate every N days ("90d"; 1d to 2560d), or "off".
         #[arg(long, value_name = "PERIOD")]
         rotate_every: Option<String>,
+        /// Require two different operator tokens to delete the key.
+        #[arg(long, value_name = "on|off", value_parser = super::policy::parse_switch)]
+        dual_auth: Option<bool>,
     },
-    /// Cancel a scheduled deletion: access returns at once.
+    /// Cancel a scheduled deletion (access returns at once), or else a pending
+    /// dual-authorization approval.
     CancelDeletion {
         /// Name, id or CRN.
         key: String,
@@ -176,9 +181,11 @@ pub(super) async fn run(ctx: &Context, command: KeyCommand) -> Result<(), CliErr
                 info.name, info.crn, info.state
             ))
         }
-        KeyCommand::Policy { key, rotate_every } => {
-            super::policy::policy(ctx, &key, rotate_every.as_deref()).await
-        }
+        KeyCommand::Policy {
+            key,
+            rotate_every,
+            dual_auth,
+        } => super::policy::policy(ctx, &key, rotate_every.as_deref(), dual_auth).await,
         KeyCommand::CancelDeletion { key } => super::policy::cancel(ctx, &key).await,
         KeyCommand::Delete {
             key,

@@ -1,4 +1,5 @@
-//! `envault key policy`, `key cancel-deletion` and the scheduled form of `key delete`.
+//! `envault key policy`, `key cancel-deletion` and the scheduled / dual-authorized forms of
+//! `key delete`.
 
 use serde_json::Value;
 
@@ -7,15 +8,29 @@ use super::{CliError, Context};
 use crate::api::KeyInfo;
 use crate::service::KeyPolicyInfo;
 
-/// `envault key policy KEY [--rotate-every 90d|off]`; without the flag, shows.
+/// `--dual-auth on|off`.
+pub(super) fn parse_switch(text: &str) -> Result<bool, String> {
+    match text {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("expected on or off, got {other:?}")),
+    }
+}
+
+/// `envault key policy KEY [--rotate-every 90d|off] [--dual-auth on|off]`; without flags,
+/// shows.
 pub(super) async fn policy(
     ctx: &Context,
     key: &str,
     rotate_every: Option<&str>,
+    dual_auth: Option<bool>,
 ) -> Result<(), CliError> {
-    let policy = match rotate_every {
-        None => ctx.client.key_policy(key).await?,
-        Some(every) => ctx.client.set_key_policy(key, every).await?,
+    let policy = if rotate_every.is_none() && dual_auth.is_none() {
+        ctx.client.key_policy(key).await?
+    } else {
+        ctx.client
+            .set_key_policy(key, rotate_every, dual_auth)
+            .await?
     };
     if ctx.json {
         return output::json(&policy);
@@ -30,7 +45,12 @@ pub(super) fn policy_fields(policy: &KeyPolicyInfo) -> Vec<(&'static str, String
         (Some(days), _) => format!("every {days}d"),
         (None, _) => "off".into(),
     };
-    vec![
+    let dual = match policy.dual_auth_source.as_deref() {
+        Some("instance") => "on ([lifecycle] dual_auth_delete)".to_string(),
+        Some(_) => "on".into(),
+        None => "off".into(),
+    };
+    let mut fields = vec![
         ("rotation policy", rotation),
         (
             "last rotation",
@@ -40,7 +60,15 @@ pub(super) fn policy_fields(policy: &KeyPolicyInfo) -> Vec<(&'static str, String
             "next rotation",
             policy.next_rotation.clone().unwrap_or_else(|| "-".into()),
         ),
-    ]
+        ("dual-auth delete", dual),
+    ];
+    if let (Some(by), Some(until)) = (
+        &policy.deletion_authorized_by,
+        &policy.deletion_authorized_until,
+    ) {
+        fields.push(("deletion authorized", format!("by {by} until {until}")));
+    }
+    fields
 }
 
 /// Extra `key show` lines: policies and a scheduled destruction.
@@ -55,14 +83,22 @@ pub(super) fn show_extra(key: &KeyInfo) -> Result<(), CliError> {
     output::fields(&fields)
 }
 
-/// The answer of a scheduled deletion (the key, pending destruction).
+/// The answer of a deletion that did not shred now: a scheduled destruction, or a first
+/// approval under dual authorization.
 pub(super) fn print_deferred(answer: &Value) -> Result<(), CliError> {
     let name = output::cell(answer, "name");
-    output::line(&format!(
-        "key {name} is {}: everything under it is unreadable now and is shredded at {}; `envault key cancel-deletion {name}` restores access before then",
-        output::cell(answer, "state"),
-        output::cell(answer, "destroy_at")
-    ))
+    match answer.get("state").and_then(Value::as_str) {
+        Some("deletion_authorized") => output::line(&format!(
+            "deletion of key {name} authorized by {} until {}; a delete by a different operator token carries it out, `envault key cancel-deletion {name}` withdraws it",
+            output::cell(answer, "authorized_by"),
+            output::cell(answer, "authorization_expires_at")
+        )),
+        _ => output::line(&format!(
+            "key {name} is {}: everything under it is unreadable now and is shredded at {}; `envault key cancel-deletion {name}` restores access before then",
+            output::cell(answer, "state"),
+            output::cell(answer, "destroy_at")
+        )),
+    }
 }
 
 /// `envault key cancel-deletion KEY`.

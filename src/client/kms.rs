@@ -13,19 +13,27 @@ impl Client {
             .await
     }
 
-    /// `PUT /v1/keys/{key}/policy`: `rotate_every` ("90d" | "off").
+    /// `PUT /v1/keys/{key}/policy`: `rotate_every` ("90d" | "off") and/or `dual_auth`.
     pub async fn set_key_policy(
         &self,
         key: &str,
-        rotate_every: &str,
+        rotate_every: Option<&str>,
+        dual_auth: Option<bool>,
     ) -> Result<KeyPolicyInfo, ClientError> {
-        let body = json!({ "rotate_every": rotate_every });
+        let mut body = json!({});
+        if let Some(every) = rotate_every {
+            body["rotate_every"] = json!(every);
+        }
+        if let Some(dual) = dual_auth {
+            body["dual_auth"] = json!(dual);
+        }
         self.call_json(Method::PUT, &key_path(key, "/policy"), Some(&body))
             .await
     }
 
     /// `DELETE /v1/keys/{key}?force=…&after=…`: with `after` ("7d"), schedules the key's
     /// destruction (the answer is the key); without, shreds it now (the answer is the receipt).
+    /// Under dual authorization, a first approval answers 202 with `deletion_authorized`.
     pub async fn schedule_key_deletion(
         &self,
         key: &str,
@@ -61,7 +69,8 @@ impl Client {
         self.call_value(Method::DELETE, &path, NO_BODY).await
     }
 
-    /// `POST /v1/keys/{key}/cancel_deletion`: cancels a scheduled deletion (access returns).
+    /// `POST /v1/keys/{key}/cancel_deletion`: cancels a scheduled deletion (access returns), or
+    /// else a pending dual-authorization approval.
     pub async fn cancel_key_deletion(&self, key: &str) -> Result<Value, ClientError> {
         self.call_value(Method::POST, &key_path(key, "/cancel_deletion"), NO_BODY)
             .await

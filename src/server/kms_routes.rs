@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,24 +21,47 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/keys/{key}/cancel_deletion", post(cancel_deletion))
 }
 
-/// `DELETE /v1/keys/{key}?after=7d[&force=true][&dry_run=true]`: a scheduled deletion.
-pub(super) async fn delete_later(
+/// The options of `DELETE /v1/keys/{key}`.
+pub(super) struct DeleteQuery {
+    pub force: bool,
+    pub dry_run: bool,
+    /// Schedule the shred after this waiting period ("7d") instead of now.
+    pub after: Option<String>,
+}
+
+/// `DELETE /v1/keys/{key}[?force=true][&after=7d][&dry_run=true]`. Under dual authorization,
+/// the first operator's delete only records its approval (202); a different operator's delete
+/// carries out what it asks for (now or scheduled).
+pub(super) async fn delete_key(
     s: &State,
     who: &Principal,
     key: &str,
-    force: bool,
-    dry_run: bool,
-    after: &str,
+    query: DeleteQuery,
 ) -> Result<Response, ApiError> {
-    if dry_run {
-        return Ok(Json(s.vault.preview_scheduled_deletion(who, key, after)?).into_response());
+    if query.dry_run {
+        let impact = match &query.after {
+            Some(after) => s.vault.preview_scheduled_deletion(who, key, after)?,
+            None => s.vault.preview(who, "delete", key)?,
+        };
+        return Ok(Json(impact).into_response());
     }
-    let info = s
-        .vault
-        .schedule_key_deletion(who, key, force, after)
-        .await?;
-    super::kms_tasks::kick(Arc::clone(&s.0));
-    Ok(Json(info).into_response())
+    if let Some(approval) = s.vault.authorize_key_deletion(who, key).await? {
+        return Ok((StatusCode::ACCEPTED, Json(approval)).into_response());
+    }
+    let answer = match &query.after {
+        Some(after) => {
+            let info = s
+                .vault
+                .schedule_key_deletion(who, key, query.force, after)
+                .await?;
+            super::kms_tasks::kick(Arc::clone(&s.0));
+            Json(info).into_response()
+        }
+        None => Json(s.vault.delete_key(who, key, query.force).await?).into_response(),
+    };
+    // The approval is used up by the deletion it allowed.
+    s.vault.clear_delete_approval(key).await?;
+    Ok(answer)
 }
 
 async fn cancel_deletion(

@@ -139,14 +139,12 @@ pub async fn delete_key(
     ApiPath(key): ApiPath<String>,
     ApiQuery(query): ApiQuery<ActionQuery>,
 ) -> ApiResult<Response> {
-    if let Some(after) = &query.after {
-        return super::kms_routes::delete_later(&s, &who, &key, query.force, query.dry_run, after)
-            .await;
-    }
-    if query.dry_run {
-        return Ok(Json(s.vault.preview(&who, "delete", &key)?).into_response());
-    }
-    Ok(Json(s.vault.delete_key(&who, &key, query.force).await?).into_response())
+    let query = super::kms_routes::DeleteQuery {
+        force: query.force,
+        dry_run: query.dry_run,
+        after: query.after,
+    };
+    super::kms_routes::delete_key(&s, &who, &key, query).await
 }
 
 async fn grant(

@@ -11,6 +11,7 @@ mod cluster; // issue 10
 mod databases;
 mod dek_cache;
 mod disk_space;
+mod dual_auth;
 mod durability;
 mod error;
 mod keys;
@@ -36,6 +37,7 @@ pub use audit_sync::data_plane;
 pub use authz::{AuthorizationInfo, GrantRequest};
 pub use backups::BackupInfo;
 pub use catalog::Catalog;
+pub use dual_auth::DeletionApproval;
 pub use error::ServiceError;
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
 pub use policies::{
@@ -98,7 +100,7 @@ pub struct Vault {
     disk_space: DiskSpace,
     /// Token last uses not yet persisted.
     token_use: token_lifecycle::TokenUse,
-    /// Instance-wide key policies (`[keys] rotate_every`).
+    /// Instance-wide key policies (`[keys] rotate_every`, `[lifecycle] dual_auth_delete`).
     policy_defaults: policies::PolicyDefaults,
 }
 
@@ -137,6 +139,7 @@ impl Vault {
         vault.backup_target = crate::backup::target::from_config(config)?;
         vault.policy_defaults = policies::PolicyDefaults {
             provider_rotate_every_days: config.keys_rotate_every().map_err(bad_config)?,
+            dual_auth_delete: config.lifecycle.dual_auth_delete,
         };
         Ok(vault)
     }

@@ -1,4 +1,5 @@
-//! Key policies: automatic rotation ("rotate every N days").
+//! Key policies: automatic rotation ("rotate every N days") and dual authorization of deletion
+//! (see `dual_auth`).
 //!
 //! A policy is a catalog entry of its own (`policy/<key id>`), so that setting one never
 //! rewrites the key. Provider-managed keys have no entry: they follow the instance default,
@@ -14,7 +15,7 @@ use uuid::Uuid;
 use super::catalog::Catalog;
 use super::token_lifecycle::{rfc3339_of, unix_now};
 use super::{now_rfc3339, Principal, ServiceError, Vault};
-use crate::store::{codec, CatalogKey, CatalogOp, KeyOrigin, KeyPolicyRecord, KeyRecord, KeyState};
+use crate::store::{codec, CatalogKey, KeyOrigin, KeyPolicyRecord, KeyRecord, KeyState};
 use crate::store::{Store, TokenRole};
 
 /// Catalog kind of key policies.
@@ -35,6 +36,8 @@ pub fn policy_key(key_id: &Uuid) -> CatalogKey {
 pub struct PolicyDefaults {
     /// `[keys] rotate_every` in days: the rotation period of provider-managed keys.
     pub provider_rotate_every_days: Option<u32>,
+    /// `[lifecycle] dual_auth_delete`: every customer key needs two operators to delete.
+    pub dual_auth_delete: bool,
 }
 
 /// Parses a rotation period: "off", or whole days "90d" within 1–2560.
@@ -52,12 +55,16 @@ pub fn parse_rotate_every(text: &str) -> Result<Option<u32>, String> {
         })
 }
 
-/// `PUT /v1/keys/{key}/policy` body.
+/// `PUT /v1/keys/{key}/policy` body; absent fields are left as they are.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetPolicyRequest {
-    /// "90d" (1d–2560d) or "off".
-    pub rotate_every: String,
+    /// "90d" (1d–2560d) or "off"; absent: unchanged.
+    #[serde(default)]
+    pub rotate_every: Option<String>,
+    /// Whether deleting the key needs two different operator tokens; absent: unchanged.
+    #[serde(default)]
+    pub dual_auth: Option<bool>,
 }
 
 /// A key's policies as shown by `GET /v1/keys/{key}` and the policy routes.
@@ -75,6 +82,18 @@ pub struct KeyPolicyInfo {
     /// RFC 3339 at which the policy rotates it next (past: it runs at the next scheduler pass).
     #[serde(default)]
     pub next_rotation: Option<String>,
+    /// Whether deleting it needs two different operator tokens.
+    #[serde(default)]
+    pub dual_auth_delete: bool,
+    /// Where that comes from: `key` or `instance` (`[lifecycle] dual_auth_delete`).
+    #[serde(default)]
+    pub dual_auth_source: Option<String>,
+    /// A pending first approval of its deletion: the token id.
+    #[serde(default)]
+    pub deletion_authorized_by: Option<String>,
+    /// RFC 3339 at which that approval lapses.
+    #[serde(default)]
+    pub deletion_authorized_until: Option<String>,
 }
 
 /// Loads every policy entry.
@@ -142,6 +161,21 @@ impl Vault {
             .map(|d| (d, "key"))
     }
 
+    /// Whether deleting `key` needs two operators, and where that comes from.
+    pub(super) fn dual_auth_for(&self, catalog: &Catalog, key: &KeyRecord) -> Option<&'static str> {
+        if catalog
+            .policies
+            .get(&key.id)
+            .is_some_and(|p| p.dual_auth_delete)
+        {
+            Some("key")
+        } else if self.policy_defaults.dual_auth_delete && key.origin != KeyOrigin::Provider {
+            Some("instance")
+        } else {
+            None
+        }
+    }
+
     /// Unix seconds at which the policy rotates `key` next, if it has one.
     fn next_rotation(&self, catalog: &Catalog, key: &KeyRecord) -> Option<u64> {
         let (days, _) = self.rotation_period(catalog, key)?;
@@ -154,6 +188,12 @@ impl Vault {
     /// The policy view of `key` (for `key show`).
     pub(super) fn policy_info(&self, catalog: &Catalog, key: &KeyRecord) -> KeyPolicyInfo {
         let period = self.rotation_period(catalog, key);
+        let dual = self.dual_auth_for(catalog, key);
+        let approval = catalog
+            .policies
+            .get(&key.id)
+            .and_then(|p| p.delete_approval.clone())
+            .filter(|a| a.expires_at > unix_now());
         KeyPolicyInfo {
             rotate_every_days: period.map(|(d, _)| d),
             rotation_source: period.map(|(_, s)| s.to_string()),
@@ -162,6 +202,10 @@ impl Vault {
                 .then(|| self.next_rotation(catalog, key))
                 .flatten()
                 .map(rfc3339_of),
+            dual_auth_delete: dual.is_some(),
+            dual_auth_source: dual.map(str::to_string),
+            deletion_authorized_by: approval.as_ref().map(|a| a.token_id.clone()),
+            deletion_authorized_until: approval.map(|a| rfc3339_of(a.expires_at)),
         }
     }
 
@@ -188,7 +232,17 @@ impl Vault {
         request: SetPolicyRequest,
     ) -> Result<KeyPolicyInfo, ServiceError> {
         who.require_operator()?;
-        let rotate = parse_rotate_every(&request.rotate_every).map_err(ServiceError::BadRequest)?;
+        let rotate = request
+            .rotate_every
+            .as_deref()
+            .map(parse_rotate_every)
+            .transpose()
+            .map_err(ServiceError::BadRequest)?;
+        if rotate.is_none() && request.dual_auth.is_none() {
+            return Err(ServiceError::BadRequest(
+                "name a policy to set: rotate_every and/or dual_auth".into(),
+            ));
+        }
         let _admin = self.admin().await?;
         let key = self.lifecycle_key(reference)?;
         if key.state == KeyState::Destroyed {
@@ -203,21 +257,18 @@ impl Vault {
             .get(&key.id)
             .cloned()
             .unwrap_or_default();
-        policy.rotate_every_days = rotate;
-        policy.updated_at = now_rfc3339();
-        let op = if policy.rotate_every_days.is_none() {
-            CatalogOp::Delete(policy_key(&key.id))
-        } else {
-            CatalogOp::Put(policy_key(&key.id), codec::encode(&policy))
-        };
-        self.commit(vec![op]).await?;
-        let mut catalog = self.write_catalog();
-        if policy.rotate_every_days.is_none() {
-            catalog.policies.remove(&key.id);
-        } else {
-            catalog.policies.insert(key.id, policy);
+        if let Some(rotate) = rotate {
+            policy.rotate_every_days = rotate;
         }
-        Ok(self.policy_info(&catalog, &key))
+        if let Some(dual) = request.dual_auth {
+            policy.dual_auth_delete = dual;
+            if !dual {
+                policy.delete_approval = None;
+            }
+        }
+        policy.updated_at = now_rfc3339();
+        self.put_policy(key.id, policy).await?;
+        Ok(self.policy_info(&self.read_catalog(), &key))
     }
 
     /// A key's policies (operator only).

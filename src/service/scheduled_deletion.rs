@@ -114,7 +114,8 @@ impl Vault {
         Ok(self.key_info(&catalog, &key, false))
     }
 
-    /// `POST /v1/keys/{key}/cancel_deletion`: cancels a scheduled deletion.
+    /// `POST /v1/keys/{key}/cancel_deletion`: cancels a scheduled deletion, or else a pending
+    /// dual-authorization approval.
     pub async fn cancel_key_deletion(
         &self,
         who: &Principal,
@@ -130,6 +131,12 @@ impl Vault {
                 return self.audited(who, "kms.secrets.canceldeletion", &target, Err(err), None);
             }
         };
+        if key.state != KeyState::PendingDestruction
+            && self.cancel_delete_approval(who, key.id).await?
+        {
+            let catalog = self.read_catalog();
+            return Ok(self.key_info(&catalog, &key, false));
+        }
         self.cancel_scheduled_deletion(who, key).await
     }
 

@@ -85,14 +85,30 @@ pub struct KeyRecord {
     pub destroy_at: Option<u64>,
 }
 
-/// A key's policies (catalog entry `policy/<key id>`): automatic rotation.
+/// A key's policies (catalog entry `policy/<key id>`): automatic rotation and dual
+/// authorization of its deletion, with a pending first approval.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyPolicyRecord {
     /// Rotate every this many days (1–2560); `None`: no automatic rotation.
     #[serde(default)]
     pub rotate_every_days: Option<u32>,
+    /// Deleting the key needs two different operator tokens.
+    #[serde(default)]
+    pub dual_auth_delete: bool,
+    /// A first operator's approval of the key's deletion, waiting for a second operator.
+    #[serde(default)]
+    pub delete_approval: Option<DeleteApproval>,
     /// RFC 3339 of the last change.
     pub updated_at: String,
+}
+
+/// The first approval of a dual-authorized deletion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteApproval {
+    /// Id of the operator token that approved.
+    pub token_id: String,
+    /// Unix seconds after which the approval lapses.
+    pub expires_at: u64,
 }
 
 /// A database's state.
