@@ -1,11 +1,13 @@
-//! The daemon: a Unix-socket listener serving HTTP/1.1 (hyper) with the axum router.
+//! The front ends: the Unix-socket API (HTTP/1.1 with hyper and axum) and the drop-in
+//! protocols of [`compat`] (Vault transit, Kubernetes KMS v2), all over the one `service::Vault`.
 //!
 //! Shaped like mini-redis's server: a listener that takes a connection permit from a
 //! semaphore before `accept`, one task per connection, and a shutdown that stops accepting,
 //! lets in-flight requests finish, flushes and removes the socket file.
 
 mod backup_routes;
-mod batch_routes; // issue 7
+mod batch_routes;
+pub mod compat;
 mod connection;
 mod error;
 mod extract;
@@ -17,7 +19,7 @@ mod routes;
 
 use std::sync::Arc;
 
-pub use error::ApiError; // issue 11: compat front ends map its errors
+pub use error::ApiError; // the compat front ends map its errors
 pub use extract::PeerCred;
 
 use crate::config::{Config, ConfigError};
@@ -106,8 +108,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     if let Some(every) = config.backup_schedule()? {
         spawn_backup_schedule(Arc::clone(&state), every, config.backup.retention);
     }
-    // Issue 11: the transit TCP listener and the KMS v2 socket, when configured.
-    if let Err(err) = crate::compat::start(&config, Arc::clone(&state)).await {
+    // The transit TCP listener and the KMS v2 socket, when configured.
+    if let Err(err) = compat::start(&config, Arc::clone(&state)).await {
         let _ = std::fs::remove_file(&config.socket);
         return Err(err);
     }

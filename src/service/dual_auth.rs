@@ -9,10 +9,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::policies::policy_key;
+use super::catalog::CatalogChange;
 use super::token_lifecycle::{rfc3339_of, unix_now};
 use super::{Principal, ServiceError, Vault};
-use crate::store::{codec, CatalogOp, DeleteApproval, KeyPolicyRecord, KeyState};
+use crate::store::{DeleteApproval, KeyPolicyRecord, KeyState};
 
 /// How long a first approval waits for the second operator.
 pub const APPROVAL_LIFETIME: u64 = 7 * 86_400;
@@ -209,19 +209,12 @@ impl Vault {
         let empty = policy.rotate_every_days.is_none()
             && !policy.dual_auth_delete
             && policy.delete_approval.is_none();
-        let op = if empty {
-            CatalogOp::Delete(policy_key(&key))
+        let change = if empty {
+            CatalogChange::DeletePolicy(key)
         } else {
-            CatalogOp::Put(policy_key(&key), codec::encode(&policy))
+            CatalogChange::PutPolicy(key, policy)
         };
-        self.commit(vec![op]).await?;
-        let mut catalog = self.write_catalog();
-        if empty {
-            catalog.policies.remove(&key);
-        } else {
-            catalog.policies.insert(key, policy);
-        }
-        Ok(())
+        self.commit(vec![change]).await
     }
 }
 

@@ -7,29 +7,20 @@
 //! (the key's last rotation, else its creation), so a daemon that was down when a rotation fell
 //! due runs it at its next start, and no clock is kept anywhere else.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::catalog::Catalog;
 use super::token_lifecycle::{rfc3339_of, unix_now};
 use super::{now_rfc3339, Principal, ServiceError, Vault};
-use crate::store::{codec, CatalogKey, KeyOrigin, KeyPolicyRecord, KeyRecord, KeyState};
-use crate::store::{Store, TokenRole};
+use crate::store::TokenRole;
+use crate::store::{KeyOrigin, KeyRecord, KeyState};
 
-/// Catalog kind of key policies.
-pub const POLICY: &str = "policy";
 /// Shortest rotation period, in days.
 pub const MIN_ROTATE_DAYS: u32 = 1;
 /// Longest rotation period, in days (about seven years, as AWS KMS allows).
 pub const MAX_ROTATE_DAYS: u32 = 2560;
 const DAY: u64 = 86_400;
-
-/// Catalog key of a key's policy.
-pub fn policy_key(key_id: &Uuid) -> CatalogKey {
-    codec::key(POLICY, &[key_id.as_bytes()])
-}
 
 /// Instance-wide policy settings from the configuration.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,47 +85,6 @@ pub struct KeyPolicyInfo {
     /// RFC 3339 at which that approval lapses.
     #[serde(default)]
     pub deletion_authorized_until: Option<String>,
-}
-
-/// Loads every policy entry.
-pub(super) fn load_policies(
-    store: &dyn Store,
-) -> Result<HashMap<Uuid, KeyPolicyRecord>, ServiceError> {
-    let prefix = codec::key(POLICY, &[]).0;
-    let mut out = HashMap::new();
-    for (k, v) in store.catalog_scan(&prefix)? {
-        out.insert(id_in(&k, prefix.len())?, codec::decode(&k, &v)?);
-    }
-    Ok(out)
-}
-
-/// Applies a policy entry changed by another node (`None`: removed).
-pub(super) fn apply_policy_change(
-    catalog: &mut Catalog,
-    key: &[u8],
-    value: Option<&[u8]>,
-) -> Result<(), ServiceError> {
-    let id = id_in(key, POLICY.len() + 1)?;
-    match value {
-        Some(v) => {
-            catalog.policies.insert(id, codec::decode(key, v)?);
-        }
-        None => {
-            catalog.policies.remove(&id);
-        }
-    }
-    Ok(())
-}
-
-fn id_in(key: &[u8], at: usize) -> Result<Uuid, ServiceError> {
-    key.get(at..)
-        .and_then(|raw| Uuid::from_slice(raw).ok())
-        .ok_or_else(|| {
-            ServiceError::Store(crate::store::StoreError::Corrupt {
-                key: String::from_utf8_lossy(key).into_owned(),
-                reason: "policy key is not a key id".into(),
-            })
-        })
 }
 
 /// Unix seconds of an RFC 3339 time (0 if it does not parse: treated as long ago).

@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
-use super::catalog::key_key;
+use super::catalog::CatalogChange;
 use super::token_lifecycle::{rfc3339_of, unix_now};
 use super::{now_rfc3339, Principal, ServiceError, Vault};
 use crate::api::{Impact, KeyInfo, ShredReceipt};
-use crate::store::{codec, CatalogOp, KeyRecord, KeyState, TokenRole};
+use crate::store::{KeyRecord, KeyState, TokenRole};
 
 /// Shortest waiting period of a scheduled deletion.
 pub const MIN_DELETION_WAIT: Duration = Duration::from_secs(86_400);
@@ -106,12 +106,9 @@ impl Vault {
         }
         key.state = KeyState::PendingDestruction;
         key.destroy_at = Some(unix_now().saturating_add(wait.as_secs()));
-        self.commit(vec![CatalogOp::Put(key_key(&key.id), codec::encode(&key))])
+        self.commit(vec![CatalogChange::PutKey(key.clone())])
             .await?;
-        self.deks.purge_root_key(key.id);
-        let mut catalog = self.write_catalog();
-        catalog.put_key(key.clone());
-        Ok(self.key_info(&catalog, &key, false))
+        Ok(self.key_info(&self.read_catalog(), &key, false))
     }
 
     /// `POST /v1/keys/{key}/cancel_deletion`: cancels a scheduled deletion, or else a pending
@@ -170,11 +167,9 @@ impl Vault {
         key = current;
         key.state = KeyState::Active;
         key.destroy_at = None;
-        self.commit(vec![CatalogOp::Put(key_key(&key.id), codec::encode(&key))])
+        self.commit(vec![CatalogChange::PutKey(key.clone())])
             .await?;
-        let mut catalog = self.write_catalog();
-        catalog.put_key(key.clone());
-        Ok(self.key_info(&catalog, &key, false))
+        Ok(self.key_info(&self.read_catalog(), &key, false))
     }
 
     /// Shreds every key whose scheduled date has passed; returns how many, and the Unix time

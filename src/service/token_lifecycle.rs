@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::catalog::token_key;
+use super::catalog::CatalogChange;
 use super::{ServiceError, Vault};
-use crate::store::{codec, CatalogOp, TokenRecord};
+use crate::store::TokenRecord;
 
 /// How stale a persisted last use may get before a request notes a new one.
 pub const LAST_USE_GRANULARITY: u64 = 60;
@@ -113,22 +113,17 @@ impl Vault {
         if updated.is_empty() {
             return Ok(0);
         }
-        let ops = updated
-            .iter()
-            .map(|t| CatalogOp::Put(token_key(&t.id), codec::encode(t)))
-            .collect();
-        self.commit(ops).await?;
-        let mut catalog = self.write_catalog();
-        for t in &updated {
-            catalog.tokens_by_hash.insert(t.hash.clone(), t.clone());
-        }
-        Ok(updated.len())
+        let count = updated.len();
+        self.commit(updated.into_iter().map(CatalogChange::PutToken).collect())
+            .await?;
+        Ok(count)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::codec;
 
     /// A token entry as written before tokens had names, lifetimes and last use: it still
     /// decodes, never expires, and has no name.
