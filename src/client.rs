@@ -441,28 +441,6 @@ impl Client {
             .await
     }
 
-    /// `POST /v1/tokens` with a name and a time to live (e.g. "30d").
-    pub async fn create_named_token(
-        &self,
-        role: &str,
-        databases: &[String],
-        name: Option<&str>,
-        ttl: Option<&str>,
-    ) -> Result<Value, ClientError> {
-        let mut body = json!({ "role": role });
-        if !databases.is_empty() {
-            body["databases"] = json!(databases);
-        }
-        if let Some(name) = name {
-            body["name"] = json!(name);
-        }
-        if let Some(ttl) = ttl {
-            body["ttl"] = json!(ttl);
-        }
-        self.call_value(Method::POST, "/v1/tokens", Some(&body))
-            .await
-    }
-
     /// `GET /v1/tokens` (never the secrets).
     pub async fn list_tokens(&self) -> Result<Value, ClientError> {
         self.call_value(Method::GET, "/v1/tokens", NO_BODY).await

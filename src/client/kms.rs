@@ -1,4 +1,4 @@
-//! Key policies and scheduled deletion.
+//! Named, expiring tokens, key policies and scheduled deletion.
 
 use serde_json::{json, Value};
 
@@ -7,6 +7,28 @@ use super::{Client, ClientError, Method, NO_BODY};
 use crate::service::KeyPolicyInfo;
 
 impl Client {
+    /// `POST /v1/tokens` with a name and a time to live (e.g. "30d").
+    pub async fn create_named_token(
+        &self,
+        role: &str,
+        databases: &[String],
+        name: Option<&str>,
+        ttl: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut body = json!({ "role": role });
+        if !databases.is_empty() {
+            body["databases"] = json!(databases);
+        }
+        if let Some(name) = name {
+            body["name"] = json!(name);
+        }
+        if let Some(ttl) = ttl {
+            body["ttl"] = json!(ttl);
+        }
+        self.call_value(Method::POST, "/v1/tokens", Some(&body))
+            .await
+    }
+
     /// `GET /v1/keys/{key}/policy`.
     pub async fn key_policy(&self, key: &str) -> Result<KeyPolicyInfo, ClientError> {
         self.call_json(Method::GET, &key_path(key, "/policy"), NO_BODY)
