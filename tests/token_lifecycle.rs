@@ -139,6 +139,17 @@ async fn named_token_with_ttl_through_the_cli_is_listed_without_its_secret() {
     );
     assert_eq!(token_list(&daemon).await.len(), before);
 
+    // The creation is logged with name, role and expiry, never the secret.
+    let created_events = events(&client, Some("iam.tokens.create")).await;
+    let event = created_events
+        .iter()
+        .find(|e| e["target"] == id)
+        .unwrap_or_else(|| panic!("{created_events:?}"));
+    assert_eq!(event["details"]["name"], "payments-api");
+    assert_eq!(event["details"]["role"], "app");
+    assert_eq!(rfc3339(&event["details"]["expires_at"]), expires);
+    assert!(!event.to_string().contains(secret));
+
     // Revocation by name.
     ok(&daemon.cli(&["token", "revoke", "payments-api"]));
     assert!(token_list(&daemon).await.iter().all(|t| t["id"] != id));

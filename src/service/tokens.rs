@@ -261,7 +261,11 @@ impl Vault {
             .as_ref()
             .map(|t| t.id.clone())
             .unwrap_or_else(|_| "token".into());
-        self.audited(who, "iam.tokens.create", &target, result, None)
+        // Name, role and expiry only: never the secret.
+        let details = result.as_ref().ok().map(
+            |t| serde_json::json!({ "name": t.name, "role": t.role, "expires_at": t.expires_at }),
+        );
+        self.audited(who, "iam.tokens.create", &target, result, details)
     }
 
     async fn create_token_inner(
