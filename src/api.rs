@@ -1,6 +1,9 @@
 //! Wire types of the socket API (`shared/API.md`), shared by the server and the [`crate::client`],
 //! so the two cannot drift apart. Binary values travel as standard base64 strings.
 
+mod kms;
+pub use kms::{KeyPolicyInfo, SetPolicyRequest};
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::store::ValueLogStats;
@@ -60,7 +63,7 @@ pub struct KeyInfo {
     pub registrations: Option<Vec<Registration>>,
     /// Only on `GET /v1/keys/{key}`: rotation and deletion policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<crate::service::KeyPolicyInfo>,
+    pub policy: Option<KeyPolicyInfo>,
     /// In state `pending_destruction`: RFC 3339 of the shred.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destroy_at: Option<String>,

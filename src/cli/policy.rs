@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::output;
 use super::{CliError, Context};
 use crate::api::KeyInfo;
-use crate::service::KeyPolicyInfo;
+use crate::api::KeyPolicyInfo;
 
 /// `--dual-auth on|off`.
 pub(super) fn parse_switch(text: &str) -> Result<bool, String> {

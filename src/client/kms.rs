@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::paths::key_path;
 use super::{Client, ClientError, Method, NO_BODY};
-use crate::service::KeyPolicyInfo;
+use crate::api::KeyPolicyInfo;
 
 impl Client {
     /// `POST /v1/tokens` with a name and a time to live (e.g. "30d").

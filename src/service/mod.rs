@@ -7,7 +7,7 @@ mod authz;
 mod backup_adoption;
 mod backups;
 mod catalog;
-mod cluster; // issue 10
+mod cluster;
 mod databases;
 mod dek_cache;
 mod disk_space;
@@ -15,16 +15,17 @@ mod dual_auth;
 mod durability;
 mod error;
 mod keys;
-mod kms_v2; // issue 11
+mod kms_v2;
 mod lifecycle;
 mod policies;
-mod record_batch; // issue 7
+mod record_batch;
 mod records;
 mod rotation;
 mod scheduled_deletion;
+mod seal_budget;
 mod token_lifecycle;
 mod tokens;
-mod transit; // issue 11
+mod transit;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -74,9 +75,9 @@ pub struct Vault {
     keystore_remote: bool,
     catalog: RwLock<Catalog>,
     deks: DekCache,
-    seal_budgets: records::SealBudgets,
+    seal_budgets: seal_budget::SealBudgets,
     database_locks: records::DatabaseLocks,
-    /// Where backups are written (issue 9: a local directory or an S3 bucket).
+    /// Where backups are written (a local directory or an S3 bucket).
     backup_target: Arc<dyn crate::backup::target::BackupTarget>,
     /// Objects in a shared backup target that did not verify, by name and size, so that
     /// listing does not fetch them again.
@@ -86,7 +87,7 @@ pub struct Vault {
     /// Serializes catalog mutations (create, delete, state changes) so each computes its
     /// change from a state no other mutation is changing. Record traffic never takes it.
     admin: tokio::sync::Mutex<()>,
-    /// Following other nodes' catalog changes on a shared store (issue 10).
+    /// Following other nodes' catalog changes on a shared store.
     cluster: cluster::ClusterState,
     /// Record operations hold it shared for their whole duration, acknowledgement included;
     /// disable, shred and purge take it exclusively. So once one of those returns, no write
@@ -113,15 +114,12 @@ impl Vault {
         create_private_dir(data_dir)?;
         let keystore = crate::keystore::open_backend(config)?;
         let store = crate::store::open(config, &data_dir.join("store"))?;
-        let bad_config = |e: crate::config::ConfigError| ServiceError::BadRequest(e.to_string());
-        let audit_sync = config.audit_sync().map_err(bad_config)?;
-        let audit = AuditLog::open_with(&data_dir.join("audit.log"), audit_sync)
+        let audit = AuditLog::open_with(&data_dir.join("audit.log"), config.audit.data_plane_sync)
             .map_err(|e| ServiceError::AuditLog(format!("cannot open the activity log: {e}")))?;
         let limits = Limits {
-            max_record_size: config.max_record_size().map_err(bad_config)?,
+            max_record_size: config.limits.max_record_size,
             max_record_key: config.limits.max_record_key,
         };
-        let dek_ttl = config.dek_ttl().map_err(bad_config)?;
         let mut vault = Self::with_parts(
             store,
             keystore,
@@ -129,16 +127,13 @@ impl Vault {
             config.backup_dir(),
             config.instance.clone(),
             limits,
-            config.soft_delete_period().map_err(bad_config)?,
+            config.lifecycle.soft_delete_period,
         )?
-        .with_dek_cache(config.cache.max_deks, dek_ttl);
-        vault.disk_space = DiskSpace::new(
-            data_dir.clone(),
-            config.min_free_space().map_err(bad_config)?,
-        );
+        .with_dek_cache(config.cache.max_deks, config.cache.dek_ttl);
+        vault.disk_space = DiskSpace::new(data_dir.clone(), config.limits.min_free_space);
         vault.backup_target = crate::backup::target::from_config(config)?;
         vault.policy_defaults = policies::PolicyDefaults {
-            provider_rotate_every_days: config.keys_rotate_every().map_err(bad_config)?,
+            provider_rotate_every_days: config.keys.rotate_every_days,
             dual_auth_delete: config.lifecycle.dual_auth_delete,
         };
         Ok(vault)
@@ -163,7 +158,7 @@ impl Vault {
             keystore,
             catalog: RwLock::new(catalog),
             deks: DekCache::default(),
-            seal_budgets: records::SealBudgets::default(),
+            seal_budgets: seal_budget::SealBudgets::default(),
             database_locks: records::DatabaseLocks::default(),
             backup_target: Arc::new(crate::backup::target::local::LocalDirTarget::new(
                 backup_dir,

@@ -7,7 +7,6 @@
 //! (the key's last rotation, else its creation), so a daemon that was down when a rotation fell
 //! due runs it at its next start, and no clock is kept anywhere else.
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::catalog::Catalog;
@@ -16,10 +15,8 @@ use super::{now_rfc3339, Principal, ServiceError, Vault};
 use crate::store::TokenRole;
 use crate::store::{KeyOrigin, KeyRecord, KeyState};
 
-/// Shortest rotation period, in days.
-pub const MIN_ROTATE_DAYS: u32 = 1;
-/// Longest rotation period, in days (about seven years, as AWS KMS allows).
-pub const MAX_ROTATE_DAYS: u32 = 2560;
+pub use crate::api::{KeyPolicyInfo, SetPolicyRequest};
+pub use crate::config::{parse_rotate_every, MAX_ROTATE_DAYS, MIN_ROTATE_DAYS};
 const DAY: u64 = 86_400;
 
 /// Instance-wide policy settings from the configuration.
@@ -29,62 +26,6 @@ pub struct PolicyDefaults {
     pub provider_rotate_every_days: Option<u32>,
     /// `[lifecycle] dual_auth_delete`: every customer key needs two operators to delete.
     pub dual_auth_delete: bool,
-}
-
-/// Parses a rotation period: "off", or whole days "90d" within 1–2560.
-pub fn parse_rotate_every(text: &str) -> Result<Option<u32>, String> {
-    let text = text.trim();
-    if text.is_empty() || text == "off" {
-        return Ok(None);
-    }
-    text.strip_suffix('d')
-        .and_then(|n| n.parse::<u32>().ok())
-        .filter(|n| (MIN_ROTATE_DAYS..=MAX_ROTATE_DAYS).contains(n))
-        .map(Some)
-        .ok_or_else(|| {
-            format!("invalid rotation period {text:?}: use \"off\" or whole days from 1d to 2560d, such as \"90d\"")
-        })
-}
-
-/// `PUT /v1/keys/{key}/policy` body; absent fields are left as they are.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetPolicyRequest {
-    /// "90d" (1d–2560d) or "off"; absent: unchanged.
-    #[serde(default)]
-    pub rotate_every: Option<String>,
-    /// Whether deleting the key needs two different operator tokens; absent: unchanged.
-    #[serde(default)]
-    pub dual_auth: Option<bool>,
-}
-
-/// A key's policies as shown by `GET /v1/keys/{key}` and the policy routes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyPolicyInfo {
-    /// Rotation period in days, if the key rotates automatically.
-    #[serde(default)]
-    pub rotate_every_days: Option<u32>,
-    /// Where the period comes from: `key` (its policy) or `instance` (`[keys] rotate_every`).
-    #[serde(default)]
-    pub rotation_source: Option<String>,
-    /// RFC 3339 of the newest rotation, if it was ever rotated.
-    #[serde(default)]
-    pub last_rotation: Option<String>,
-    /// RFC 3339 at which the policy rotates it next (past: it runs at the next scheduler pass).
-    #[serde(default)]
-    pub next_rotation: Option<String>,
-    /// Whether deleting it needs two different operator tokens.
-    #[serde(default)]
-    pub dual_auth_delete: bool,
-    /// Where that comes from: `key` or `instance` (`[lifecycle] dual_auth_delete`).
-    #[serde(default)]
-    pub dual_auth_source: Option<String>,
-    /// A pending first approval of its deletion: the token id.
-    #[serde(default)]
-    pub deletion_authorized_by: Option<String>,
-    /// RFC 3339 at which that approval lapses.
-    #[serde(default)]
-    pub deletion_authorized_until: Option<String>,
 }
 
 /// Unix seconds of an RFC 3339 time (0 if it does not parse: treated as long ago).
