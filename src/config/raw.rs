@@ -30,6 +30,15 @@ pub(super) struct RawConfig {
     kms_v2: KmsV2Config,
     store: RawStore,
     audit: RawAudit,
+    #[serde(default)]
+    keys: RawKeys,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    #[serde(default)]
+    rotate_every: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +106,8 @@ struct RawTransit {
 #[serde(deny_unknown_fields)]
 struct RawLifecycle {
     soft_delete_period: String,
+    #[serde(default)]
+    dual_auth_delete: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,6 +162,7 @@ struct Overlay {
     kms_v2: Option<toml::Table>,
     store: Option<toml::Table>,
     audit: Option<toml::Table>,
+    keys: Option<toml::Table>,
 }
 
 pub(super) fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
@@ -232,6 +244,18 @@ impl RawConfig {
                     )
                 },
             )?,
+            dual_auth_delete: self.lifecycle.dual_auth_delete,
+        };
+        let keys = super::KeysConfig {
+            rotate_every_days: super::units::parse_rotate_every(&self.keys.rotate_every).map_err(
+                |_| {
+                    value(
+                        "keys.rotate_every",
+                        &self.keys.rotate_every,
+                        "\"off\" or whole days from 1d to 2560d, such as \"90d\"",
+                    )
+                },
+            )?,
         };
         let limits = self.limits.check()?;
         let backup = self.backup.check()?;
@@ -254,6 +278,7 @@ impl RawConfig {
             kms_v2: self.kms_v2,
             store,
             audit,
+            keys,
         })
     }
 }
