@@ -143,7 +143,12 @@ async fn named_token_with_ttl_through_the_cli_is_listed_without_its_secret() {
     let created_events = events(&client, Some("iam.tokens.create")).await;
     let event = created_events
         .iter()
-        .find(|e| e["target"] == id)
+        // Audit targets are CRNs: the token's ends in `:token:<id>`.
+        .find(|e| {
+            e["target"]
+                .as_str()
+                .is_some_and(|t| t.ends_with(&format!(":token:{id}")))
+        })
         .unwrap_or_else(|| panic!("{created_events:?}"));
     assert_eq!(event["details"]["name"], "payments-api");
     assert_eq!(event["details"]["role"], "app");
