@@ -109,8 +109,11 @@ pub const MIN_STORE_POOL: usize = 4;
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// "sled" (embedded, one node) or "postgres" (shared by several nodes).
+    /// "embedded" (fjall in `<data_dir>/fjall`, one node; "sled" is accepted as its old name)
+    /// or "postgres" (shared by several nodes).
     pub backend: String,
+    /// Most memory the embedded store's block cache may hold, e.g. "32MiB" (scans included).
+    pub cache_size: String,
     /// PostgreSQL connection URL (`postgres://user@host/db` or `host=... dbname=...`).
     pub url: String,
     /// Most connections open to the server.
@@ -125,6 +128,7 @@ impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
             .field("backend", &self.backend)
+            .field("cache_size", &self.cache_size)
             .field("url", &crate::store::postgres::redact(&self.url))
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
@@ -372,7 +376,7 @@ impl Config {
 
     fn validate_store(&self) -> Result<(), ConfigError> {
         match self.store.backend.as_str() {
-            "sled" => {}
+            "embedded" | "sled" => {}
             "postgres" if self.store.url.trim().is_empty() => {
                 return Err(ConfigError::Value {
                     key: "store.url",
@@ -386,7 +390,7 @@ impl Config {
                 return Err(ConfigError::Value {
                     key: "store.backend",
                     value: other.to_string(),
-                    expected: "\"sled\" or \"postgres\"",
+                    expected: "\"embedded\" or \"postgres\"",
                 });
             }
         }
@@ -400,7 +404,20 @@ impl Config {
             });
         }
         self.store_timeout()?;
+        self.store_cache_size()?;
         Ok(())
+    }
+
+    /// `[store] cache_size` in bytes: at least 1 MiB.
+    pub fn store_cache_size(&self) -> Result<u64, ConfigError> {
+        parse_size(&self.store.cache_size)
+            .filter(|n| *n >= 1 << 20)
+            .map(|n| n as u64)
+            .ok_or_else(|| ConfigError::Value {
+                key: "store.cache_size",
+                value: self.store.cache_size.clone(),
+                expected: "a size of at least 1MiB such as \"32MiB\"",
+            })
     }
 
     /// `[store] timeout`.
@@ -614,6 +631,7 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_STORE_URL", "store", "url"),
     ("ENVAULT_STORE_POOL_SIZE", "store", "pool_size"),
     ("ENVAULT_STORE_TIMEOUT", "store", "timeout"),
+    ("ENVAULT_STORE_CACHE_SIZE", "store", "cache_size"),
     ("ENVAULT_AUDIT_DATA_PLANE_SYNC", "audit", "data_plane_sync"),
     ("ENVAULT_AUDIT_SYNC_INTERVAL", "audit", "sync_interval"),
 ];
@@ -791,7 +809,8 @@ mod tests {
     #[test]
     fn store_settings() {
         let config = Config::load(None).unwrap();
-        assert_eq!(config.store.backend, "sled");
+        assert_eq!(config.store.backend, "embedded");
+        assert_eq!(config.store_cache_size().unwrap(), 32 << 20);
         assert_eq!(config.store.pool_size, 16);
         assert_eq!(config.store_timeout().unwrap(), Duration::from_secs(5));
 

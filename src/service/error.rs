@@ -99,6 +99,7 @@ impl ServiceError {
             ServiceError::TooLarge(_) => "too_large",
             ServiceError::StorageFull(_) => "storage_full",
             ServiceError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            ServiceError::Store(StoreError::Damaged(_)) => "integrity_error",
             ServiceError::Store(_) => "storage_error",
             ServiceError::Keystore(_) => "keystore_error",
             ServiceError::Integrity => "integrity_error",

@@ -98,7 +98,7 @@ impl Vault {
         let data_dir = &config.data_dir;
         create_private_dir(data_dir)?;
         let keystore = crate::keystore::open_backend(config)?;
-        let store = crate::store::open(config, &data_dir.join("store"))?;
+        let store = crate::store::open(config, data_dir)?;
         let bad_config = |e: crate::config::ConfigError| ServiceError::BadRequest(e.to_string());
         let audit_sync = config.audit_sync().map_err(bad_config)?;
         let audit = AuditLog::open_with(&data_dir.join("audit.log"), audit_sync).map_err(|e| {

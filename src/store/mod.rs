@@ -1,17 +1,20 @@
-//! Persistent catalog and sealed records behind the [`Store`] trait. [`sled_store::SledStore`]
-//! is the embedded backend (one node); `postgres::PostgresStore` is shared by several nodes
-//! (issue 10), which is why the trait also carries catalog change feeds and cluster locks.
+//! Persistent catalog and sealed records behind the [`Store`] trait. [`fjall_store::FjallStore`]
+//! is the embedded backend (one node); `postgres::PostgresStore` is shared by several nodes,
+//! which is why the trait also carries catalog change feeds and cluster locks. `sled_store`
+//! only remains to read a data dir written by the earlier sled store (see
+//! `fjall_store::migrate`).
 //!
 //! The store only ever holds ciphertext, wrapped DEKs and metadata: never root-key material
 //! (see `keystore`), never a plaintext record.
 
 pub mod codec;
+pub mod fjall_store;
 pub mod model;
 mod open;
 pub mod postgres;
 pub mod sled_store;
 
-pub use open::open;
+pub use open::{open, show_progress};
 
 pub use model::*;
 
@@ -26,6 +29,10 @@ pub enum StoreError {
     /// was changed as far as envault knows, and the request may be retried.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// Bytes the store read back fail its checksum: the records there are unreadable, the
+    /// rest of the store is not affected.
+    #[error("damaged data: {0}")]
+    Damaged(String),
     /// A stored value does not decode (wrong magic, unknown version, bad JSON).
     #[error("corrupt catalog entry {key}: {reason}")]
     Corrupt {

@@ -136,6 +136,22 @@ impl SledStore {
         }
     }
 
+    /// Every record of every database, (full key, sealed value), in key order, values read
+    /// from the value log where sled holds a pointer (migration to the fjall store).
+    pub fn all_records(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        self.shared.records.iter().filter_map(|item| {
+            let (k, stored) = match item {
+                Ok(kv) => kv,
+                Err(err) => return Some(Err(err.into())),
+            };
+            match self.shared.resolve(&k, stored) {
+                Ok(Some(value)) => Some(Ok((k.to_vec(), value))),
+                Ok(None) => None,
+                Err(err) => Some(Err(err)),
+            }
+        })
+    }
+
     /// Runs compaction now, on this thread, and waits for it (tests).
     #[cfg(test)]
     fn compact_now(&self) -> Result<(), StoreError> {
