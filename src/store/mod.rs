@@ -1,8 +1,8 @@
 //! Persistent catalog and sealed records behind the [`Store`] trait. [`fjall_store::FjallStore`]
 //! is the embedded backend (one node); `postgres::PostgresStore` is shared by several nodes,
-//! which is why the trait also carries catalog change feeds and cluster locks. `sled_store`
-//! only remains to read a data dir written by the earlier sled store (see
-//! `fjall_store::migrate`).
+//! which is why the trait also carries catalog change feeds and cluster locks.
+//! [`sled_legacy`] only reads a data dir written by the earlier sled store, for
+//! `fjall_store::migrate`.
 //!
 //! The store only ever holds ciphertext, wrapped DEKs and metadata: never root-key material
 //! (see `keystore`), never a plaintext record.
@@ -12,7 +12,7 @@ pub mod fjall_store;
 pub mod model;
 mod open;
 pub mod postgres;
-pub mod sled_store;
+pub mod sled_legacy;
 
 pub use open::{open, show_progress};
 
@@ -43,13 +43,9 @@ pub enum StoreError {
     },
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(err: sled::Error) -> Self {
-        StoreError::Backend(err.to_string())
-    }
-}
-
-/// `value_log` of `GET /v1/health`: the sled store's value-log segments and compaction.
+/// `value_log` of `GET /v1/health`: the value log of the earlier sled store. No store has one
+/// any more (large values are fjall's blob files), so health leaves it out; the type stays so
+/// clients of the API keep deserializing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ValueLogStats {
     /// Segment files on disk.

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::FjallStore;
-use crate::store::sled_store::SledStore;
-use crate::store::{Store, StoreError};
+use crate::store::sled_legacy::SledLegacy;
+use crate::store::{CatalogKey, CatalogOp, Store, StoreError};
 
 /// Records copied per batch (the batch is held in memory).
 const BATCH: usize = 1_000;
@@ -103,19 +103,19 @@ fn copy(
     cache_bytes: u64,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Migrated, StoreError> {
-    let old = SledStore::open(&layout.sled)?;
+    let old = SledLegacy::open(&layout.sled)?;
     let new = FjallStore::open(&layout.staging, cache_bytes)?;
     let mut done = Migrated::default();
-    let catalog = old.catalog_scan(b"")?;
+    let catalog = old.catalog()?;
     done.catalog = catalog.len() as u64;
     new.catalog_apply(
         catalog
             .into_iter()
-            .map(|(k, v)| crate::store::CatalogOp::Put(crate::store::CatalogKey(k), v))
+            .map(|(k, v)| CatalogOp::Put(CatalogKey(k), v))
             .collect(),
     )?;
     let mut batch = Vec::with_capacity(BATCH);
-    for item in old.all_records() {
+    for item in old.records() {
         batch.push(item?);
         if batch.len() >= BATCH {
             done.records += batch.len() as u64;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::store::CatalogKey;
+use std::path::{Path, PathBuf};
 
 const CACHE: u64 = 8 << 20;
 
@@ -79,4 +80,58 @@ fn a_store_held_by_another_process_names_the_lock() {
     let _first = FjallStore::open(dir.path(), CACHE).unwrap();
     let err = FjallStore::open(dir.path(), CACHE).err().unwrap();
     assert!(err.to_string().contains("locked"), "{err}");
+}
+
+/// The largest file under `dir` but the journal (a blob file once large values are flushed).
+fn largest_file(dir: &Path) -> PathBuf {
+    let mut best = (0, PathBuf::new());
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "jnl") {
+                continue;
+            } else {
+                let len = e.metadata().unwrap().len();
+                if len > best.0 {
+                    best = (len, p);
+                }
+            }
+        }
+    }
+    best.1
+}
+
+#[test]
+fn a_damaged_large_record_is_an_integrity_error_for_that_record_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = [5u8; 16];
+    {
+        let store = FjallStore::open(dir.path(), CACHE).unwrap();
+        for i in 0..20u8 {
+            store
+                .record_put(&db, format!("r{i:02}").as_bytes(), sealed(i, 10_000))
+                .unwrap();
+        }
+        store.flush().unwrap();
+        store.records.rotate_memtable_and_wait().unwrap();
+    }
+    let file = largest_file(dir.path());
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+
+    let store = FjallStore::open(dir.path(), CACHE).unwrap();
+    let mut damaged = 0;
+    for i in 0..20u8 {
+        match store.record_get(&db, format!("r{i:02}").as_bytes()) {
+            Ok(Some(v)) => assert_eq!(v, sealed(i, 10_000)),
+            Err(StoreError::Damaged(_)) => damaged += 1,
+            other => panic!("r{i:02}: {other:?}"),
+        }
+    }
+    assert_eq!(damaged, 1, "{}", file.display());
 }
