@@ -31,7 +31,7 @@ pub fn run(config: &Config, command: StoreCommand) -> Result<(), CliError> {
     match command {
         StoreCommand::Migrate(args) => {
             let data_dir = args.data_dir.unwrap_or_else(|| config.data_dir.clone());
-            let cache = config.store_cache_size()?;
+            let cache = config.store.cache_size;
             let mut progress = crate::store::show_progress();
             match migrate::migrate_if_needed(&data_dir, cache, &mut progress)
                 .map_err(|e| CliError::Failed(format!("store migration failed: {e}")))?

@@ -1,11 +1,13 @@
-//! The daemon: a Unix-socket listener serving HTTP/1.1 (hyper) with the axum router.
+//! The front ends: the Unix-socket API (HTTP/1.1 with hyper and axum) and the drop-in
+//! protocols of [`compat`] (Vault transit, Kubernetes KMS v2), all over the one `service::Vault`.
 //!
 //! Shaped like mini-redis's server: a listener that takes a connection permit from a
 //! semaphore before `accept`, one task per connection, and a shutdown that stops accepting,
 //! lets in-flight requests finish, flushes and removes the socket file.
 
 mod backup_routes;
-mod batch_routes; // issue 7
+mod batch_routes;
+pub mod compat;
 mod connection;
 mod error;
 mod extract;
@@ -15,7 +17,7 @@ mod routes;
 
 use std::sync::Arc;
 
-pub use error::ApiError; // issue 11: compat front ends map its errors
+pub use error::ApiError; // the compat front ends map its errors
 pub use extract::PeerCred;
 
 use crate::config::{Config, ConfigError};
@@ -74,7 +76,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
     // Bind first: a second daemon must fail on the live socket with a clear message, before
     // it touches the data dir (whose store lock would give a vaguer one).
-    let listener = listener::bind(&config.socket, config.socket_mode()?).await?;
+    let listener = listener::bind(&config.socket, config.socket_mode).await?;
     let vault = match Vault::open(&config) {
         Ok(vault) => vault,
         Err(err) => {
@@ -101,11 +103,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         allowed_uids: config.allowed_uids.clone(),
     });
     spawn_background(Arc::clone(&state));
-    if let Some(every) = config.backup_schedule()? {
+    if let Some(every) = config.backup.schedule {
         spawn_backup_schedule(Arc::clone(&state), every, config.backup.retention);
     }
-    // Issue 11: the transit TCP listener and the KMS v2 socket, when configured.
-    if let Err(err) = crate::compat::start(&config, Arc::clone(&state)).await {
+    // The transit TCP listener and the KMS v2 socket, when configured.
+    if let Err(err) = compat::start(&config, Arc::clone(&state)).await {
         let _ = std::fs::remove_file(&config.socket);
         return Err(err);
     }

@@ -7,20 +7,21 @@ mod authz;
 mod backup_adoption;
 mod backups;
 mod catalog;
-mod cluster; // issue 10
+mod cluster;
 mod databases;
 mod dek_cache;
 mod disk_space;
 mod durability;
 mod error;
 mod keys;
-mod kms_v2; // issue 11
+mod kms_v2;
 mod lifecycle;
-mod record_batch; // issue 7
+mod record_batch;
 mod records;
 mod rotation;
+mod seal_budget;
 mod tokens;
-mod transit; // issue 11
+mod transit;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -42,7 +43,8 @@ pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
 
 use crate::config::Config;
 use crate::keystore::RootKeyBackend;
-use crate::store::{codec, CatalogOp, InstanceRecord, Store};
+use crate::store::{CatalogOp, InstanceRecord, Store};
+use catalog::CatalogChange;
 use dek_cache::DekCache;
 use disk_space::DiskSpace;
 use durability::GroupFlusher;
@@ -64,9 +66,9 @@ pub struct Vault {
     keystore_remote: bool,
     catalog: RwLock<Catalog>,
     deks: DekCache,
-    seal_budgets: records::SealBudgets,
+    seal_budgets: seal_budget::SealBudgets,
     database_locks: records::DatabaseLocks,
-    /// Where backups are written (issue 9: a local directory or an S3 bucket).
+    /// Where backups are written (a local directory or an S3 bucket).
     backup_target: Arc<dyn crate::backup::target::BackupTarget>,
     /// Objects in a shared backup target that did not verify, by name and size, so that
     /// listing does not fetch them again.
@@ -76,7 +78,7 @@ pub struct Vault {
     /// Serializes catalog mutations (create, delete, state changes) so each computes its
     /// change from a state no other mutation is changing. Record traffic never takes it.
     admin: tokio::sync::Mutex<()>,
-    /// Following other nodes' catalog changes on a shared store (issue 10).
+    /// Following other nodes' catalog changes on a shared store.
     cluster: cluster::ClusterState,
     /// Record operations hold it shared for their whole duration, acknowledgement included;
     /// disable, shred and purge take it exclusively. So once one of those returns, no write
@@ -99,16 +101,12 @@ impl Vault {
         create_private_dir(data_dir)?;
         let keystore = crate::keystore::open_backend(config)?;
         let store = crate::store::open(config, data_dir)?;
-        let bad_config = |e: crate::config::ConfigError| ServiceError::BadRequest(e.to_string());
-        let audit_sync = config.audit_sync().map_err(bad_config)?;
-        let audit = AuditLog::open_with(&data_dir.join("audit.log"), audit_sync).map_err(|e| {
-            ServiceError::Store(crate::store::StoreError::Backend(format!("audit log: {e}")))
-        })?;
+        let audit = AuditLog::open_with(&data_dir.join("audit.log"), config.audit.data_plane_sync)
+            .map_err(|e| ServiceError::AuditLog(format!("cannot open the activity log: {e}")))?;
         let limits = Limits {
-            max_record_size: config.max_record_size().map_err(bad_config)?,
+            max_record_size: config.limits.max_record_size,
             max_record_key: config.limits.max_record_key,
         };
-        let dek_ttl = config.dek_ttl().map_err(bad_config)?;
         let mut vault = Self::with_parts(
             store,
             keystore,
@@ -116,13 +114,10 @@ impl Vault {
             config.backup_dir(),
             config.instance.clone(),
             limits,
-            config.soft_delete_period().map_err(bad_config)?,
+            config.lifecycle.soft_delete_period,
         )?
-        .with_dek_cache(config.cache.max_deks, dek_ttl);
-        vault.disk_space = DiskSpace::new(
-            data_dir.clone(),
-            config.min_free_space().map_err(bad_config)?,
-        );
+        .with_dek_cache(config.cache.max_deks, config.cache.dek_ttl);
+        vault.disk_space = DiskSpace::new(data_dir.clone(), config.limits.min_free_space);
         vault.backup_target = crate::backup::target::from_config(config)?;
         Ok(vault)
     }
@@ -146,7 +141,7 @@ impl Vault {
             keystore,
             catalog: RwLock::new(catalog),
             deks: DekCache::default(),
-            seal_budgets: records::SealBudgets::default(),
+            seal_budgets: seal_budget::SealBudgets::default(),
             database_locks: records::DatabaseLocks::default(),
             backup_target: Arc::new(crate::backup::target::local::LocalDirTarget::new(
                 backup_dir,
@@ -184,12 +179,10 @@ impl Vault {
             id: Uuid::new_v4(),
             created_at: now_rfc3339(),
         };
-        store.catalog_apply(vec![CatalogOp::Put(
-            codec::key(catalog::INSTANCE, &[]),
-            codec::encode(&instance),
-        )])?;
+        let change = CatalogChange::PutInstance(instance.clone());
+        store.catalog_apply(vec![change.to_op()])?;
         store.flush()?;
-        catalog.instance = Some(instance.clone());
+        catalog::apply(&mut catalog, &change);
         Ok((catalog, instance))
     }
 
@@ -222,13 +215,49 @@ impl Vault {
         self.catalog.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies catalog changes atomically and waits until they are durable.
-    async fn commit(&self, ops: Vec<CatalogOp>) -> Result<(), ServiceError> {
+    /// Writes catalog changes atomically, waits until they are durable, then applies the same
+    /// changes to the in-memory catalog (and its caches). A failed write changes nothing in
+    /// memory; callers hold the admin lock, so no other change interleaves.
+    async fn commit(&self, changes: Vec<CatalogChange>) -> Result<(), ServiceError> {
+        let ops: Vec<CatalogOp> = changes.iter().map(CatalogChange::to_op).collect();
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || store.catalog_apply(ops))
             .await
-            .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
-        self.flusher.durable().await
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
+        self.flusher.durable().await?;
+        self.apply_changes(&changes);
+        Ok(())
+    }
+
+    /// Applies changes already in the store (committed here or by another node) to the
+    /// in-memory catalog, then drops what they made stale in the caches.
+    fn apply_changes(&self, changes: &[CatalogChange]) {
+        let effects: Vec<catalog::Effect> = {
+            let mut catalog = self.write_catalog();
+            changes
+                .iter()
+                .filter_map(|change| catalog::apply(&mut catalog, change))
+                .collect()
+        };
+        for effect in effects {
+            match effect {
+                catalog::Effect::KeyUnusable(key) => {
+                    self.deks.purge_root_key(key);
+                }
+                catalog::Effect::Database { id, unusable } => {
+                    self.seal_budgets.remove(id);
+                    if unusable {
+                        self.deks.purge_database(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The CRN to log for `reference` when a request failed before resolving it: the key or
+    /// database it names, else the reference itself.
+    fn reference_crn(&self, reference: &str) -> String {
+        self.target_crn(reference, &Err(&ServiceError::NotFound(String::new())))
     }
 
     /// `crn:v1:envault:local:a/<instance>:<instance-id>:<kind>:<id>`.
@@ -260,9 +289,7 @@ impl Vault {
             .append(who, action, target, outcome, reason, details)
         {
             tracing::error!(error = %err, action, "cannot append to the activity log");
-            return Err(ServiceError::Store(crate::store::StoreError::Backend(
-                format!("activity log: {err}"),
-            )));
+            return Err(ServiceError::AuditLog(err.to_string()));
         }
         result
     }
@@ -332,12 +359,7 @@ fn create_private_dir(dir: &Path) -> Result<(), ServiceError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| {
-            ServiceError::Store(crate::store::StoreError::Backend(format!(
-                "cannot create data dir {}: {e}",
-                dir.display()
-            )))
-        })
+        .map_err(|e| ServiceError::DataDir(format!("cannot create {}: {e}", dir.display())))
 }
 
 /// Names of keys and databases: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.

@@ -15,10 +15,11 @@ use crate::config::Config;
 pub fn open(config: &Config, data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
     match config.store.backend.as_str() {
         "postgres" => {
-            let timeout = config
-                .store_timeout()
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
-            let store = PostgresStore::connect(&config.store.url, config.store.pool_size, timeout)?;
+            let store = PostgresStore::connect(
+                &config.store.url,
+                config.store.pool_size,
+                config.store.timeout,
+            )?;
             tracing::info!(
                 url = %super::postgres::redact(&config.store.url),
                 pool_size = config.store.pool_size,
@@ -27,9 +28,7 @@ pub fn open(config: &Config, data_dir: &Path) -> Result<Arc<dyn Store>, StoreErr
             Ok(Arc::new(store))
         }
         "embedded" | "sled" => {
-            let cache = config
-                .store_cache_size()
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            let cache = config.store.cache_size;
             migrate::migrate_if_needed(data_dir, cache, &mut show_progress())?;
             let dir = migrate::Layout::of(data_dir).fjall;
             Ok(Arc::new(FjallStore::open(&dir, cache)?))
