@@ -136,9 +136,11 @@ fn store_settings() {
     std::fs::write(&path, "[store]\nbackend = \"mysql\"\n").unwrap();
     let (key, expected) = refused("unknown backend");
     assert_eq!(key, "store.backend");
-    assert!(expected.contains("\"sled\" or \"postgres\""));
+    assert!(expected.contains("\"embedded\" or \"postgres\""));
     std::fs::write(&path, "[store]\ntimeout = \"soon\"\n").unwrap();
     assert_eq!(refused("bad timeout").0, "store.timeout");
+    std::fs::write(&path, "[store]\ncache_size = \"512KiB\"\n").unwrap();
+    assert_eq!(refused("cache below 1 MiB").0, "store.cache_size");
     std::fs::write(
         &path,
         "[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/db\"\npool_size = 2\n",
