@@ -135,3 +135,45 @@ fn a_damaged_large_record_is_an_integrity_error_for_that_record_only() {
     }
     assert_eq!(damaged, 1, "{}", file.display());
 }
+
+#[test]
+fn a_damaged_store_file_at_open_names_the_store_and_the_next_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = [6u8; 16];
+    {
+        let store = FjallStore::open(dir.path(), CACHE).unwrap();
+        for i in 0..200u16 {
+            store
+                .record_put(&db, format!("r{i:03}").as_bytes(), sealed(1, 100))
+                .unwrap();
+        }
+        store.flush().unwrap();
+        store.records.rotate_memtable_and_wait().unwrap();
+    }
+    // Overwrite every table and metadata file (not the journal) with garbage of its length.
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_none_or(|x| x != "jnl") && p.file_name().unwrap() != "lock" {
+                let len = e.metadata().unwrap().len() as usize;
+                std::fs::write(&p, vec![0xa5u8; len]).unwrap();
+            }
+        }
+    }
+    match FjallStore::open(dir.path(), CACHE) {
+        Err(err) => {
+            let text = err.to_string();
+            assert!(text.contains(&dir.path().display().to_string()), "{text}");
+            assert!(text.contains("restore"), "{text}");
+            assert!(!text.contains("another"), "{text}");
+        }
+        Ok(store) => {
+            // Opened: then the damage shows when the records are read.
+            let err = store.record_page(&db, None, 1000, usize::MAX).err();
+            panic!("opened a damaged store; reading it gives {err:?}");
+        }
+    }
+}
