@@ -18,8 +18,12 @@ const FIXTURE: &str = concat!(
     "/tests/fixtures/sled-data-v1/data"
 );
 
+/// Copies the fixture; directories get mode 0700 as the release made its data dir (git keeps
+/// no directory modes).
 fn copy_dir(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(to).expect("mkdir");
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     for entry in std::fs::read_dir(from).expect("read fixture") {
         let entry = entry.expect("entry");
         let target = to.join(entry.file_name());
@@ -27,6 +31,8 @@ fn copy_dir(from: &Path, to: &Path) {
             copy_dir(&entry.path(), &target);
         } else {
             std::fs::copy(entry.path(), &target).expect("copy");
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod");
         }
     }
 }

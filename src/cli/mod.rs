@@ -145,6 +145,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let result = match cli.command {
         Command::Serve => serve(config, cli.socket).await,
         Command::Store(c) => store::run(&config, c),
+        Command::Audit(args) if args.offline_data_dir().is_some() => {
+            let data_dir = args
+                .offline_data_dir()
+                .unwrap_or(&config.data_dir)
+                .to_path_buf();
+            audit::verify_offline(config, &data_dir, cli.json)
+        }
         command => {
             let socket = cli.socket.unwrap_or_else(|| config.socket.clone());
             let token = resolve_token(cli.token, &config)?;
@@ -309,6 +316,7 @@ mod tests {
                 "--follow",
             ],
             &["audit", "verify"],
+            &["audit", "verify", "--data-dir", "/var/lib/envault"],
         ] {
             let argv = std::iter::once("envault").chain(args.iter().copied());
             if let Err(e) = Cli::try_parse_from(argv) {

@@ -30,6 +30,8 @@ pub struct MigrateArgs {
 pub fn run(config: &Config, command: StoreCommand) -> Result<(), CliError> {
     match command {
         StoreCommand::Migrate(args) => {
+            // As the daemon does: the new store's files and directories are private (0600/0700).
+            crate::hardening::private_umask();
             let data_dir = args.data_dir.unwrap_or_else(|| config.data_dir.clone());
             let cache = config.store.cache_size;
             let mut progress = crate::store::show_progress();
