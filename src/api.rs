@@ -341,7 +341,7 @@ pub struct Health {
     /// The activity log's fsync policy in effect and its counters since start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditSyncStats>,
-    /// The embedded store's value log (absent on PostgreSQL).
+    /// The value log of the earlier sled store; no store has one now, so it is always absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_log: Option<ValueLogStats>,
 }

@@ -123,7 +123,7 @@ async fn data_dir_is_private_and_open_directories_are_refused() {
 
     // The data dir itself, then a subdirectory, open to others: refused, naming the path and
     // the chmod that fixes it; nothing else changed.
-    let store = daemon.data_dir.join("store");
+    let store = daemon.data_dir.join("fjall");
     let mut open_dirs = vec![
         (daemon.data_dir.clone(), 0o777),
         (daemon.data_dir.clone(), 0o750),

@@ -10,8 +10,8 @@ mod pg_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use envault::store::fjall_store::FjallStore;
 use envault::store::postgres::PostgresStore;
-use envault::store::sled_store::SledStore;
 use envault::store::{CatalogKey, CatalogOp, ClusterLockName, Store, StoreError};
 use pg_support::{Postgres, PASSWORD};
 
@@ -261,7 +261,7 @@ fn record_semantics(store: &dyn Store) {
 #[test]
 fn records_behave_exactly_like_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
-    record_semantics(&SledStore::open(dir.path()).unwrap());
+    record_semantics(&FjallStore::open(dir.path(), 8 << 20).unwrap());
 
     let pg = Postgres::start();
     let store = connect(&pg.create_database("records"));

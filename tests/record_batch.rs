@@ -115,7 +115,7 @@ async fn an_acknowledged_batch_survives_kill_9() {
     let client = daemon.client();
     let db = unique("durable");
     client.create_database(&db, None, None).await.unwrap();
-    let value = vec![0x5au8; 4096]; // over the inline limit: goes to the value log on sled
+    let value = vec![0x5au8; 4096]; // a 4 KiB value, larger than most records
     let ops = (0..200)
         .map(|i| RecordBatchOp::put(format!("k{i:03}"), &value))
         .collect();

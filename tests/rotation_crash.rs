@@ -17,7 +17,7 @@ use common::Daemon;
 use envault::client::{Client, Method};
 use envault::keystore::file::FileKeystore;
 use envault::keystore::RootKeyBackend as _;
-use envault::store::sled_store::SledStore;
+use envault::store::fjall_store::FjallStore;
 use envault::store::{codec, DekRecord, Store as _};
 use lifecycle_support::{call, key_path, poll, usable_key, Rng};
 use serde_json::{json, Value};
@@ -136,7 +136,8 @@ async fn wait_rotation_done(client: &Client, target: u32, stage: &str) -> Option
 /// left, and the keystore holds exactly `versions` of the key.
 fn check_at_rest(daemon: &Daemon, key_id: Uuid, version: u32, versions: &[u32], stage: &str) {
     {
-        let store = SledStore::open(&daemon.data_dir.join("store")).expect("open the store");
+        let store =
+            FjallStore::open(&daemon.data_dir.join("fjall"), 8 << 20).expect("open the store");
         let deks: Vec<DekRecord> = store
             .catalog_scan(b"dek/")
             .expect("scan DEKs")

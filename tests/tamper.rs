@@ -231,10 +231,10 @@ async fn damaged_keystore_or_master_key_is_refused_naming_the_files() {
 
     // The store deleted beside a keystore: refused (starting would destroy the keys as
     // unknown to the catalog), and the keystore is untouched.
-    let store = daemon.data_dir.join("store");
+    let store = daemon.data_dir.join("fjall");
     if store.is_dir() {
         let keystore_bytes = std::fs::read(&keystore).unwrap();
-        let aside = daemon.dir().join("store-aside");
+        let aside = daemon.dir().join("fjall-aside");
         std::fs::rename(&store, &aside).unwrap();
         let stderr = refused(&daemon, "store removed");
         assert!(
@@ -246,6 +246,28 @@ async fn damaged_keystore_or_master_key_is_refused_naming_the_files() {
         std::fs::rename(&aside, &store).unwrap();
     }
     daemon.restart().await;
+}
+
+/// Makes `dir` hold exactly `files` (path, bytes) again, with private modes.
+fn restore_dir(dir: &Path, files: &[(PathBuf, Vec<u8>)]) {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::remove_dir_all(dir).unwrap();
+    for (path, bytes) in files {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path.parent().unwrap())
+            .unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    }
 }
 
 /// Regular files under `dir`, recursively.
@@ -280,7 +302,7 @@ async fn damaged_store_files_fail_only_the_damaged_records_or_are_refused() {
         client.put_record(&db, key, value).await.unwrap();
     }
     daemon.stop_graceful().await;
-    let files = files_under(&daemon.data_dir.join("store"));
+    let files = files_under(&daemon.data_dir.join("fjall"));
     if files.is_empty() {
         eprintln!("the store keeps no files in the data dir (shared store); nothing to damage");
         return;
@@ -333,7 +355,9 @@ async fn damaged_store_files_fail_only_the_damaged_records_or_are_refused() {
                 stop(&mut child);
             }
         }
-        std::fs::write(file, original).unwrap();
+        // The engine may have rotated or compacted files while it ran: put the whole store
+        // back as it was, so that no file it replaced comes back beside its successor.
+        restore_dir(&daemon.data_dir.join("fjall"), &originals);
     }
     daemon.restart().await;
     for (key, value) in &values {

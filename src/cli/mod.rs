@@ -24,6 +24,7 @@ pub mod output;
 mod policy;
 mod record;
 mod rotation;
+mod store;
 mod token;
 
 /// `envault [--socket PATH] [--token T] [--config PATH] [--json] <command>`.
@@ -98,6 +99,9 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Load generator: N connections kept busy for a fixed time; ops/s and latency percentiles.
     Bench(bench::BenchArgs),
+    /// The data dir's embedded store: `store migrate` upgrades a sled store (daemon stopped).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// Errors of the command line; `main` prints them as `error: <message>` and exits 1.
@@ -141,6 +145,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let config = Config::load(cli.config.as_deref())?;
     let result = match cli.command {
         Command::Serve => serve(config, cli.socket).await,
+        Command::Store(c) => store::run(&config, c),
         Command::Audit(args) if args.offline_data_dir().is_some() => {
             let data_dir = args
                 .offline_data_dir()
@@ -167,7 +172,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 async fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
     match command {
-        Command::Serve => unreachable!("serve is handled before a client is built"),
+        Command::Serve | Command::Store(_) => {
+            unreachable!("serve and store run locally, before a client is built")
+        }
         Command::Key(c) => key::run(ctx, c).await,
         Command::Authz(c) => authz::run(ctx, c).await,
         Command::Db(c) => db::run(ctx, c).await,

@@ -65,6 +65,7 @@ pub const ENV_VARS: &[(&str, &str, bool)] = &[
     ("ENVAULT_STORE_URL", "store.url", false),
     ("ENVAULT_STORE_POOL_SIZE", "store.pool_size", true),
     ("ENVAULT_STORE_TIMEOUT", "store.timeout", false),
+    ("ENVAULT_STORE_CACHE_SIZE", "store.cache_size", false),
     (
         "ENVAULT_AUDIT_DATA_PLANE_SYNC",
         "audit.data_plane_sync",

@@ -129,8 +129,11 @@ pub const MIN_STORE_POOL: usize = 4;
 /// `[store]`. The URL may hold a password: it is never logged nor put in errors.
 #[derive(Clone)]
 pub struct StoreConfig {
-    /// "sled" (embedded, one node) or "postgres" (shared by several nodes).
+    /// "embedded" (fjall in `<data_dir>/fjall`, one node; "sled" is accepted as its old name)
+    /// or "postgres" (shared by several nodes).
     pub backend: String,
+    /// Most memory the embedded store's block cache holds, in bytes (scans included).
+    pub cache_size: u64,
     /// PostgreSQL connection URL (`postgres://user@host/db` or `host=... dbname=...`).
     pub url: String,
     /// Most connections open to the server.
@@ -150,6 +153,7 @@ impl std::fmt::Debug for StoreConfig {
         };
         f.debug_struct("StoreConfig")
             .field("backend", &self.backend)
+            .field("cache_size", &self.cache_size)
             .field("url", &url)
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)

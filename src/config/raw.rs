@@ -52,6 +52,7 @@ struct RawAudit {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     backend: String,
+    cache_size: String,
     url: String,
     pool_size: usize,
     timeout: String,
@@ -423,7 +424,7 @@ impl RawKeystore {
 impl RawStore {
     fn check(self) -> Result<StoreConfig, ConfigError> {
         match self.backend.as_str() {
-            "sled" => {}
+            "embedded" | "sled" => {}
             "postgres" if self.url.trim().is_empty() => {
                 return Err(value(
                     "store.url",
@@ -432,7 +433,13 @@ impl RawStore {
                 ));
             }
             "postgres" => {}
-            other => return Err(value("store.backend", other, "\"sled\" or \"postgres\"")),
+            other => {
+                return Err(value(
+                    "store.backend",
+                    other,
+                    "\"embedded\" or \"postgres\"",
+                ))
+            }
         }
         // Each cluster lock held (admin, one per running rotation) pins a connection for its
         // life, and its holder still needs connections to work: fewer would deadlock.
@@ -444,8 +451,18 @@ impl RawStore {
             ));
         }
         let timeout = positive("store.timeout", &self.timeout, "a duration such as \"5s\"")?;
+        let cache_size = parse_size(&self.cache_size)
+            .filter(|n| *n >= 1 << 20)
+            .ok_or_else(|| {
+                value(
+                    "store.cache_size",
+                    &self.cache_size,
+                    "a size of at least 1MiB such as \"32MiB\"",
+                )
+            })? as u64;
         Ok(StoreConfig {
             backend: self.backend,
+            cache_size,
             url: self.url,
             pool_size: self.pool_size,
             timeout,

@@ -104,7 +104,8 @@ fn backup_target_settings() {
 #[test]
 fn store_settings() {
     let config = Config::load(None).unwrap();
-    assert_eq!(config.store.backend, "sled");
+    assert_eq!(config.store.backend, "embedded");
+    assert_eq!(config.store.cache_size, 32 << 20);
     assert_eq!(config.store.pool_size, 16);
     assert_eq!(config.store.timeout, Duration::from_secs(5));
 
@@ -135,9 +136,11 @@ fn store_settings() {
     std::fs::write(&path, "[store]\nbackend = \"mysql\"\n").unwrap();
     let (key, expected) = refused("unknown backend");
     assert_eq!(key, "store.backend");
-    assert!(expected.contains("\"sled\" or \"postgres\""));
+    assert!(expected.contains("\"embedded\" or \"postgres\""));
     std::fs::write(&path, "[store]\ntimeout = \"soon\"\n").unwrap();
     assert_eq!(refused("bad timeout").0, "store.timeout");
+    std::fs::write(&path, "[store]\ncache_size = \"512KiB\"\n").unwrap();
+    assert_eq!(refused("cache below 1 MiB").0, "store.cache_size");
     std::fs::write(
         &path,
         "[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/db\"\npool_size = 2\n",

@@ -200,7 +200,8 @@ fn spawn_backup_schedule(state: Arc<AppState>, every: std::time::Duration, reten
 /// carry key material: keystore and store errors name files and OS errors only).
 fn describe(err: &ServiceError) -> String {
     match err {
-        ServiceError::Store(inner) => format!("{inner} (is another envault using this data dir?)"),
+        // The store's own errors name the file and the next step (a held lock included).
+        ServiceError::Store(inner) => inner.to_string(),
         ServiceError::Keystore(inner) => inner.to_string(),
         // Their display is generic (it is what a client would be told); the operator needs
         // the detail.

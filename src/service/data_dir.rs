@@ -84,10 +84,7 @@ pub enum DataDirError {
         example: String,
     },
     /// The embedded store in the data dir does not open.
-    #[error(
-        "cannot open the store in {path}: {source} (its files are damaged, or another envault \
-         is using this data dir)"
-    )]
+    #[error("cannot open the store in {path}: {source}")]
     Store {
         /// The store directory.
         path: String,
@@ -247,7 +244,10 @@ pub fn check_keystore_file(config: &Config, catalog: &Catalog) -> Result<(), Dat
     // catalog does not know (what a create that crashed before its commit leaves).
     if present && catalog.instance.is_none() && catalog.keys.is_empty() {
         return Err(DataDirError::StoreMissing {
-            store: config.data_dir.join("store").display().to_string(),
+            store: crate::store::fjall_store::migrate::Layout::of(&config.data_dir)
+                .fjall
+                .display()
+                .to_string(),
             keystore: config
                 .data_dir
                 .join(KEYSTORE_FILES[0])

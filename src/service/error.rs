@@ -137,6 +137,7 @@ impl ServiceError {
             ServiceError::TooLarge(_) => "too_large",
             ServiceError::StorageFull(_) => "storage_full",
             ServiceError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            ServiceError::Store(StoreError::Damaged(_)) => "integrity_error",
             // Stored bytes that fail their checksum or do not decode: damaged data, answered
             // like a record that fails to authenticate.
             ServiceError::Store(StoreError::Corrupt { .. }) => "integrity_error",

@@ -122,12 +122,10 @@ impl Vault {
         // permissions and the master key first, then the catalog against the keystore file,
         // and only then the keystore (which creates a master key on first start).
         data_dir::prepare(config)?;
-        let store_dir = data_dir.join("store");
-        if config.store.backend == "sled" {
-            data_dir::create_private_dir(&store_dir)?;
-        }
-        let store = crate::store::open(config, &store_dir).map_err(|source| {
-            if config.store.backend == "sled" {
+        // The embedded store creates its own directory (after migrating an earlier sled store).
+        let store_dir = crate::store::fjall_store::migrate::Layout::of(data_dir).fjall;
+        let store = crate::store::open(config, data_dir).map_err(|source| {
+            if config.store.backend != "postgres" {
                 DataDirError::Store {
                     path: store_dir.display().to_string(),
                     source,

@@ -1,17 +1,20 @@
-//! Persistent catalog and sealed records behind the [`Store`] trait. [`sled_store::SledStore`]
-//! is the embedded backend (one node); `postgres::PostgresStore` is shared by several nodes
-//! (issue 10), which is why the trait also carries catalog change feeds and cluster locks.
+//! Persistent catalog and sealed records behind the [`Store`] trait. [`fjall_store::FjallStore`]
+//! is the embedded backend (one node); `postgres::PostgresStore` is shared by several nodes,
+//! which is why the trait also carries catalog change feeds and cluster locks.
+//! [`sled_legacy`] only reads a data dir written by the earlier sled store, for
+//! `fjall_store::migrate`.
 //!
 //! The store only ever holds ciphertext, wrapped DEKs and metadata: never root-key material
 //! (see `keystore`), never a plaintext record.
 
 pub mod codec;
+pub mod fjall_store;
 pub mod model;
 mod open;
 pub mod postgres;
-pub mod sled_store;
+pub mod sled_legacy;
 
-pub use open::open;
+pub use open::{open, show_progress};
 
 pub use model::*;
 
@@ -26,6 +29,10 @@ pub enum StoreError {
     /// was changed as far as envault knows, and the request may be retried.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// Bytes the store read back fail its checksum: the records there are unreadable, the
+    /// rest of the store is not affected.
+    #[error("damaged data: {0}")]
+    Damaged(String),
     /// A stored value does not decode (wrong magic, unknown version, bad JSON).
     #[error("corrupt catalog entry {key}: {reason}")]
     Corrupt {
@@ -36,13 +43,9 @@ pub enum StoreError {
     },
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(err: sled::Error) -> Self {
-        StoreError::Backend(err.to_string())
-    }
-}
-
-/// `value_log` of `GET /v1/health`: the sled store's value-log segments and compaction.
+/// `value_log` of `GET /v1/health`: the value log of the earlier sled store. No store has one
+/// any more (large values are fjall's blob files), so health leaves it out; the type stays so
+/// clients of the API keep deserializing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ValueLogStats {
     /// Segment files on disk.
