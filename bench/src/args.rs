@@ -28,7 +28,8 @@ pub(crate) enum BenchOp {
 }
 
 /// `envault-bench OP [options]`.
-#[derive(Debug, Args)]
+// No `Debug`: it holds the transit token.
+#[derive(Args)]
 pub(crate) struct BenchArgs {
     /// What to measure.
     #[arg(value_enum)]

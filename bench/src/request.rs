@@ -8,6 +8,7 @@ use rand::RngExt as _;
 use crate::args::BenchOp;
 use crate::run::{record_key, Plan, Worker};
 
+/// One request (a batch when `--batch` > 1); the error is the message the report counts.
 pub(crate) async fn one_request(
     worker: &mut Worker,
     plan: &Plan,

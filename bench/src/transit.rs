@@ -77,8 +77,10 @@ impl TransitTarget {
         let host = HeaderValue::from_str(&host)
             .map_err(|_| format!("transit address {url:?} is not a valid host"))?;
         // The token is a secret: the error does not echo it.
-        let token = HeaderValue::from_str(&token)
+        let mut token = HeaderValue::from_str(&token)
             .map_err(|_| "the transit token is not a valid header value".to_string())?;
+        // A secret: kept out of `Debug` output.
+        token.set_sensitive(true);
         Ok(Self {
             transport,
             host,
