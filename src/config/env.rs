@@ -43,6 +43,11 @@ pub const ENV_VARS: &[(&str, &str, bool)] = &[
     ("ENVAULT_BACKUP_DIR", "backup.dir", false),
     ("ENVAULT_BACKUP_SCHEDULE", "backup.schedule", false),
     ("ENVAULT_BACKUP_RETENTION", "backup.retention", true),
+    (
+        "ENVAULT_BACKUP_KEEP_AFTER_PURGE",
+        "backup.keep_after_purge",
+        false,
+    ),
     ("ENVAULT_BACKUP_TARGET", "backup.target", false),
     ("ENVAULT_BACKUP_ENDPOINT", "backup.endpoint", false),
     ("ENVAULT_BACKUP_REGION", "backup.region", false),

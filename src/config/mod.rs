@@ -251,6 +251,8 @@ pub struct BackupConfig {
     pub schedule: Option<Duration>,
     /// Scheduled backups kept per database.
     pub retention: usize,
+    /// How long backups of a purged database are kept (zero: the purge destroys them).
+    pub keep_after_purge: Duration,
     /// `s3://BUCKET/PREFIX` (checked at load); empty = the local directory `dir`.
     pub target: String,
     /// S3 endpoint URL (S3-compatible services); empty = AWS.

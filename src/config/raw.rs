@@ -115,6 +115,8 @@ struct RawBackup {
     dir: PathBuf,
     schedule: String,
     retention: usize,
+    #[serde(default = "no_keep_after_purge")]
+    keep_after_purge: String,
     #[serde(default)]
     target: String,
     #[serde(default)]
@@ -123,6 +125,10 @@ struct RawBackup {
     region: String,
     #[serde(default)]
     credentials_file: PathBuf,
+}
+
+fn no_keep_after_purge() -> String {
+    "0".into()
 }
 
 /// A partial file: every key optional, merged over the defaults. Deserialized only to
@@ -298,6 +304,13 @@ impl RawBackup {
                 "a duration such as \"24h\", or empty for no schedule",
             )?)
         };
+        let keep_after_purge = parse_duration(&self.keep_after_purge).ok_or_else(|| {
+            value(
+                "backup.keep_after_purge",
+                &self.keep_after_purge,
+                "a duration such as \"30d\", or \"0\" to destroy them with the database",
+            )
+        })?;
         let target = self.target.trim();
         if !target.is_empty() {
             parse_s3_url(target).map_err(|_| {
@@ -312,6 +325,7 @@ impl RawBackup {
             dir: self.dir,
             schedule,
             retention: self.retention,
+            keep_after_purge,
             target: self.target,
             endpoint: self.endpoint,
             region: self.region,

@@ -47,6 +47,17 @@ pub enum ServerError {
     /// Another daemon is serving this socket.
     #[error("another envault daemon is already listening on {0}")]
     SocketInUse(String),
+    /// Something other than a socket is at the socket path; it is left alone.
+    #[error(
+        "socket path {path} is {kind}, not a socket; refusing to replace it (move it away or \
+         configure another socket path)"
+    )]
+    NotASocket {
+        /// Socket path.
+        path: String,
+        /// What is there.
+        kind: &'static str,
+    },
     /// The socket could not be created or configured.
     #[error("socket {path}: {source}")]
     Socket {
@@ -68,6 +79,7 @@ pub fn app(vault: Vault) -> (axum::Router, Arc<AppState>) {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), ServerError> {
+    crate::hardening::private_umask();
     let protection = crate::hardening::protect_process();
     tracing::info!(
         memory_locked = protection.memory_locked,
@@ -187,6 +199,11 @@ fn describe(err: &ServiceError) -> String {
     match err {
         ServiceError::Store(inner) => format!("{inner} (is another envault using this data dir?)"),
         ServiceError::Keystore(inner) => inner.to_string(),
+        // Their display is generic (it is what a client would be told); the operator needs
+        // the detail.
+        ServiceError::AuditLog(detail)
+        | ServiceError::DataDir(detail)
+        | ServiceError::TokenFile(detail) => detail.clone(),
         other => other.to_string(),
     }
 }

@@ -82,10 +82,18 @@ pub enum ServiceError {
     /// and the request may be retried.
     #[error("{0}")]
     KeyBackendUnavailable(String),
+    /// The root-key backend answered and refused the operation (an HSM error, a transit
+    /// server's 4xx); the message names the backend's reason. Nothing changed.
+    #[error("the root-key backend refused: {0}")]
+    KeyBackendRefused(String),
     /// The backup target (directory or S3 bucket) failed or refused; the message
     /// names the target and its answer (never credentials), so the operator can act on it.
     #[error("backup target failure: {0}")]
     BackupTarget(String),
+    /// The daemon refuses to start on this data dir: unsafe (open permissions) or
+    /// incomplete (a missing master key, keystore or store, an activity log cut short).
+    #[error(transparent)]
+    UnsafeDataDir(#[from] super::DataDirError),
 }
 
 impl ServiceError {
@@ -119,6 +127,9 @@ impl ServiceError {
             ServiceError::TooLarge(_) => "too_large",
             ServiceError::StorageFull(_) => "storage_full",
             ServiceError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            // Stored bytes that fail their checksum or do not decode: damaged data, answered
+            // like a record that fails to authenticate.
+            ServiceError::Store(StoreError::Corrupt { .. }) => "integrity_error",
             ServiceError::Store(_) => "storage_error",
             ServiceError::Keystore(_) => "keystore_error",
             ServiceError::Integrity => "integrity_error",
@@ -130,7 +141,10 @@ impl ServiceError {
                 "storage_error"
             }
             ServiceError::KeyBackendUnavailable(_) => "key_backend_unavailable",
+            ServiceError::KeyBackendRefused(_) => "key_backend_refused",
             ServiceError::BackupTarget(_) => "backup_target_error",
+            // Start-up only; never answered to a request.
+            ServiceError::UnsafeDataDir(_) => "data_dir_refused",
         }
     }
 }
@@ -150,6 +164,7 @@ impl From<KeystoreError> for ServiceError {
             ),
             KeystoreError::Unavailable(why) => ServiceError::KeyBackendUnavailable(why),
             KeystoreError::Unsupported(why) => ServiceError::BadRequest(why),
+            KeystoreError::Backend(why) => ServiceError::KeyBackendRefused(why),
             other => ServiceError::Keystore(other),
         }
     }
@@ -171,6 +186,7 @@ impl ServiceError {
 fn store_message(err: &StoreError) -> &'static str {
     match err {
         StoreError::Unavailable(_) => "the store is unavailable; retry later",
+        StoreError::Corrupt { .. } => "stored data failed its integrity check",
         _ => "storage failure",
     }
 }

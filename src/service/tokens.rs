@@ -202,7 +202,7 @@ impl Vault {
         let result = self.create_token_inner(who, request).await;
         let target = result
             .as_ref()
-            .map(|t| t.id.clone())
+            .map(|t| self.crn_named("token", &t.id))
             .unwrap_or_else(|_| "token".into());
         self.audited(who, "iam.tokens.create", &target, result, None)
     }
@@ -260,7 +260,11 @@ impl Vault {
     /// Revokes a token; effective on the next request, also on open connections.
     pub async fn revoke_token(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
         let result = self.revoke_token_inner(who, id).await;
-        self.audited(who, "iam.tokens.delete", id, result, None)
+        let target = match &result {
+            Ok(()) => self.crn_named("token", id),
+            Err(_) => id.to_string(),
+        };
+        self.audited(who, "iam.tokens.delete", &target, result, None)
     }
 
     async fn revoke_token_inner(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {

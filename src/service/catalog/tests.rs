@@ -108,6 +108,7 @@ fn change((kind, i, v, put): (u8, usize, u32, bool)) -> CatalogChange {
             record_count: u64::from(v),
             created_at: WHEN.into(),
             state: "available".into(),
+            expires_at: (v % 2 == 0).then_some(u64::from(v) + 1000),
         }),
         (6, false) => C::DeleteBackup(id(i)),
         (7, true) => C::PutTransit(
