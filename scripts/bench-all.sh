@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every side-by-side comparison of issue 7 in one run, peers and envault back to back:
+# Every side-by-side comparison of envault with its peers in one run, back to back:
 #
 #   scripts/bench-all.sh                   # everything (about 15 minutes with the defaults)
 #   BENCH_SECONDS=5 LIFECYCLE_SIZES=1000,100000 scripts/bench-all.sh   # shorter
@@ -11,7 +11,7 @@
 #              and `cargo bench --bench alloc`: allocations and ns per seal/open at 64 B alloc.json
 #   records    redis-server on a temp Unix socket, appendonly yes, once with appendfsync
 #              always and once everysec, driven by `redis-benchmark -s SOCK -t set|get
-#              -d SIZE -c C -r KEYS`; envault durable PUT and GET through `envault bench`
+#              -d SIZE -c C -r KEYS`; envault durable PUT and GET through `envault-bench`
 #              with the same clients, value size and key space. 1/16/64 clients at 1 KiB,
 #              then 64 B/1 KiB/16 KiB at 16 clients                               records.csv
 #              BENCH_BATCH=N (default 32; 0 skips): at 16 and 64 clients, 1 KiB, envault
@@ -19,7 +19,7 @@
 #              "batchN") against redis-benchmark pipelining N commands (`-P N`, rows mode
 #              "always-PN" on the appendfsync-always server)
 #   wrap       OpenBao `bao server -dev` on 127.0.0.1 with transit; transit encrypt/decrypt
-#              of 32-byte plaintexts vs envault wrap/unwrap, both driven by `envault bench`
+#              of 32-byte plaintexts vs envault wrap/unwrap, both driven by `envault-bench`
 #              (transit-encrypt/transit-decrypt speak HTTP/1.1 keep-alive to OpenBao with
 #              the same loop and histogram), 1/16/64 clients                       wrap.csv
 #              BAO_AUDIT=1 gives OpenBao a file audit device (rows "openbao-audit")
@@ -66,8 +66,9 @@ python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet mat
 
 mkdir -p "$OUT"
 target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
-cargo build --release --quiet --bin envault
+cargo build --release --quiet --bins -p envault -p envault-bench
 ENVAULT="$target_dir/release/envault"
+ENVAULT_BENCH="$target_dir/release/envault-bench" # the load generator (bench/)
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/envault-bench-all.XXXXXX")
@@ -113,7 +114,7 @@ start_envault() { # dir -> sets ENVAULT_SOCKET/ENVAULT_DATA_DIR, appends pid, pr
 
 envault_bench() { # op clients value_size [extra args] -> JSON line
     local op=$1 clients=$2 size=$3; shift 3
-    "$ENVAULT" --json bench "$op" --clients "$clients" --duration "${SECONDS_PER_RUN}s" \
+    "$ENVAULT_BENCH" --json "$op" --clients "$clients" --duration "${SECONDS_PER_RUN}s" \
         --warmup 1s --value-size "$size" "$@"
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 10: record PUT/GET throughput and p99 on sled vs PostgreSQL (one node) vs two nodes
+# Record PUT/GET throughput and p99 on sled vs PostgreSQL (one node) vs two nodes
 # sharing PostgreSQL, and the cross-node time-to-effect of a shred.
 #
 #   scripts/bench-multi-node.sh [SECONDS [TRIALS]]     # defaults: 10 s per run, 100 trials
@@ -8,7 +8,7 @@
 # fsync and synchronous_commit on, as the postgres user when run as root), an OpenBao dev
 # server for the root keys (a key backend every node shares; the DEK cache keeps it off the
 # record path), and envault nodes. Every configuration uses the transit backend so that only
-# the store differs. Load: `envault bench put|get --clients N --value-size 1024 --keys 1000`;
+# the store differs. Load: `envault-bench put|get --clients N --value-size 1024 --keys 1000`;
 # with two nodes, N/2 clients on each node at the same time, ops/s summed, p99 the larger of
 # the two. Time-to-effect: examples/cross_node_shred.rs. Needs cargo, bao, jq, PostgreSQL.
 set -euo pipefail
@@ -21,7 +21,9 @@ done
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$pgbin/initdb" ] || { echo "bench-multi-node: PostgreSQL server not found" >&2; exit 1; }
 cargo build --quiet --release --bin envault --example cross_node_shred
+cargo build --quiet --release -p envault-bench
 envault=$PWD/target/release/envault
+envault_bench=$PWD/target/release/envault-bench
 
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/envault-multi.XXXXXX")
 chmod 711 "$workdir"
@@ -71,7 +73,7 @@ start_node() {
 }
 token_of() { cat "$workdir/$1/data/operator.token"; }
 bench() { # NODE OP CLIENTS DATABASE
-    "$envault" --socket "$workdir/$1/envault.sock" --token "$(token_of "$1")" bench "$2" \
+    "$envault_bench" --socket "$workdir/$1/envault.sock" --token "$(token_of "$1")" "$2" \
         --clients "$3" --duration "${seconds}s" --warmup 1s --value-size 1024 --keys 1000 \
         --database "$4" --json
 }

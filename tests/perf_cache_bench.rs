@@ -1,6 +1,6 @@
-//! Issue 7 against the real daemon: the DEK cache's cap, LRU eviction and lifetime as seen in
-//! `GET /v1/health`, and `envault bench` (zero errors on a healthy daemon, non-zero exit and
-//! counted errors when every request fails).
+//! Against the real daemon: the DEK cache's cap, LRU eviction and lifetime as seen in
+//! `GET /v1/health`, and the load generator `envault-bench` (zero errors on a healthy daemon,
+//! non-zero exit and counted errors when every request fails).
 
 mod common;
 
@@ -103,7 +103,7 @@ fn bench_json(output: &std::process::Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
-            "bench --json printed no JSON ({e}): {stdout}\n{}",
+            "envault-bench --json printed no JSON ({e}): {stdout}\n{}",
             String::from_utf8_lossy(&output.stderr)
         )
     })
@@ -113,9 +113,8 @@ fn bench_json(output: &std::process::Output) -> serde_json::Value {
 async fn bench_keeps_clients_busy_and_reports_percentiles() {
     let daemon = Daemon::start().await;
     for op in ["mixed", "unwrap"] {
-        let output = daemon.cli(&[
+        let output = daemon.bench(&[
             "--json",
-            "bench",
             op,
             "--clients",
             "3",
@@ -160,9 +159,8 @@ async fn bench_counts_failed_requests_and_exits_non_zero() {
     allow_databases(&client, &key).await;
     client.create_database(&db, Some(&key), None).await.unwrap();
     client.disable_key(&key).await.unwrap();
-    let output = daemon.cli(&[
+    let output = daemon.bench(&[
         "--json",
-        "bench",
         "put",
         "--database",
         &db,

@@ -15,8 +15,6 @@ use crate::config::{Config, ConfigError};
 mod audit;
 mod authz;
 mod backup;
-mod bench;
-mod bench_transit;
 mod db;
 mod impact;
 mod key;
@@ -97,8 +95,6 @@ pub enum Command {
     Token(token::TokenCommand),
     /// The activity log; `audit verify` checks its integrity.
     Audit(audit::AuditArgs),
-    /// Load generator: N connections kept busy for a fixed time; ops/s and latency percentiles.
-    Bench(bench::BenchArgs),
     /// The data dir's embedded store: `store migrate` upgrades a sled store (daemon stopped).
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -185,7 +181,6 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Backup(c) => backup::run(ctx, c).await,
         Command::Token(c) => token::run(ctx, c).await,
         Command::Audit(a) => audit::run(ctx, a).await,
-        Command::Bench(a) => bench::run(ctx, a).await,
     }
 }
 

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use envault::client::{Client, ClientError, Method};
@@ -31,6 +32,49 @@ const POLL: Duration = Duration::from_millis(20);
 /// The `envault` binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_envault")
+}
+
+/// The load generator `envault-bench`, a package of its own in the workspace (bench/), built
+/// with the profile and into the target dir of the `envault` binary under test. Cargo builds
+/// only the binaries of the package under test, so the first call runs
+/// `cargo build -p envault-bench` (nothing to do when it is up to date, as after
+/// `cargo build --workspace`); a failed build fails the test with cargo's output.
+pub fn bench_binary() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let profile_dir = Path::new(binary())
+            .parent()
+            .expect("the envault binary is in a profile directory");
+        let target_dir = profile_dir
+            .parent()
+            .expect("the profile directory is in a target directory");
+        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") => "dev",
+            Some(name) => name,
+            None => panic!("no profile in {}", profile_dir.display()),
+        };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "envault-bench",
+                "--profile",
+                profile,
+            ])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .output()
+            .expect("run cargo build -p envault-bench");
+        assert!(
+            output.status.success(),
+            "cargo build -p envault-bench failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        profile_dir.join("envault-bench")
+    })
 }
 
 /// A running (or stopped) daemon owning a temp dir: `<dir>/envault.sock`, `<dir>/data/`,
@@ -137,7 +181,13 @@ impl Daemon {
     /// The binary with cwd = temp dir, a clean `ENVAULT_*` environment, and socket and data
     /// dir pointing into the temp dir.
     fn base_command(&self) -> Command {
-        let mut command = Command::new(binary());
+        self.command_of(Path::new(binary()))
+    }
+
+    /// `program` run in the daemon's directory, with its socket and data dir in the
+    /// environment and the test's own `ENVAULT_*` variables removed.
+    fn command_of(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
         command.current_dir(self.dir.path());
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("ENVAULT_") || name == "RUST_LOG" {
@@ -292,6 +342,13 @@ impl Daemon {
     /// Runs the CLI against this daemon (`--socket`, token from `<data_dir>/operator.token`).
     pub fn cli(&self, args: &[&str]) -> Output {
         self.cli_with_stdin(args, &[])
+    }
+
+    /// Runs the load generator `envault-bench` (see [`bench_binary`]) against this daemon.
+    pub fn bench(&self, args: &[&str]) -> Output {
+        let mut command = self.command_of(bench_binary());
+        command.arg("--socket").arg(&self.socket).args(args);
+        run_with_input(command, &[], STARTUP_TIMEOUT)
     }
 
     /// Runs the CLI with `stdin` as standard input.

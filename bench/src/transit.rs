@@ -1,4 +1,4 @@
-//! The peer side of `envault bench transit-encrypt|transit-decrypt`: one HTTP/1.1 keep-alive
+//! The peer side of `envault-bench transit-encrypt|transit-decrypt`: one HTTP/1.1 keep-alive
 //! connection to a transit engine (OpenBao or Vault, or envault's own transit routes), over
 //! loopback TCP (`http://host:port`) or a Unix socket (`unix:///path`), driven by the same
 //! loop, histogram and report as envault's own operations, so both sides are measured alike.
@@ -37,7 +37,7 @@ enum Transport {
 
 /// Where the transit engine is and how to authenticate.
 #[derive(Clone)]
-pub(super) struct TransitTarget {
+pub(crate) struct TransitTarget {
     transport: Transport,
     /// `Host` header: the TCP authority, `localhost` on a Unix socket.
     host: HeaderValue,
@@ -53,7 +53,7 @@ pub(super) struct TransitTarget {
 impl TransitTarget {
     /// Parses `http://host:port[/]` or `unix:///path/to/socket`; https is not supported (the
     /// peer runs locally in dev mode).
-    pub(super) fn new(url: &str, token: String, key: String) -> Result<Self, String> {
+    pub(crate) fn new(url: &str, token: String, key: String) -> Result<Self, String> {
         let (transport, host) = if let Some(path) = url.strip_prefix("unix://") {
             if !path.starts_with('/') {
                 return Err(format!(
@@ -77,8 +77,10 @@ impl TransitTarget {
         let host = HeaderValue::from_str(&host)
             .map_err(|_| format!("transit address {url:?} is not a valid host"))?;
         // The token is a secret: the error does not echo it.
-        let token = HeaderValue::from_str(&token)
+        let mut token = HeaderValue::from_str(&token)
             .map_err(|_| "the transit token is not a valid header value".to_string())?;
+        // A secret: kept out of `Debug` output.
+        token.set_sensitive(true);
         Ok(Self {
             transport,
             host,
@@ -90,7 +92,7 @@ impl TransitTarget {
     }
 
     /// A connection of its own (opened on first use).
-    pub(super) fn connect(&self) -> TransitConnection {
+    pub(crate) fn connect(&self) -> TransitConnection {
         TransitConnection {
             target: self.clone(),
             sender: None,
@@ -99,7 +101,7 @@ impl TransitTarget {
 }
 
 /// One keep-alive connection to the transit engine.
-pub(super) struct TransitConnection {
+pub(crate) struct TransitConnection {
     target: TransitTarget,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
@@ -170,14 +172,14 @@ impl TransitConnection {
     }
 
     /// Creates the transit key (an existing key is kept as it is).
-    pub(super) async fn ensure_key(&mut self) -> Result<(), String> {
+    pub(crate) async fn ensure_key(&mut self) -> Result<(), String> {
         let path = format!("/v1/transit/keys/{}", self.target.key);
         self.post(&path, &json!({ "type": "aes256-gcm96" })).await?;
         Ok(())
     }
 
     /// `transit/encrypt`: the `vault:v1:…` ciphertext.
-    pub(super) async fn encrypt(&mut self, plaintext: &[u8]) -> Result<String, String> {
+    pub(crate) async fn encrypt(&mut self, plaintext: &[u8]) -> Result<String, String> {
         let path = self.target.encrypt_path.clone();
         let answer = self
             .post(&path, &json!({ "plaintext": BASE64.encode(plaintext) }))
@@ -189,7 +191,7 @@ impl TransitConnection {
     }
 
     /// `transit/decrypt`: the plaintext, decoded (as envault's client decodes unwrap).
-    pub(super) async fn decrypt(&mut self, ciphertext: &str) -> Result<Vec<u8>, String> {
+    pub(crate) async fn decrypt(&mut self, ciphertext: &str) -> Result<Vec<u8>, String> {
         let path = self.target.decrypt_path.clone();
         let answer = self
             .post(&path, &json!({ "ciphertext": ciphertext }))
@@ -198,5 +200,45 @@ impl TransitConnection {
             .as_str()
             .ok_or("decrypt answer has no data.plaintext")?;
         BASE64.decode(b64).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str) -> Result<TransitTarget, String> {
+        TransitTarget::new(url, "s.secret-token".into(), "k".into())
+    }
+
+    #[test]
+    fn tcp_and_unix_addresses_are_understood() {
+        let tcp = target("http://127.0.0.1:8200/").unwrap();
+        assert!(matches!(&tcp.transport, Transport::Tcp(a) if a == "127.0.0.1:8200"));
+        assert_eq!(tcp.host, "127.0.0.1:8200");
+        assert_eq!(tcp.encrypt_path, "/v1/transit/encrypt/k");
+        assert_eq!(tcp.decrypt_path, "/v1/transit/decrypt/k");
+        let unix = target("unix:///run/envault/transit.sock").unwrap();
+        assert!(
+            matches!(&unix.transport, Transport::Unix(p) if p.as_path() == std::path::Path::new("/run/envault/transit.sock"))
+        );
+        assert_eq!(unix.host, "localhost");
+    }
+
+    #[test]
+    fn other_addresses_are_refused_and_the_token_is_not_echoed() {
+        for url in [
+            "https://127.0.0.1:8200",
+            "127.0.0.1:8200",
+            "http://",
+            "http://host:1/v1",
+            "unix://relative.sock",
+        ] {
+            assert!(target(url).is_err(), "{url} was accepted");
+        }
+        let error = TransitTarget::new("http://h:1", "bad\ntoken".into(), "k".into())
+            .err()
+            .unwrap();
+        assert!(!error.contains("bad"), "{error}");
     }
 }
