@@ -69,6 +69,8 @@ pub struct Config {
     pub compat: CompatConfig,
     /// Kubernetes KMS v2 plugin (issue 11).
     pub kms_v2: KmsV2Config,
+    /// The Redis-protocol front end.
+    pub resp: RespConfig,
     /// Where the catalog and records live (issue 10).
     pub store: StoreConfig,
     /// When activity-log lines are fsynced.
@@ -158,6 +160,14 @@ pub struct KmsV2Config {
     pub socket: PathBuf,
     /// Name (or id, or CRN) of the root key it encrypts with.
     pub key: String,
+}
+
+/// `[resp]`: the Redis-protocol front end (`crate::resp`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespConfig {
+    /// Unix socket of the RESP listener; empty = off.
+    pub socket: PathBuf,
 }
 
 /// `[keystore]`.
@@ -276,6 +286,7 @@ struct Overlay {
     cache: Option<toml::Table>,
     compat: Option<toml::Table>,
     kms_v2: Option<toml::Table>,
+    resp: Option<toml::Table>,
     store: Option<toml::Table>,
     audit: Option<toml::Table>,
 }
@@ -602,6 +613,7 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_TRANSIT_LISTEN", "compat", "transit_listen"),
     ("ENVAULT_KMS_V2_SOCKET", "kms_v2", "socket"),
     ("ENVAULT_KMS_V2_KEY", "kms_v2", "key"),
+    ("ENVAULT_RESP_SOCKET", "resp", "socket"),
     ("ENVAULT_BACKUP_TARGET", "backup", "target"),
     ("ENVAULT_BACKUP_ENDPOINT", "backup", "endpoint"),
     ("ENVAULT_BACKUP_REGION", "backup", "region"),

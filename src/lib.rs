@@ -26,6 +26,7 @@ pub mod config;
 pub mod crypto;
 pub mod hardening;
 pub mod keystore;
+pub mod resp;
 pub mod server;
 pub mod service;
 pub mod store;
