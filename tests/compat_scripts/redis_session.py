@@ -69,10 +69,10 @@ def session(sock, token):
     answers = pipe.execute()
     assert answers[0::2] == [True] * 200
     assert answers[1::2] == [f"v{i}".encode() for i in range(200)]
-    assert r.dbsize() == 201, r.dbsize()  # p:* and bin
+    assert r.dbsize() == 202, r.dbsize()  # p:*, bin and c
     keys = sorted(r.scan_iter(match="p:1*", count=17))
     assert keys == [f"p:{i:03}".encode() for i in range(100, 200)], keys[:5]
-    assert r.info("keyspace")["db0"]["keys"] == 201
+    assert r.info("keyspace")["db0"]["keys"] == 202
 
     # db=1: the token's second database, empty.
     r2 = client(sock, token, db=1)
@@ -87,7 +87,12 @@ def session(sock, token):
     out["hello_proto"] = r3.connection_pool.get_connection().handshake_metadata.get(b"proto")
 
     # A pool shared by threads: every write lands, each read sees its own write.
-    pool = redis.ConnectionPool(unix_socket_path=sock, password=token, max_connections=8)
+    pool = redis.ConnectionPool(
+        connection_class=redis.UnixDomainSocketConnection,
+        path=sock,
+        password=token,
+        max_connections=8,
+    )
     errors = []
 
     def worker(n):
