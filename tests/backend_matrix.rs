@@ -1,6 +1,8 @@
-//! The root-key backend matrix (issue 8): one lifecycle scenario, run against the file keystore,
+//! The root-key backend matrix: one lifecycle scenario, run against the file keystore,
 //! an OpenBao transit server and a SoftHSM2 token through the real daemon; plus the faults of
 //! a remote backend (down, paused) and the start-up refusals of bad settings.
+
+#![cfg(feature = "external-suites")]
 
 mod backend_support;
 mod common;

@@ -1,9 +1,11 @@
-//! Several envault nodes over one PostgreSQL store (issue 10): separate processes, separate
+//! Several envault nodes over one PostgreSQL store: separate processes, separate
 //! sockets and data dirs, one database, one OpenBao transit server for the root keys. A change
 //! made through one node holds on the others for every request that starts after the call
 //! returned; rotations and purges are claimed once across nodes; a node killed mid-rotation
 //! leaves the job to another; a PostgreSQL restart gives 503 `store_unavailable` while it is
 //! down and loses nothing acknowledged. Every server is started here and stopped at the end.
+
+#![cfg(feature = "external-suites")]
 
 mod backend_support;
 mod common;

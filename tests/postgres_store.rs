@@ -1,7 +1,9 @@
-//! The PostgreSQL store (issue 10) through the `Store` trait, against a real server started by
+//! The PostgreSQL store through the `Store` trait, against a real server started by
 //! the test: catalog batches and change feed, record semantics identical to the embedded
 //! store, cluster locks across store instances, migrations racing, and a server going down
 //! and coming back under the same store instance.
+
+#![cfg(feature = "external-suites")]
 
 mod pg_support;
 

