@@ -156,7 +156,13 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let daemon = Daemon::start_with_env(&[("ENVAULT_RESP_SOCKET", "resp.sock")]).await;
+    setup_with(&[]).await
+}
+
+async fn setup_with(env: &[(&str, &str)]) -> Setup {
+    let mut env = env.to_vec();
+    env.push(("ENVAULT_RESP_SOCKET", "resp.sock"));
+    let daemon = Daemon::start_with_env(&env).await;
     let resp = daemon.dir().join("resp.sock");
     let admin = daemon.client();
     for (key, db) in [("k1", "db1"), ("k2", "db2")] {
@@ -431,4 +437,34 @@ async fn protocol_errors_close_and_the_socket_is_private() {
     let mut c = Conn::open(&s.resp).await;
     c.stream.write_all(b"PING\r\n").await.unwrap();
     assert_eq!(c.reply().await, R::Simple("PONG".into()));
+}
+
+#[tokio::test]
+async fn value_limit_and_pipelined_reads_past_it() {
+    let s = setup_with(&[("ENVAULT_MAX_RECORD_SIZE", "1KiB")]).await;
+    let mut c = Conn::open(&s.resp).await;
+    assert_eq!(c.cmd(&[b"AUTH", s.app_token.as_bytes()]).await, ok());
+    let value = vec![b'v'; 1000];
+    assert_eq!(
+        c.cmd(&[b"MSET", b"a", &value, b"b", &value, b"c", &value])
+            .await,
+        ok()
+    );
+    // Three pipelined reads of 1000 bytes each: more than one batch answers (1 KiB), all
+    // answered with their values.
+    let replies = c
+        .pipeline(&[vec![b"GET", b"a"], vec![b"GET", b"b"], vec![b"GET", b"c"]])
+        .await;
+    assert_eq!(replies, vec![bulk(&value), bulk(&value), bulk(&value)]);
+    assert_eq!(
+        c.cmd(&[b"MGET", b"a", b"b"]).await,
+        R::Array(vec![bulk(&value), bulk(&value)])
+    );
+    // A value over the limit is refused before it is read, and the connection closed.
+    let big = vec![b'x'; 1025];
+    let err = c.cmd(&[b"SET", b"big", &big]).await;
+    assert!(err.error().contains("invalid bulk length"), "{err:?}");
+    let mut c = Conn::open(&s.resp).await;
+    assert_eq!(c.cmd(&[b"AUTH", s.app_token.as_bytes()]).await, ok());
+    assert_eq!(c.cmd(&[b"EXISTS", b"big"]).await, R::Int(0));
 }

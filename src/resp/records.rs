@@ -241,7 +241,25 @@ async fn run_ops(
     let who = &auth.principal;
     let vault = &session.state.vault;
     if ops.len() > 1 {
-        return vault.record_batch(who, db, ops).await;
+        // A batch stops returning values past `max_record_size` bytes of them; those reads
+        // are made again one by one (a pipeline may read more than that in total).
+        let reads: Vec<Option<String>> = ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::Get { key } => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut outcomes = vault.record_batch(who, db, ops).await?;
+        for (outcome, read) in outcomes.iter_mut().zip(reads) {
+            if let (BatchOutcome::Failed(ServiceError::TooLarge(_)), Some(key)) = (&outcome, read) {
+                *outcome = match vault.get_record(who, db, &key).await {
+                    Ok(value) => BatchOutcome::Value(value),
+                    Err(err) => BatchOutcome::Failed(err),
+                };
+            }
+        }
+        return Ok(outcomes);
     }
     let outcome = match ops.pop() {
         Some(BatchOp::Get { key }) => match vault.get_record(who, db, &key).await {
