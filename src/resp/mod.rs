@@ -11,13 +11,15 @@
 //! - [`codec`]: the incremental parser and the reply encoder;
 //! - [`connection`]: one connection's read–execute–write loop;
 //! - [`session`]: a connection's state, authentication and database selection;
-//! - [`commands`]: handshake and introspection commands;
+//! - [`commands`]: handshake commands, and the conditional SET;
+//! - [`introspection`]: COMMAND, INFO, CONFIG GET;
 //! - [`keyspace`]: SCAN, DBSIZE and key counts;
 //! - [`records`]: record commands, with pipelined ones run as one batch.
 
 pub mod codec;
 mod commands;
 mod connection;
+mod introspection;
 mod keyspace;
 mod records;
 mod session;
