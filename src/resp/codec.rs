@@ -250,8 +250,23 @@ impl Reply {
 }
 
 fn header(out: &mut Vec<u8>, kind: u8, n: i64) {
+    // Written digit by digit: every reply has a header, and this runs without allocating.
     out.push(kind);
-    out.extend_from_slice(n.to_string().as_bytes());
+    if n < 0 {
+        out.push(b'-');
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -335,9 +350,11 @@ mod tests {
         Reply::Map(vec![(Reply::text("a"), Reply::Int(1))]).encode(false, &mut out);
         Reply::Map(vec![(Reply::text("a"), Reply::Int(1))]).encode(true, &mut out);
         Reply::error("ERR bad\r\nthing").encode(true, &mut out);
+        Reply::Int(-1234).encode(true, &mut out);
+        Reply::Int(0).encode(true, &mut out);
         assert_eq!(
             out,
-            b"$-1\r\n_\r\n*2\r\n$1\r\na\r\n:1\r\n%1\r\n$1\r\na\r\n:1\r\n-ERR bad  thing\r\n"
+            b"$-1\r\n_\r\n*2\r\n$1\r\na\r\n:1\r\n%1\r\n$1\r\na\r\n:1\r\n-ERR bad  thing\r\n:-1234\r\n:0\r\n"
         );
     }
 

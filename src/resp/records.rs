@@ -78,10 +78,11 @@ fn plan(session: &Session, name: &[u8], args: &mut Args) -> Option<(Vec<BatchOp>
         b"MSET" => (argc >= 3 && argc % 2 == 1, true),
         _ => return None,
     };
-    let lower = String::from_utf8_lossy(name).to_lowercase();
+    let lower = || String::from_utf8_lossy(name).to_lowercase();
     if !arity_ok {
         return ready(format!(
-            "ERR wrong number of arguments for '{lower}' command"
+            "ERR wrong number of arguments for '{}' command",
+            lower()
         ));
     }
     if let Err(reply) = session.authorized() {
@@ -93,7 +94,10 @@ fn plan(session: &Session, name: &[u8], args: &mut Args) -> Option<(Vec<BatchOp>
         argc - 1
     };
     if multi_key && keys > MAX_BATCH_OPS {
-        return ready(format!("ERR '{lower}' takes at most {MAX_BATCH_OPS} keys"));
+        return ready(format!(
+            "ERR '{}' takes at most {MAX_BATCH_OPS} keys",
+            lower()
+        ));
     }
     let key =
         |args: &Args, i: usize| record_key(&args.as_slice()[i], session.settings.max_record_key);
