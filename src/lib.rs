@@ -21,12 +21,10 @@ pub mod api;
 pub mod backup;
 pub mod cli;
 pub mod client;
-pub mod compat; // issue 11
 pub mod config;
 pub mod crypto;
 pub mod hardening;
 pub mod keystore;
-pub mod resp;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -216,13 +216,14 @@ fn registrations(list: &[Registration]) -> Result<(), CliError> {
         return output::line("registrations: none");
     }
     output::line("registrations:")?;
-    let mut table = Table::new(&["KIND", "NAME", "STATE", "ROLE", "ID"]);
+    let mut table = Table::new(&["KIND", "NAME", "STATE", "ROLE", "PURGE_AT", "ID"]);
     for r in list {
         table.row(vec![
             r.kind.clone(),
             r.name.clone(),
             r.state.clone(),
             r.role.clone(),
+            r.purge_at.clone().unwrap_or_else(|| "-".into()),
             r.id.clone(),
         ]);
     }

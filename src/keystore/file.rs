@@ -19,7 +19,7 @@
 //! good `keystore.bin` is an unacknowledged change and is zeroed and removed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::master::sync_dir;
 use super::{master, BackendInfo, KeystoreError, NewKey, RootKeyBackend, RootKeyRef};
 use crate::crypto::{Cipher, Envelope, EnvelopeKind, SecretKey};
 
@@ -46,18 +47,26 @@ struct Version {
 pub struct FileKeystore {
     path: PathBuf,
     temp_path: PathBuf,
+    master_path: PathBuf,
     master: Cipher,
+    /// The activity log's chain key, derived from the master key.
+    audit_key: SecretKey,
     keys: Mutex<HashMap<Uuid, BTreeMap<u32, Version>>>,
 }
 
 impl FileKeystore {
     /// Opens (or creates) the keystore in `dir`, sealed by the master key file at `master_path`.
     pub fn open(dir: &Path, master_path: &Path) -> Result<Self, KeystoreError> {
-        let master = Cipher::new(&master::load_or_create(master_path)?);
+        let master_key = master::load_or_create(master_path)?;
+        let audit_key = master::derive_audit_key(&master_key)?;
+        let master = Cipher::new(&master_key);
+        drop(master_key);
         let store = Self {
             path: dir.join(FILE_NAME),
             temp_path: dir.join(TEMP_NAME),
+            master_path: master_path.to_path_buf(),
             master,
+            audit_key,
             keys: Mutex::new(HashMap::new()),
         };
         let loaded = store.recover()?;
@@ -115,7 +124,10 @@ impl FileKeystore {
         let corrupt = || KeystoreError::Corrupt(self.path.clone());
         let (_, plain) = Envelope(EnvelopeKind::Keystore)
             .open(&self.master, CONTEXT, sealed)
-            .map_err(|_| corrupt())?;
+            .map_err(|_| KeystoreError::DoesNotOpen {
+                keystore: self.path.clone(),
+                master: self.master_path.clone(),
+            })?;
         let plain = Zeroizing::new(plain);
         let count = plain
             .get(..4)
@@ -205,6 +217,10 @@ impl RootKeyBackend for FileKeystore {
             location: self.path.display().to_string(),
             remote: false,
         }
+    }
+
+    fn audit_chain_key(&self) -> Result<Option<SecretKey>, KeystoreError> {
+        Ok(Some(SecretKey::from_slice(self.audit_key.expose_secret())?))
     }
 
     fn create(&self, key_id: Uuid, material: NewKey) -> Result<(), KeystoreError> {
@@ -324,11 +340,6 @@ fn wipe_and_remove(path: &Path) -> Result<(), KeystoreError> {
     std::fs::remove_file(path).map_err(io(path))
 }
 
-/// fsyncs a directory so that a rename or create inside it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), KeystoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,7 +428,7 @@ mod tests {
         std::fs::write(dir.path().join("master.key"), [1u8; 32]).unwrap();
         assert!(matches!(
             FileKeystore::open(dir.path(), &dir.path().join("master.key")),
-            Err(KeystoreError::Corrupt(_))
+            Err(KeystoreError::DoesNotOpen { .. })
         ));
     }
 }

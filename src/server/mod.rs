@@ -1,23 +1,26 @@
-//! The daemon: a Unix-socket listener serving HTTP/1.1 (hyper) with the axum router.
+//! The front ends: the Unix-socket API (HTTP/1.1 with hyper and axum) and the drop-in
+//! protocols of [`compat`] (Vault transit, Kubernetes KMS v2), all over the one `service::Vault`.
 //!
 //! Shaped like mini-redis's server: a listener that takes a connection permit from a
 //! semaphore before `accept`, one task per connection, and a shutdown that stops accepting,
 //! lets in-flight requests finish, flushes and removes the socket file.
 
 mod backup_routes;
-mod batch_routes; // issue 7
+mod batch_routes;
+pub mod compat;
 mod connection;
 mod error;
 mod extract;
 mod lifecycle_routes;
 mod listener;
+pub mod resp;
 mod routes;
 
 use std::sync::Arc;
 
-pub use error::ApiError; // issue 11: compat front ends map its errors
+pub use error::ApiError; // the compat front ends map its errors
 pub use extract::PeerCred;
-// The Redis-protocol front end shares the accept loop and its safety (`crate::resp`).
+// The Redis-protocol front end ([`resp`]) shares the accept loop and its safety.
 pub(crate) use listener::{accept_until_signal, bind, Accepted};
 
 use crate::config::{Config, ConfigError};
@@ -54,6 +57,17 @@ pub enum ServerError {
     /// Another daemon is serving this socket.
     #[error("another envault daemon is already listening on {0}")]
     SocketInUse(String),
+    /// Something other than a socket is at the socket path; it is left alone.
+    #[error(
+        "socket path {path} is {kind}, not a socket; refusing to replace it (move it away or \
+         configure another socket path)"
+    )]
+    NotASocket {
+        /// Socket path.
+        path: String,
+        /// What is there.
+        kind: &'static str,
+    },
     /// The socket could not be created or configured.
     #[error("socket {path}: {source}")]
     Socket {
@@ -75,6 +89,7 @@ pub fn app(vault: Vault) -> (axum::Router, Arc<AppState>) {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), ServerError> {
+    crate::hardening::private_umask();
     let protection = crate::hardening::protect_process();
     tracing::info!(
         memory_locked = protection.memory_locked,
@@ -83,7 +98,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
     // Bind first: a second daemon must fail on the live socket with a clear message, before
     // it touches the data dir (whose store lock would give a vaguer one).
-    let listener = listener::bind(&config.socket, config.socket_mode()?).await?;
+    let listener = listener::bind(&config.socket, config.socket_mode).await?;
     let vault = match Vault::open(&config) {
         Ok(vault) => vault,
         Err(err) => {
@@ -110,15 +125,15 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         allowed_uids: config.allowed_uids.clone(),
     });
     spawn_background(Arc::clone(&state));
-    if let Some(every) = config.backup_schedule()? {
+    if let Some(every) = config.backup.schedule {
         spawn_backup_schedule(Arc::clone(&state), every, config.backup.retention);
     }
-    // Issue 11: the transit TCP listener and the KMS v2 socket, when configured.
-    if let Err(err) = crate::compat::start(&config, Arc::clone(&state)).await {
+    // The transit TCP listener and the KMS v2 socket, when configured.
+    if let Err(err) = compat::start(&config, Arc::clone(&state)).await {
         let _ = std::fs::remove_file(&config.socket);
         return Err(err);
     }
-    let resp = match crate::resp::start(&config, Arc::clone(&state)).await {
+    let resp = match resp::start(&config, Arc::clone(&state)).await {
         Ok(resp) => resp,
         Err(err) => {
             let _ = std::fs::remove_file(&config.socket);
@@ -206,6 +221,11 @@ fn describe(err: &ServiceError) -> String {
     match err {
         ServiceError::Store(inner) => format!("{inner} (is another envault using this data dir?)"),
         ServiceError::Keystore(inner) => inner.to_string(),
+        // Their display is generic (it is what a client would be told); the operator needs
+        // the detail.
+        ServiceError::AuditLog(detail)
+        | ServiceError::DataDir(detail)
+        | ServiceError::TokenFile(detail) => detail.clone(),
         other => other.to_string(),
     }
 }

@@ -11,8 +11,8 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, RecordBody};
 use super::AppState;
 use crate::api::{
-    CreateDatabaseRequest, CreateKeyRequest, DatabaseList, Health, KeyList, RecordListQuery,
-    UnwrapRequest, WrapRequest,
+    CreateDatabaseRequest, CreateKeyRequest, DatabaseList, DatabaseListQuery, Health, KeyList,
+    RecordListQuery, UnwrapRequest, WrapRequest,
 };
 use crate::service::{Principal, ServiceError};
 
@@ -44,7 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(super::lifecycle_routes::router())
         .merge(super::backup_routes::router())
         .merge(super::batch_routes::router())
-        .merge(crate::compat::transit::router()) // issue 11
+        .merge(super::compat::transit::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -136,9 +136,13 @@ async fn create_database(
     Ok((StatusCode::CREATED, Json(db)))
 }
 
-async fn list_databases(s: State, who: Principal) -> ApiResult<Json<DatabaseList>> {
+async fn list_databases(
+    s: State,
+    who: Principal,
+    ApiQuery(query): ApiQuery<DatabaseListQuery>,
+) -> ApiResult<Json<DatabaseList>> {
     Ok(Json(DatabaseList {
-        databases: s.vault.list_databases(&who)?,
+        databases: s.vault.list_databases_in(&who, query.state.as_deref())?,
     }))
 }
 

@@ -3,13 +3,13 @@
 //! backup target (`backup::target`: a directory or an S3 bucket) that becomes visible only
 //! once complete. Restore verifies the whole object before creating anything.
 
+use super::catalog::CatalogChange;
 use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::authz::{BACKUPS, DATABASES, DELEGATOR, READER};
-use super::catalog::backup_key;
 use super::keys::require_usable;
 use super::{now_rfc3339, Principal, ServiceError, Vault};
 use crate::api::{CreateDatabaseRequest, DatabaseInfo};
@@ -20,7 +20,7 @@ use crate::crypto::bindings::{backup_dek_context, record_context};
 use crate::crypto::stream::{random_prefix, CHUNK_SIZE};
 use crate::crypto::{Cipher, Envelope, EnvelopeKind, SecretKey};
 use crate::keystore::RootKeyRef;
-use crate::store::{codec, BackupRecord, CatalogOp, KeyOrigin, KeyRecord};
+use crate::store::{BackupRecord, KeyOrigin, KeyRecord};
 
 /// Records read from the store per page while writing a backup, and the sealed bytes a page
 /// stops at: the page is what a backup holds in memory besides one STREAM chunk.
@@ -54,6 +54,9 @@ pub struct BackupInfo {
     pub state: String,
     /// File path, or `s3://BUCKET/KEY` of the object.
     pub path: String,
+    /// When a backup kept after its database's purge is destroyed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 impl From<TargetError> for ServiceError {
@@ -70,7 +73,13 @@ impl From<BackupFormatError> for ServiceError {
     fn from(err: BackupFormatError) -> Self {
         match err {
             BackupFormatError::Io(e) => ServiceError::BackupTarget(e.to_string()),
-            other => ServiceError::BadRequest(other.to_string()),
+            // Every backup read comes from a stored object, never from the request: a file
+            // that does not parse or authenticate is damaged data, answered like a damaged
+            // record (the detail goes to the daemon's log).
+            other => {
+                tracing::error!(error = %other, "a stored backup failed its integrity check");
+                ServiceError::Integrity
+            }
         }
     }
 }
@@ -90,6 +99,7 @@ impl Vault {
             created_at: b.created_at.clone(),
             state: b.state.clone(),
             path: self.backup_target.location(&b.file),
+            expires_at: b.expires_at.map(super::databases::unix_to_rfc3339),
         }
     }
 
@@ -159,19 +169,21 @@ impl Vault {
                 .databases
                 .get(&db_id)
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal(
+                    "a backed-up database is not in the catalog",
+                ))?;
             let key_id = db.backup_key_id.unwrap_or(db.key_id);
             let key = catalog
                 .keys
                 .get(&key_id)
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal("a backup key is not in the catalog"))?;
             (db, key)
         };
         let db_crn = self.crn("database", &db.id);
         self.check_backup_key(&key, db.key_id, &db_crn).await?;
         let backup_id = Uuid::new_v4();
-        let dek = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
+        let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
         let wrapped = self.keystore_call(|ks| {
             ks.seal(
                 RootKeyRef {
@@ -205,7 +217,7 @@ impl Vault {
                 chunk_size: CHUNK_SIZE as u32,
                 record_count,
                 nonce_prefix: random_prefix()
-                    .map_err(|_| ServiceError::Integrity)?
+                    .map_err(|_| ServiceError::Random)?
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect(),
@@ -241,19 +253,13 @@ impl Vault {
             record_count: header.record_count,
             created_at: header.created_at.clone(),
             state: "available".into(),
+            expires_at: None,
         };
-        if let Err(err) = self
-            .commit(vec![CatalogOp::Put(
-                backup_key(&backup_id),
-                codec::encode(&record),
-            )])
-            .await
-        {
+        let info = self.backup_info(&record);
+        if let Err(err) = self.commit(vec![CatalogChange::PutBackup(record)]).await {
             let _ = tokio::task::block_in_place(|| self.backup_target.delete(&file_name));
             return Err(err);
         }
-        let info = self.backup_info(&record);
-        self.write_catalog().backups.insert(backup_id, record);
         Ok(info)
     }
 
@@ -291,7 +297,9 @@ impl Vault {
         }
         let (_, written) = payload.finish()?;
         if written != header.record_count {
-            return Err(ServiceError::Integrity);
+            return Err(ServiceError::Internal(
+                "the backup holds another number of records than its header",
+            ));
         }
         Ok(())
     }
@@ -338,16 +346,14 @@ impl Vault {
     }
 
     fn find_backup(&self, reference: &str) -> Result<BackupRecord, ServiceError> {
-        let id = reference
-            .rsplit(":backup:")
-            .next()
-            .and_then(|id| Uuid::parse_str(id).ok())
-            .ok_or_else(|| ServiceError::NotFound(format!("no backup {reference:?}")))?;
-        self.read_catalog()
-            .backups
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| ServiceError::NotFound(format!("no backup {reference:?}")))
+        let missing = || ServiceError::NotFound(format!("no backup {reference:?}"));
+        let catalog = self.read_catalog();
+        let id = match catalog.crn_id(reference, "backup") {
+            Some(id) => id,
+            None => Uuid::parse_str(reference).ok(),
+        }
+        .ok_or_else(missing)?;
+        catalog.backups.get(&id).cloned().ok_or_else(missing)
     }
 
     /// One backup.
@@ -366,8 +372,12 @@ impl Vault {
         who: &Principal,
         reference: &str,
     ) -> Result<(), ServiceError> {
+        let target = self
+            .find_backup(reference)
+            .map(|b| self.crn("backup", &b.id))
+            .unwrap_or_else(|_| reference.to_string());
         let result = self.delete_backup_inner(who, reference).await;
-        self.audited(who, "backups.delete", reference, result, None)
+        self.audited(who, "backups.delete", &target, result, None)
     }
 
     pub(super) async fn delete_backup_inner(
@@ -381,9 +391,8 @@ impl Vault {
         let _admin = self.admin().await?;
         // The object first: if the target refuses, the backup stays registered and listed.
         tokio::task::block_in_place(|| self.backup_target.delete(&record.file))?;
-        self.commit(vec![CatalogOp::Delete(backup_key(&record.id))])
+        self.commit(vec![CatalogChange::DeleteBackup(record.id)])
             .await?;
-        self.write_catalog().backups.remove(&record.id);
         Ok(())
     }
 
@@ -429,14 +438,16 @@ impl Vault {
             &front.header.database.crn,
         )
         .await?;
-        let plain = self.keystore_call(|ks| {
-            ks.open(
-                record.key_id,
-                EnvelopeKind::BackupDek,
-                &backup_dek_context(record.id.as_bytes(), record.key_id.as_bytes()),
-                front.slot.wrapped.clone(),
-            )
-        })?;
+        let plain = self
+            .keystore_call(|ks| {
+                ks.open(
+                    record.key_id,
+                    EnvelopeKind::BackupDek,
+                    &backup_dek_context(record.id.as_bytes(), record.key_id.as_bytes()),
+                    front.slot.wrapped.clone(),
+                )
+            })
+            .map_err(ServiceError::from_stored_open)?;
         let cipher =
             Cipher::new(&SecretKey::from_slice(&plain).map_err(|_| ServiceError::Integrity)?);
         drop(plain);
@@ -469,10 +480,12 @@ impl Vault {
                     name: into.to_string(),
                     key,
                     backup_key: None,
+                    ..Default::default()
                 },
             )
             .await?;
-        let db_id = Uuid::parse_str(&created.id).map_err(|_| ServiceError::Integrity)?;
+        let db_id = Uuid::parse_str(&created.id)
+            .map_err(|_| ServiceError::Internal("a created database id is not a UUID"))?;
         let generation = self
             .reserve_bulk_seals(db_id, front.header.record_count)
             .await?;
@@ -481,9 +494,8 @@ impl Vault {
         let restored = tokio::task::block_in_place(|| -> Result<u64, ServiceError> {
             let (again, payload) = self.open_backup_payload(&record)?;
             if again.header_bytes != front.header_bytes {
-                return Err(ServiceError::BadRequest(
-                    "the backup object changed during the restore".into(),
-                ));
+                tracing::error!(backup = %record.id, "the backup object changed during the restore");
+                return Err(ServiceError::Integrity);
             }
             let envelope = Envelope(EnvelopeKind::Record);
             Ok(read_payload(payload, &cipher, &front, |k, v| {
@@ -591,9 +603,8 @@ impl Vault {
             || front.header.backup_key_id != record.key_id
             || !meta_matches
         {
-            return Err(ServiceError::BadRequest(
-                "backup file does not match its registration".into(),
-            ));
+            tracing::error!(backup = %record.id, "backup file does not match its registration");
+            return Err(ServiceError::Integrity);
         }
         Ok((front, reader))
     }

@@ -1,5 +1,6 @@
 //! Databases: create (under a customer key or a provider-managed one), list, show.
 
+use super::catalog::CatalogChange;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -7,16 +8,13 @@ use base64::Engine;
 use uuid::Uuid;
 
 use super::authz::{DATABASES, DELEGATOR, READER};
-use super::catalog::{database_key, dek_key, key_key};
 use super::keys::{find_key, require_usable};
 use super::{now_rfc3339, validate_name, Principal, ServiceError, Vault};
 use crate::api::{CreateDatabaseRequest, DatabaseInfo};
 use crate::crypto::bindings::dek_context;
 use crate::crypto::{Cipher, EnvelopeKind, SecretKey};
 use crate::keystore::{NewKey, RootKeyRef};
-use crate::store::{
-    codec, CatalogOp, DatabaseRecord, DatabaseState, DekRecord, KeyOrigin, KeyRecord, KeyState,
-};
+use crate::store::{DatabaseRecord, DatabaseState, DekRecord, KeyOrigin, KeyRecord, KeyState};
 
 impl Vault {
     /// Creates a database. Without `key`, a provider-managed root key is created for it.
@@ -28,13 +26,17 @@ impl Vault {
         request: CreateDatabaseRequest,
     ) -> Result<DatabaseInfo, ServiceError> {
         let name = request.name.clone();
-        let mut result = self.create_database_inner(who, request).await;
+        let mut result = match self.create_missing_authorizations(who, &request).await {
+            Ok(()) => self.create_database_inner(who, request).await,
+            Err(err) => Err(err),
+        };
         if let Ok(info) = &result {
-            if let Some(backup_key) = info
+            let separate = info
                 .backup_key
                 .as_deref()
-                .and_then(|k| Uuid::parse_str(k).ok())
-            {
+                .filter(|k| *k != info.key)
+                .and_then(|k| Uuid::parse_str(k).ok());
+            if let Some(backup_key) = separate {
                 if let Err(err) = self.ensure_delegation(backup_key, &info.crn).await {
                     result = Err(err);
                 }
@@ -42,6 +44,50 @@ impl Vault {
         }
         let target = result.as_ref().map(|d| d.crn.clone()).unwrap_or(name);
         self.audited(who, "databases.create", &target, result, None)
+    }
+
+    /// With `create_authorization`, grants the `databases` authorizations the request's keys
+    /// lack, as the seeds do when they create the service authorization if it is missing:
+    /// `Reader` on the key, `Reader` + `AuthorizationDelegator` on a separate backup key. Keys
+    /// that are missing or provider-managed are left to the creation's own checks.
+    async fn create_missing_authorizations(
+        &self,
+        who: &Principal,
+        request: &CreateDatabaseRequest,
+    ) -> Result<(), ServiceError> {
+        if !request.create_authorization {
+            return Ok(());
+        }
+        who.require_operator()?;
+        let needs: Vec<(Uuid, Vec<&str>)> = {
+            let catalog = self.read_catalog();
+            let customer = |reference: &Option<String>| {
+                reference
+                    .as_deref()
+                    .and_then(|r| catalog.find_key(r))
+                    .filter(|k| k.origin != KeyOrigin::Provider)
+                    .map(|k| k.id)
+            };
+            let key = customer(&request.key);
+            let backup = customer(&request.backup_key).filter(|b| Some(*b) != key);
+            key.map(|k| (k, vec![READER]))
+                .into_iter()
+                .chain(backup.map(|b| (b, vec![READER, DELEGATOR])))
+                .filter(|(k, roles)| !catalog.is_authorized(DATABASES, k, roles))
+                .collect()
+        };
+        for (key, roles) in needs {
+            let grant = super::authz::GrantRequest {
+                source: DATABASES.into(),
+                target: key.to_string(),
+                roles: roles.into_iter().map(String::from).collect(),
+            };
+            match self.grant(who, grant).await {
+                Ok(_) | Err(ServiceError::DuplicatePolicy) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
     }
 
     async fn create_database_inner(
@@ -75,6 +121,10 @@ impl Vault {
             };
             let customer_key = customer(&request.key)?;
             let backup_key = customer(&request.backup_key)?;
+            // The database's own key named as its backup key is no separate backup key: it
+            // needs what the key needs, at creation as at backup time (`check_backup_key`).
+            let same_key =
+                matches!((&customer_key, &backup_key), (Some(k), Some(b)) if k.id == b.id);
             if let Some(key) = &customer_key {
                 if !catalog.is_authorized(DATABASES, &key.id, &[READER]) {
                     return Err(ServiceError::NotAuthorizedForKey(format!(
@@ -83,7 +133,7 @@ impl Vault {
                     )));
                 }
             }
-            if let Some(key) = &backup_key {
+            if let Some(key) = backup_key.as_ref().filter(|_| !same_key) {
                 if !catalog.is_authorized(DATABASES, &key.id, &[READER, DELEGATOR]) {
                     return Err(ServiceError::NotAuthorizedForKey(format!(
                         "backup key {:?} needs a {DATABASES:?} authorization with roles {READER} and {DELEGATOR}",
@@ -125,14 +175,8 @@ impl Vault {
             generation: 1,
         };
         let (dek_record, cipher) = self.new_dek(&record, &root, 1)?;
-        ops.push(CatalogOp::Put(
-            database_key(&record.id),
-            codec::encode(&record),
-        ));
-        ops.push(CatalogOp::Put(
-            dek_key(&record.id, 1),
-            codec::encode(&dek_record),
-        ));
+        ops.push(CatalogChange::PutDatabase(record.clone()));
+        ops.push(CatalogChange::PutDek(dek_record));
         if let Err(err) = self.commit(ops).await {
             if root.origin == KeyOrigin::Provider {
                 self.drop_provider_key(&root).await;
@@ -140,10 +184,7 @@ impl Vault {
             return Err(err);
         }
         self.deks.insert(record.id, 1, root.id, cipher);
-        let mut catalog = self.write_catalog();
-        catalog.put_dek(dek_record);
-        catalog.put_database(record.clone());
-        Ok(self.database_info(&catalog, &record))
+        Ok(self.database_info(&self.read_catalog(), &record))
     }
 
     /// Generates a DEK for `generation`, wrapped by the root key's newest version.
@@ -153,7 +194,7 @@ impl Vault {
         root: &KeyRecord,
         generation: u32,
     ) -> Result<(DekRecord, Arc<Cipher>), ServiceError> {
-        let dek = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
+        let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
         let wrapped = self.keystore_call(|ks| {
             ks.seal(
                 RootKeyRef {
@@ -179,15 +220,42 @@ impl Vault {
     /// Undoes a provider key whose database never became durable.
     async fn drop_provider_key(&self, key: &KeyRecord) {
         let _ = self.keystore_call(|ks| ks.destroy(key.id, None));
-        let _ = self.commit(vec![CatalogOp::Delete(key_key(&key.id))]).await;
-        self.write_catalog().remove_key(&key.id);
+        let _ = self.commit(vec![CatalogChange::DeleteKey(key.id)]).await;
     }
 
     /// Every database, by name.
     pub fn list_databases(&self, who: &Principal) -> Result<Vec<DatabaseInfo>, ServiceError> {
+        self.list_databases_in(who, None)
+    }
+
+    /// Every database in `state` (`active`, `deleted`, `disabled`), or in any state, by name.
+    pub fn list_databases_in(
+        &self,
+        who: &Principal,
+        state: Option<&str>,
+    ) -> Result<Vec<DatabaseInfo>, ServiceError> {
         who.require_operator()?;
+        let states = [
+            DatabaseState::Active,
+            DatabaseState::Deleted,
+            DatabaseState::Disabled,
+        ];
+        let wanted = match state {
+            None => None,
+            Some(name) => Some(states.into_iter().find(|s| s.as_str() == name).ok_or_else(
+                || {
+                    ServiceError::BadRequest(format!(
+                        "unknown database state {name:?}: use active, deleted or disabled"
+                    ))
+                },
+            )?),
+        };
         let catalog = self.read_catalog();
-        let mut dbs: Vec<&DatabaseRecord> = catalog.databases.values().collect();
+        let mut dbs: Vec<&DatabaseRecord> = catalog
+            .databases
+            .values()
+            .filter(|db| wanted.is_none_or(|s| db.state == s))
+            .collect();
         dbs.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(dbs
             .into_iter()
@@ -227,6 +295,13 @@ impl Vault {
             key_crn: self.crn("key", &db.key_id),
             key_origin: origin.into(),
             backup_key: db.backup_key_id.map(|id| id.to_string()),
+            backup_key_name: catalog
+                .keys
+                .get(&db.backup_key_id.unwrap_or(db.key_id))
+                .map(|k| match k.origin {
+                    KeyOrigin::Provider => "provider-managed".to_string(),
+                    _ => k.name.clone(),
+                }),
             created_at: db.created_at.clone(),
             deleted_at: db.deleted_at.clone(),
             purge_at: db.purge_at.map(unix_to_rfc3339),
@@ -244,7 +319,7 @@ pub(super) fn find_database<'a>(
         .ok_or_else(|| ServiceError::NotFound(format!("no database named {reference:?}")))
 }
 
-fn unix_to_rfc3339(secs: u64) -> String {
+pub(super) fn unix_to_rfc3339(secs: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs as i64)
         .ok()
         .and_then(|t| {

@@ -49,10 +49,10 @@ impl GroupFlusher {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(reply)
-            .map_err(|_| StoreError::Backend("flusher stopped".into()))?;
+            .map_err(|_| ServiceError::TaskFailed("the flusher stopped".into()))?;
         answer
             .await
-            .map_err(|_| StoreError::Backend("flusher stopped".into()))?
+            .map_err(|_| ServiceError::TaskFailed("the flusher stopped".into()))?
             .map_err(|message| ServiceError::Store(StoreError::Backend(message)))
     }
 }

@@ -55,17 +55,45 @@ pub enum ServiceError {
     /// The keystore failed.
     #[error("keystore failure")]
     Keystore(#[source] KeystoreError),
-    /// Stored data failed to decrypt: corruption or tampering.
+    /// Stored data failed to decrypt: corruption or tampering. Only for data that did not
+    /// authenticate (or, once opened, is not what envault wrote there).
     #[error("stored data failed to authenticate")]
     Integrity,
+    /// The operating system's random generator failed; nothing was created.
+    #[error("the random generator failed")]
+    Random,
+    /// A task running part of the request panicked or was cancelled (the cause is logged).
+    #[error("an internal task failed")]
+    TaskFailed(String),
+    /// An internal invariant does not hold (a catalog entry another one names is missing, an
+    /// answer of the wrong shape): a bug, never the caller's input. The detail is logged.
+    #[error("internal error")]
+    Internal(&'static str),
+    /// The activity log could not be written; the action is not acknowledged.
+    #[error("storage failure")]
+    AuditLog(String),
+    /// The data dir could not be created or inspected (free space).
+    #[error("storage failure")]
+    DataDir(String),
+    /// The operator token file could not be written.
+    #[error("storage failure")]
+    TokenFile(String),
     /// The root-key backend (HSM, transit server) is unreachable or too slow; nothing changed
     /// and the request may be retried.
     #[error("{0}")]
     KeyBackendUnavailable(String),
-    /// Issue 9: the backup target (directory or S3 bucket) failed or refused; the message
+    /// The root-key backend answered and refused the operation (an HSM error, a transit
+    /// server's 4xx); the message names the backend's reason. Nothing changed.
+    #[error("the root-key backend refused: {0}")]
+    KeyBackendRefused(String),
+    /// The backup target (directory or S3 bucket) failed or refused; the message
     /// names the target and its answer (never credentials), so the operator can act on it.
     #[error("backup target failure: {0}")]
     BackupTarget(String),
+    /// The daemon refuses to start on this data dir: unsafe (open permissions) or
+    /// incomplete (a missing master key, keystore or store, an activity log cut short).
+    #[error(transparent)]
+    UnsafeDataDir(#[from] super::DataDirError),
 }
 
 impl ServiceError {
@@ -99,11 +127,24 @@ impl ServiceError {
             ServiceError::TooLarge(_) => "too_large",
             ServiceError::StorageFull(_) => "storage_full",
             ServiceError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            // Stored bytes that fail their checksum or do not decode: damaged data, answered
+            // like a record that fails to authenticate.
+            ServiceError::Store(StoreError::Corrupt { .. }) => "integrity_error",
             ServiceError::Store(_) => "storage_error",
             ServiceError::Keystore(_) => "keystore_error",
             ServiceError::Integrity => "integrity_error",
+            ServiceError::Random | ServiceError::TaskFailed(_) | ServiceError::Internal(_) => {
+                "internal_error"
+            }
+            // Local storage beside the store: the same answer as a store failure.
+            ServiceError::AuditLog(_) | ServiceError::DataDir(_) | ServiceError::TokenFile(_) => {
+                "storage_error"
+            }
             ServiceError::KeyBackendUnavailable(_) => "key_backend_unavailable",
+            ServiceError::KeyBackendRefused(_) => "key_backend_refused",
             ServiceError::BackupTarget(_) => "backup_target_error",
+            // Start-up only; never answered to a request.
+            ServiceError::UnsafeDataDir(_) => "data_dir_refused",
         }
     }
 }
@@ -123,6 +164,7 @@ impl From<KeystoreError> for ServiceError {
             ),
             KeystoreError::Unavailable(why) => ServiceError::KeyBackendUnavailable(why),
             KeystoreError::Unsupported(why) => ServiceError::BadRequest(why),
+            KeystoreError::Backend(why) => ServiceError::KeyBackendRefused(why),
             other => ServiceError::Keystore(other),
         }
     }
@@ -144,6 +186,7 @@ impl ServiceError {
 fn store_message(err: &StoreError) -> &'static str {
     match err {
         StoreError::Unavailable(_) => "the store is unavailable; retry later",
+        StoreError::Corrupt { .. } => "stored data failed its integrity check",
         _ => "storage failure",
     }
 }

@@ -1,13 +1,13 @@
 //! Root keys: create (generate or import), list, show with registrations, and the wrap API
 //! (wrap / unwrap / rewrap of application-held material).
 
+use super::catalog::CatalogChange;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::audit_sync::data_plane;
-use super::catalog::key_key;
 use super::{now_rfc3339, validate_name, Principal, ServiceError, Vault};
 use crate::api::{
     CreateKeyRequest, KeyInfo, Registration, RewrapResponse, UnwrapRequest, UnwrapResponse,
@@ -16,7 +16,7 @@ use crate::api::{
 use crate::crypto::bindings::app_wrap_context;
 use crate::crypto::{EnvelopeKind, SecretKey};
 use crate::keystore::{KeystoreError, NewKey, RootKeyRef};
-use crate::store::{codec, CatalogOp, KeyOrigin, KeyRecord, KeyState};
+use crate::store::{KeyOrigin, KeyRecord, KeyState};
 
 /// Largest plaintext the wrap API accepts (it wraps keys and small secrets, not data).
 pub const MAX_WRAP_PLAINTEXT: usize = 64 * 1024;
@@ -59,6 +59,17 @@ impl Vault {
         let (material, origin) = match &request.payload {
             Some(payload) => {
                 let bytes = Self::decode_base64("payload", payload)?;
+                // All one byte value (all-zero included): a placeholder or a bug upstream, never
+                // a key. The value itself is not repeated in the answer.
+                if bytes.len() == crate::crypto::secret::KEY_LEN
+                    && bytes.iter().all(|b| *b == bytes[0])
+                {
+                    return Err(ServiceError::BadRequest(
+                        "payload is one byte value repeated 32 times, not key material; import \
+                         a key from a cryptographic random source"
+                            .into(),
+                    ));
+                }
                 let key = SecretKey::from_slice(&bytes).map_err(|_| {
                     ServiceError::BadRequest(format!(
                         "payload must decode to exactly 32 bytes (got {})",
@@ -102,21 +113,15 @@ impl Vault {
         let keystore = std::sync::Arc::clone(&self.keystore);
         tokio::task::spawn_blocking(move || keystore.create(key_id, material))
             .await
-            .map_err(|_| ServiceError::Integrity)??;
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         if let Err(err) = self
-            .commit(vec![CatalogOp::Put(
-                key_key(&record.id),
-                codec::encode(&record),
-            )])
+            .commit(vec![CatalogChange::PutKey(record.clone())])
             .await
         {
             let _ = self.keystore_call(|ks| ks.destroy(record.id, None));
             return Err(err);
         }
-        let mut catalog = self.write_catalog();
-        let info = self.key_info(&catalog, &record, false);
-        catalog.put_key(record);
-        Ok(info)
+        Ok(self.key_info(&self.read_catalog(), &record, false))
     }
 
     /// Destroys keystore material that no catalog key names (left by a crash in `install_key`).
@@ -202,6 +207,7 @@ impl Vault {
                         "backup_key"
                     }
                     .into(),
+                    purge_at: db.purge_at.map(super::databases::unix_to_rfc3339),
                 })
                 .chain(
                     catalog
@@ -214,6 +220,7 @@ impl Vault {
                             name: format!("backup of {} at {}", b.database_name, b.created_at),
                             state: b.state.clone(),
                             role: "backup_key".into(),
+                            purge_at: b.expires_at.map(super::databases::unix_to_rfc3339),
                         }),
                 )
                 .collect()
@@ -252,7 +259,7 @@ impl Vault {
         request: WrapRequest,
     ) -> Result<WrapResponse, ServiceError> {
         let result = self.wrap_inner(who, reference, request);
-        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        let target = self.reference_crn(reference);
         self.audited(who, data_plane::WRAP, &target, result, None)
     }
 
@@ -276,7 +283,7 @@ impl Vault {
                 (bytes, false)
             }
             None => {
-                let dek = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
+                let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
                 (Zeroizing::new(dek.expose_secret().to_vec()), true)
             }
         };
@@ -324,7 +331,7 @@ impl Vault {
         request: UnwrapRequest,
     ) -> Result<UnwrapResponse, ServiceError> {
         let result = self.unwrap_inner(who, reference, request);
-        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        let target = self.reference_crn(reference);
         self.audited(who, data_plane::UNWRAP, &target, result, None)
     }
 
@@ -350,7 +357,7 @@ impl Vault {
         request: UnwrapRequest,
     ) -> Result<RewrapResponse, ServiceError> {
         let result = self.rewrap_inner(who, reference, request);
-        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        let target = self.reference_crn(reference);
         self.audited(who, data_plane::REWRAP, &target, result, None)
     }
 

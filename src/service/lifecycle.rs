@@ -5,15 +5,15 @@
 //! in-flight record operations and every request that starts after it returns sees the new
 //! state (also on connections opened before).
 
+use super::catalog::CatalogChange;
 use uuid::Uuid;
 
-use super::catalog::{database_key, dek_key, job_key, key_key};
 use super::databases::find_database;
 use super::keys::find_key;
 use super::{now_rfc3339, Principal, ServiceError, Vault};
 pub use crate::api::{AffectedResource, Impact, ShredReceipt};
 use crate::api::{DatabaseInfo, KeyInfo};
-use crate::store::{codec, CatalogOp, DatabaseRecord, DatabaseState, KeyOrigin, KeyState};
+use crate::store::{DatabaseRecord, DatabaseState, KeyOrigin, KeyState};
 
 impl Vault {
     /// What acting on `key_id` affects; `count_records` scans each database (previews only).
@@ -52,6 +52,7 @@ impl Vault {
                 crn: self.crn("database", &db.id),
                 name: db.name.clone(),
                 state: db.state.as_str().into(),
+                state_reason: None,
                 role: if db.key_id == key_id {
                     "key"
                 } else {
@@ -70,6 +71,7 @@ impl Vault {
                 crn: self.crn("backup", &b.id),
                 name: b.id.to_string(),
                 state: b.state.clone(),
+                state_reason: None,
                 role: "backup_key".into(),
                 records: Some(b.record_count),
             })
@@ -152,15 +154,13 @@ impl Vault {
         };
         if key.state != wanted {
             key.state = wanted;
-            self.commit(vec![CatalogOp::Put(key_key(&key.id), codec::encode(&key))])
+            self.commit(vec![CatalogChange::PutKey(key.clone())])
                 .await?;
             if !enable {
                 self.deks.purge_root_key(key.id);
             }
         }
-        let mut catalog = self.write_catalog();
-        catalog.put_key(key.clone());
-        Ok(self.key_info(&catalog, &key, false))
+        Ok(self.key_info(&self.read_catalog(), &key, false))
     }
 
     /// Deletes a key. With registrations this needs `force` and is a cryptoshred.
@@ -212,36 +212,16 @@ impl Vault {
         }
         let destroyed_versions = self.keystore_call(|ks| ks.versions(key.id))?;
         self.shred(&mut key).await?;
-        let mut affected = impact.databases;
-        affected.extend(impact.backups);
-        let mut receipt = ShredReceipt {
+        let receipt = ShredReceipt {
             key: self.crn("key", &key.id),
             destroyed_versions,
-            affected,
+            affected: self.after_shred(impact),
             time: now_rfc3339(),
             audit_chain_head: String::new(),
         };
         // Logged while the gate is still held, so no request refused because of this shred
         // can be logged before the shred itself.
-        let target = receipt.key.clone();
-        self.audit
-            .append_with(
-                who,
-                "kms.secrets.delete",
-                &target,
-                "success",
-                None,
-                |head| {
-                    receipt.audit_chain_head = head.to_string();
-                    serde_json::to_value(&receipt).ok()
-                },
-            )
-            .map_err(|e| {
-                ServiceError::Store(crate::store::StoreError::Backend(format!(
-                    "activity log: {e}"
-                )))
-            })?;
-        Ok(receipt)
+        self.log_shred(who, receipt)
     }
 
     /// Destroys a key: catalog first (durably marks the key destroyed and its databases
@@ -265,14 +245,10 @@ impl Vault {
             })
             .collect();
         let mut ops = vec![
-            CatalogOp::Put(key_key(&key.id), codec::encode(&key)),
-            CatalogOp::Delete(job_key(&key.id)),
+            CatalogChange::PutKey(key.clone()),
+            CatalogChange::DeleteJob(key.id),
         ];
-        ops.extend(
-            disabled
-                .iter()
-                .map(|db| CatalogOp::Put(database_key(&db.id), codec::encode(db))),
-        );
+        ops.extend(disabled.iter().cloned().map(CatalogChange::PutDatabase));
         let dead_backups: Vec<crate::store::BackupRecord> = self
             .read_catalog()
             .backups_under(&key.id)
@@ -283,28 +259,17 @@ impl Vault {
                 b
             })
             .collect();
-        ops.extend(
-            dead_backups
-                .iter()
-                .map(|b| CatalogOp::Put(super::catalog::backup_key(&b.id), codec::encode(b))),
-        );
+        ops.extend(dead_backups.into_iter().map(CatalogChange::PutBackup));
         self.commit(ops).await?;
         let keystore = std::sync::Arc::clone(&self.keystore);
         let key_id = key.id;
         tokio::task::spawn_blocking(move || keystore.destroy(key_id, None))
             .await
-            .map_err(|_| ServiceError::Integrity)??;
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         self.deks.purge_root_key(key.id);
-        let mut catalog = self.write_catalog();
-        catalog.put_key(key.clone());
-        catalog.jobs.remove(&key.id);
-        for b in dead_backups {
-            catalog.backups.insert(b.id, b);
-        }
         for db in &disabled {
             self.deks.purge_database(db.id);
             self.seal_budgets.remove(db.id);
-            catalog.put_database(db.clone());
         }
         Ok(disabled.into_iter().map(|db| db.id).collect())
     }
@@ -337,29 +302,22 @@ impl Vault {
                     db.name
                 )))
             }
-            DatabaseState::Disabled => {
-                return Err(ServiceError::Conflict(format!(
-                    "database {:?} is disabled (its key was destroyed); it is kept as metadata",
-                    db.name
-                )))
-            }
+            // A shredded database is deleted and purged like any other; its metadata stays
+            // readable until the purge.
+            DatabaseState::Disabled => {}
         }
         let now = unix_now();
         db.state = DatabaseState::Deleted;
         db.deleted_at = Some(now_rfc3339());
         // Rounded up to the next whole second: the period is never shorter than configured.
+        // A shredded database restored after an earlier deletion keeps that purge date.
         let period = self.soft_delete_period;
         let period_secs = period.as_secs() + u64::from(period.subsec_nanos() > 0);
-        db.purge_at = Some(now + period_secs + 1);
-        self.commit(vec![CatalogOp::Put(
-            database_key(&db.id),
-            codec::encode(&db),
-        )])
-        .await?;
+        db.purge_at = Some(db.purge_at.unwrap_or(now + period_secs + 1));
+        self.commit(vec![CatalogChange::PutDatabase(db.clone())])
+            .await?;
         self.deks.purge_database(db.id);
-        let mut catalog = self.write_catalog();
-        catalog.put_database(db.clone());
-        Ok(self.database_info(&catalog, &db))
+        Ok(self.database_info(&self.read_catalog(), &db))
     }
 
     /// Restores a soft-deleted database within its soft-deletion period.
@@ -393,27 +351,24 @@ impl Vault {
                 db.name
             )));
         }
-        // A database whose key was shredded while it was deleted comes back disabled.
+        // A database whose key was shredded comes back disabled and keeps its purge date: its
+        // data is gone, so the restore only delays nothing.
         let key_destroyed = self
             .read_catalog()
             .keys
             .get(&db.key_id)
             .is_none_or(|k| k.state == KeyState::Destroyed);
-        db.state = if key_destroyed {
-            DatabaseState::Disabled
+        if key_destroyed {
+            db.state = DatabaseState::Disabled;
+            db.state_reason = Some("key_destroyed".into());
         } else {
-            DatabaseState::Active
-        };
+            db.state = DatabaseState::Active;
+            db.purge_at = None;
+        }
         db.deleted_at = None;
-        db.purge_at = None;
-        self.commit(vec![CatalogOp::Put(
-            database_key(&db.id),
-            codec::encode(&db),
-        )])
-        .await?;
-        let mut catalog = self.write_catalog();
-        catalog.put_database(db.clone());
-        Ok(self.database_info(&catalog, &db))
+        self.commit(vec![CatalogChange::PutDatabase(db.clone())])
+            .await?;
+        Ok(self.database_info(&self.read_catalog(), &db))
     }
 
     /// Purges every soft-deleted database whose period has ended: records, DEKs, registration,
@@ -424,70 +379,81 @@ impl Vault {
             .read_catalog()
             .databases
             .values()
-            .filter(|db| {
-                db.state == DatabaseState::Deleted && db.purge_at.is_some_and(|at| at <= now)
-            })
+            .filter(|db| purge_due(db, now))
             .cloned()
             .collect();
         let mut purged = 0;
         for db in &due {
-            let result = self.purge_database(db.id, now).await;
-            if matches!(result, Ok(false)) {
-                continue; // another node purged it, or it was restored meanwhile
-            }
+            let (result, details) = match self.purge_database(db.id, now).await {
+                // Another node purged it, or it was restored meanwhile.
+                Ok(None) => continue,
+                Ok(Some(details)) => (Ok(()), Some(details)),
+                Err(err) => (Err(err), None),
+            };
             let target = self.crn("database", &db.id);
             self.audited(
                 &Principal::system(),
                 "databases.purge",
                 &target,
                 result,
-                None,
+                details,
             )?;
             purged += 1;
         }
-        Ok(purged)
+        Ok(purged + self.purge_expired_backups().await?)
     }
 
     /// Purges one database if it is still deleted and due once the admin lock is held (on a
     /// shared store every node runs this sweep; the first one purges, the others find nothing).
-    async fn purge_database(&self, id: Uuid, now: u64) -> Result<bool, ServiceError> {
+    /// Its backups go with it (or are kept, `plan_purge`), and so do its delegations. Returns
+    /// the event details, or `None` when there was nothing to purge.
+    async fn purge_database(
+        &self,
+        id: Uuid,
+        now: u64,
+    ) -> Result<Option<serde_json::Value>, ServiceError> {
         let _admin = self.admin().await?;
         let Some(db) = self
             .read_catalog()
             .databases
             .get(&id)
-            .filter(|db| {
-                db.state == DatabaseState::Deleted && db.purge_at.is_some_and(|at| at <= now)
-            })
+            .filter(|db| purge_due(db, now))
             .cloned()
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let db = &db;
         let store = std::sync::Arc::clone(&self.store);
         let id = db.id;
         tokio::task::spawn_blocking(move || store.records_purge(id.as_bytes()))
             .await
-            .map_err(|_| ServiceError::Integrity)??;
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         let generations: Vec<u32> = self
             .read_catalog()
             .deks
             .get(&db.id)
             .map(|g| g.keys().copied().collect())
             .unwrap_or_default();
-        let mut ops: Vec<CatalogOp> = generations
+        let mut ops: Vec<CatalogChange> = generations
             .iter()
-            .map(|g| CatalogOp::Delete(dek_key(&db.id, *g)))
+            .map(|g| CatalogChange::DeleteDek {
+                database: db.id,
+                generation: *g,
+            })
             .collect();
-        ops.push(CatalogOp::Delete(database_key(&db.id)));
+        ops.push(CatalogChange::DeleteDatabase(db.id));
+        let plan = self.plan_purge(db, now);
+        // The backups' DEKs and objects go before the registrations that name them.
+        self.destroy_backup_objects(&plan.doomed).await?;
+        ops.extend(plan.changes());
         let provider = self
             .read_catalog()
             .keys
             .get(&db.key_id)
-            .filter(|k| k.origin == KeyOrigin::Provider)
+            .filter(|k| k.origin == KeyOrigin::Provider && !plan.keeps_key(&k.id))
             .cloned();
         if let Some(key) = &provider {
-            ops.push(CatalogOp::Delete(key_key(&key.id)));
+            ops.push(CatalogChange::DeleteKey(key.id));
         }
         self.commit(ops).await?;
         if let Some(key) = &provider {
@@ -496,12 +462,14 @@ impl Vault {
         }
         self.deks.purge_database(db.id);
         self.seal_budgets.remove(db.id);
-        let mut catalog = self.write_catalog();
-        catalog.remove_database(&db.id);
-        if let Some(key) = provider {
-            catalog.remove_key(&key.id);
-        }
-        Ok(true)
+        let crns = |list: &[crate::store::BackupRecord]| -> Vec<String> {
+            list.iter().map(|b| self.crn("backup", &b.id)).collect()
+        };
+        Ok(Some(serde_json::json!({
+            "backups_destroyed": crns(&plan.doomed),
+            "backups_kept": crns(&plan.kept),
+            "delegations_removed": plan.delegations.len(),
+        })))
     }
 
     /// The CRN to log: the resolved one, else the key or database the reference names, else
@@ -531,6 +499,13 @@ impl Vault {
             std::time::Duration::from_secs(60),
         )
     }
+}
+
+/// Whether a database is due for purging: soft-deleted, or shredded and restored after a
+/// deletion (which keeps its purge date), with that date passed.
+fn purge_due(db: &DatabaseRecord, now: u64) -> bool {
+    matches!(db.state, DatabaseState::Deleted | DatabaseState::Disabled)
+        && db.purge_at.is_some_and(|at| at <= now)
 }
 
 /// Seconds since the Unix epoch.

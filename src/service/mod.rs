@@ -2,37 +2,43 @@
 //! method here each; this layer owns state checks, durability and the DEK cache.
 
 mod audit;
+mod audit_chain;
+mod audit_head;
 mod audit_sync;
 mod authz;
 mod backup_adoption;
 mod backups;
 mod catalog;
-mod cluster; // issue 10
+mod cluster;
+mod data_dir;
 mod databases;
 mod dek_cache;
 mod disk_space;
 mod durability;
 mod error;
 mod keys;
-mod kms_v2; // issue 11
+mod kms_v2;
 mod lifecycle;
-mod record_batch; // issue 7
+mod purge_backups;
+mod record_batch;
 mod records;
 mod rotation;
+mod seal_budget;
+mod shred_receipt;
 mod tokens;
-mod transit; // issue 11
+mod transit;
 
-use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use uuid::Uuid;
 
-pub use audit::{AuditEvent, AuditLog, VerifyReport};
+pub use audit::{verify_data_dir, AuditEvent, AuditLog, ChainKey, VerifyReport};
 pub use audit_sync::data_plane;
 pub use authz::{AuthorizationInfo, GrantRequest};
 pub use backups::BackupInfo;
 pub use catalog::Catalog;
+pub use data_dir::DataDirError;
 pub use error::ServiceError;
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
 pub use record_batch::{BatchOp, BatchOutcome, MAX_BATCH_OPS};
@@ -42,7 +48,8 @@ pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
 
 use crate::config::Config;
 use crate::keystore::RootKeyBackend;
-use crate::store::{codec, CatalogOp, InstanceRecord, Store};
+use crate::store::{CatalogOp, InstanceRecord, Store};
+use catalog::CatalogChange;
 use dek_cache::DekCache;
 use disk_space::DiskSpace;
 use durability::GroupFlusher;
@@ -64,9 +71,9 @@ pub struct Vault {
     keystore_remote: bool,
     catalog: RwLock<Catalog>,
     deks: DekCache,
-    seal_budgets: records::SealBudgets,
+    seal_budgets: seal_budget::SealBudgets,
     database_locks: records::DatabaseLocks,
-    /// Where backups are written (issue 9: a local directory or an S3 bucket).
+    /// Where backups are written (a local directory or an S3 bucket).
     backup_target: Arc<dyn crate::backup::target::BackupTarget>,
     /// Objects in a shared backup target that did not verify, by name and size, so that
     /// listing does not fetch them again.
@@ -76,7 +83,7 @@ pub struct Vault {
     /// Serializes catalog mutations (create, delete, state changes) so each computes its
     /// change from a state no other mutation is changing. Record traffic never takes it.
     admin: tokio::sync::Mutex<()>,
-    /// Following other nodes' catalog changes on a shared store (issue 10).
+    /// Following other nodes' catalog changes on a shared store.
     cluster: cluster::ClusterState,
     /// Record operations hold it shared for their whole duration, acknowledgement included;
     /// disable, shred and purge take it exclusively. So once one of those returns, no write
@@ -87,6 +94,8 @@ pub struct Vault {
     instance_id: Uuid,
     limits: Limits,
     soft_delete_period: Duration,
+    /// How long backups of a purged database are kept (`[backup] keep_after_purge`).
+    keep_after_purge: Duration,
     /// The data dir's free-space floor, checked before record writes.
     disk_space: DiskSpace,
 }
@@ -96,19 +105,37 @@ impl Vault {
     /// Must run inside a tokio runtime (it starts the flusher task).
     pub fn open(config: &Config) -> Result<Self, ServiceError> {
         let data_dir = &config.data_dir;
-        create_private_dir(data_dir)?;
-        let keystore = crate::keystore::open_backend(config)?;
-        let store = crate::store::open(config, &data_dir.join("store"))?;
-        let bad_config = |e: crate::config::ConfigError| ServiceError::BadRequest(e.to_string());
-        let audit_sync = config.audit_sync().map_err(bad_config)?;
-        let audit = AuditLog::open_with(&data_dir.join("audit.log"), audit_sync).map_err(|e| {
-            ServiceError::Store(crate::store::StoreError::Backend(format!("audit log: {e}")))
+        // Checked and opened in this order so that a refusal creates nothing: the data dir's
+        // permissions and the master key first, then the catalog against the keystore file,
+        // and only then the keystore (which creates a master key on first start).
+        data_dir::prepare(config)?;
+        let store_dir = data_dir.join("store");
+        if config.store.backend == "sled" {
+            data_dir::create_private_dir(&store_dir)?;
+        }
+        let store = crate::store::open(config, &store_dir).map_err(|source| {
+            if config.store.backend == "sled" {
+                DataDirError::Store {
+                    path: store_dir.display().to_string(),
+                    source,
+                }
+                .into()
+            } else {
+                ServiceError::Store(source)
+            }
         })?;
+        let keystore = {
+            let (catalog, _) = Catalog::load_versioned(store.as_ref())?;
+            data_dir::check_keystore_file(config, &catalog)?;
+            let keystore = crate::keystore::open_backend(config)?;
+            data_dir::check_keystore_holds_catalog_keys(keystore.as_ref(), &catalog)?;
+            keystore
+        };
+        let audit = audit::open_in(config, keystore.as_ref(), config.audit.data_plane_sync)?;
         let limits = Limits {
-            max_record_size: config.max_record_size().map_err(bad_config)?,
+            max_record_size: config.limits.max_record_size,
             max_record_key: config.limits.max_record_key,
         };
-        let dek_ttl = config.dek_ttl().map_err(bad_config)?;
         let mut vault = Self::with_parts(
             store,
             keystore,
@@ -116,14 +143,12 @@ impl Vault {
             config.backup_dir(),
             config.instance.clone(),
             limits,
-            config.soft_delete_period().map_err(bad_config)?,
+            config.lifecycle.soft_delete_period,
         )?
-        .with_dek_cache(config.cache.max_deks, dek_ttl);
-        vault.disk_space = DiskSpace::new(
-            data_dir.clone(),
-            config.min_free_space().map_err(bad_config)?,
-        );
+        .with_dek_cache(config.cache.max_deks, config.cache.dek_ttl);
+        vault.disk_space = DiskSpace::new(data_dir.clone(), config.limits.min_free_space);
         vault.backup_target = crate::backup::target::from_config(config)?;
+        vault.keep_after_purge = config.backup.keep_after_purge;
         Ok(vault)
     }
 
@@ -138,7 +163,8 @@ impl Vault {
         soft_delete_period: Duration,
     ) -> Result<Self, ServiceError> {
         let (catalog, version) = Catalog::load_versioned(store.as_ref())?;
-        let (catalog, instance) = Self::ensure_instance(store.as_ref(), catalog)?;
+        let (mut catalog, instance) = Self::ensure_instance(store.as_ref(), catalog)?;
+        catalog.instance_name = instance_name.clone();
         let flusher = GroupFlusher::start(Arc::clone(&store));
         Ok(Self {
             store,
@@ -146,7 +172,7 @@ impl Vault {
             keystore,
             catalog: RwLock::new(catalog),
             deks: DekCache::default(),
-            seal_budgets: records::SealBudgets::default(),
+            seal_budgets: seal_budget::SealBudgets::default(),
             database_locks: records::DatabaseLocks::default(),
             backup_target: Arc::new(crate::backup::target::local::LocalDirTarget::new(
                 backup_dir,
@@ -162,6 +188,7 @@ impl Vault {
             instance_id: instance.id,
             limits,
             soft_delete_period,
+            keep_after_purge: Duration::ZERO,
             disk_space: DiskSpace::unchecked(),
         })
     }
@@ -184,12 +211,10 @@ impl Vault {
             id: Uuid::new_v4(),
             created_at: now_rfc3339(),
         };
-        store.catalog_apply(vec![CatalogOp::Put(
-            codec::key(catalog::INSTANCE, &[]),
-            codec::encode(&instance),
-        )])?;
+        let change = CatalogChange::PutInstance(instance.clone());
+        store.catalog_apply(vec![change.to_op()])?;
         store.flush()?;
-        catalog.instance = Some(instance.clone());
+        catalog::apply(&mut catalog, &change);
         Ok((catalog, instance))
     }
 
@@ -222,13 +247,49 @@ impl Vault {
         self.catalog.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies catalog changes atomically and waits until they are durable.
-    async fn commit(&self, ops: Vec<CatalogOp>) -> Result<(), ServiceError> {
+    /// Writes catalog changes atomically, waits until they are durable, then applies the same
+    /// changes to the in-memory catalog (and its caches). A failed write changes nothing in
+    /// memory; callers hold the admin lock, so no other change interleaves.
+    async fn commit(&self, changes: Vec<CatalogChange>) -> Result<(), ServiceError> {
+        let ops: Vec<CatalogOp> = changes.iter().map(CatalogChange::to_op).collect();
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || store.catalog_apply(ops))
             .await
-            .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
-        self.flusher.durable().await
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
+        self.flusher.durable().await?;
+        self.apply_changes(&changes);
+        Ok(())
+    }
+
+    /// Applies changes already in the store (committed here or by another node) to the
+    /// in-memory catalog, then drops what they made stale in the caches.
+    fn apply_changes(&self, changes: &[CatalogChange]) {
+        let effects: Vec<catalog::Effect> = {
+            let mut catalog = self.write_catalog();
+            changes
+                .iter()
+                .filter_map(|change| catalog::apply(&mut catalog, change))
+                .collect()
+        };
+        for effect in effects {
+            match effect {
+                catalog::Effect::KeyUnusable(key) => {
+                    self.deks.purge_root_key(key);
+                }
+                catalog::Effect::Database { id, unusable } => {
+                    self.seal_budgets.remove(id);
+                    if unusable {
+                        self.deks.purge_database(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The CRN to log for `reference` when a request failed before resolving it: the key or
+    /// database it names, else the reference itself.
+    fn reference_crn(&self, reference: &str) -> String {
+        self.target_crn(reference, &Err(&ServiceError::NotFound(String::new())))
     }
 
     /// `crn:v1:envault:local:a/<instance>:<instance-id>:<kind>:<id>`.
@@ -237,6 +298,77 @@ impl Vault {
             "crn:v1:envault:local:a/{}:{}:{kind}:{id}",
             self.instance_name, self.instance_id
         )
+    }
+
+    /// [`Vault::crn`] for resources whose ids are not UUIDs (tokens, authorizations).
+    pub fn crn_named(&self, kind: &str, id: &str) -> String {
+        format!(
+            "crn:v1:envault:local:a/{}:{}:{kind}:{id}",
+            self.instance_name, self.instance_id
+        )
+    }
+
+    /// Every activity-log target is a CRN: a reference (name, id) that names a resource becomes
+    /// its CRN; one that names nothing (a failed creation, a foreign CRN, a denied route) is
+    /// logged against this instance's CRN (`…:<instance-id>::`), the reference kept in the
+    /// details as `reference`.
+    fn audit_target(&self, target: &str) -> (String, Option<String>) {
+        let own = format!(
+            "crn:v1:envault:local:a/{}:{}:",
+            self.instance_name, self.instance_id
+        );
+        if target.starts_with(&own) {
+            return (target.to_string(), None);
+        }
+        let resolved = {
+            let catalog = self.read_catalog();
+            if let Some(key) = catalog.find_key(target) {
+                Some(self.crn("key", &key.id))
+            } else if let Some(db) = catalog.find_database(target) {
+                Some(self.crn("database", &db.id))
+            } else if let Some(id) = Uuid::parse_str(target)
+                .ok()
+                .filter(|id| catalog.backups.contains_key(id))
+            {
+                Some(self.crn("backup", &id))
+            } else if catalog.authorizations.contains_key(target) {
+                Some(self.crn_named("authorization", target))
+            } else if catalog.tokens_by_hash.values().any(|t| t.id == target) {
+                Some(self.crn_named("token", target))
+            } else {
+                None
+            }
+        };
+        match resolved {
+            Some(crn) => (crn, None),
+            None => (format!("{own}:"), Some(target.to_string())),
+        }
+    }
+
+    /// Appends an event, its target made a CRN first ([`Vault::audit_target`]).
+    pub(crate) fn audit_append(
+        &self,
+        who: &Principal,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        reason: Option<String>,
+        details: Option<serde_json::Value>,
+    ) -> std::io::Result<String> {
+        let (target, reference) = self.audit_target(target);
+        let details = match reference {
+            None => details,
+            Some(reference) => Some(match details {
+                Some(serde_json::Value::Object(mut map)) => {
+                    map.insert("reference".into(), reference.into());
+                    serde_json::Value::Object(map)
+                }
+                None => serde_json::json!({ "reference": reference }),
+                Some(other) => serde_json::json!({ "reference": reference, "details": other }),
+            }),
+        };
+        self.audit
+            .append(who, action, &target, outcome, reason, details)
     }
 
     /// Appends the outcome of `action` on `target` to the activity log and passes `result`
@@ -255,14 +387,9 @@ impl Vault {
             Err(err) if err.is_denial() => ("denied", Some(err.code().to_string())),
             Err(err) => ("failure", Some(err.code().to_string())),
         };
-        if let Err(err) = self
-            .audit
-            .append(who, action, target, outcome, reason, details)
-        {
+        if let Err(err) = self.audit_append(who, action, target, outcome, reason, details) {
             tracing::error!(error = %err, action, "cannot append to the activity log");
-            return Err(ServiceError::Store(crate::store::StoreError::Backend(
-                format!("activity log: {err}"),
-            )));
+            return Err(ServiceError::AuditLog(err.to_string()));
         }
         result
     }
@@ -323,21 +450,6 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
-}
-
-/// Creates `dir` (mode 0700) if missing.
-fn create_private_dir(dir: &Path) -> Result<(), ServiceError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| {
-            ServiceError::Store(crate::store::StoreError::Backend(format!(
-                "cannot create data dir {}: {e}",
-                dir.display()
-            )))
-        })
 }
 
 /// Names of keys and databases: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.

@@ -235,4 +235,8 @@ pub struct BackupRecord {
     pub created_at: String,
     /// `available` | `key_destroyed`.
     pub state: String,
+    /// For a backup kept after its database was purged: when it is destroyed (Unix seconds).
+    /// Absent in records written before backups could outlive their database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }

@@ -45,7 +45,7 @@ impl Settings {
                 max_args: MAX_ARGS,
                 max_command: limits.max_record_size.saturating_add(COMMAND_SLACK),
             },
-            command_timeout: config.request_timeout()?,
+            command_timeout: config.limits.request_timeout,
             max_record_key: limits.max_record_key,
             started: Instant::now(),
             socket: config.resp.socket.display().to_string(),

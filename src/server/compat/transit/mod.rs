@@ -90,7 +90,7 @@ pub async fn listen(config: &Config, state: Arc<AppState>) -> Result<(), ServerE
     tracing::info!(%addr, "transit API listening on TCP");
     let app = router().with_state(state);
     let permits = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
-    let header_timeout = config.request_timeout()?;
+    let header_timeout = config.limits.request_timeout;
     tokio::spawn(async move {
         loop {
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
@@ -113,7 +113,11 @@ pub async fn listen(config: &Config, state: Arc<AppState>) -> Result<(), ServerE
                     },
                 );
                 let mut builder = hyper::server::conn::http1::Builder::new();
+                // A client may send its request and then shut its write side (`nc -N`, Go's
+                // `CloseWrite`, some proxies): the EOF then only means no further request, so the
+                // answer must still be written.
                 builder
+                    .half_close(true)
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_timeout)
                     .max_buf_size(64 * 1024);

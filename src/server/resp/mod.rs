@@ -39,7 +39,7 @@ pub async fn start(
     if path.as_os_str().is_empty() {
         return Ok(None);
     }
-    let listener = crate::server::bind(&path, config.socket_mode()?).await?;
+    let listener = crate::server::bind(&path, config.socket_mode).await?;
     let settings = Arc::new(connection::Settings::new(config, &state)?);
     let max_connections = config.limits.max_connections;
     tracing::info!(socket = %path.display(), "Redis protocol listening");
