@@ -1,6 +1,9 @@
 //! Wire types of the socket API (`shared/API.md`), shared by the server and the [`crate::client`],
 //! so the two cannot drift apart. Binary values travel as standard base64 strings.
 
+mod kms;
+pub use kms::{KeyPolicyInfo, SetPolicyRequest};
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::store::ValueLogStats;
@@ -46,7 +49,7 @@ pub struct KeyInfo {
     pub name: String,
     /// `generated` | `imported` | `provider`.
     pub origin: String,
-    /// `active` | `suspended` | `destroyed`.
+    /// `active` | `suspended` | `pending_destruction` | `destroyed`.
     pub state: String,
     /// Newest version (the one that wraps).
     pub version: u32,
@@ -58,6 +61,12 @@ pub struct KeyInfo {
     /// Only on `GET /v1/keys/{key}`: what this key protects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registrations: Option<Vec<Registration>>,
+    /// Only on `GET /v1/keys/{key}`: rotation and deletion policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<KeyPolicyInfo>,
+    /// In state `pending_destruction`: RFC 3339 of the shred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destroy_at: Option<String>,
 }
 
 /// One resource a key protects.

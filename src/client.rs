@@ -15,6 +15,7 @@
 
 mod connection;
 mod error;
+mod kms;
 mod lifecycle;
 mod paths;
 

@@ -21,6 +21,7 @@ mod db;
 mod impact;
 mod key;
 pub mod output;
+mod policy;
 mod record;
 mod rotation;
 mod token;

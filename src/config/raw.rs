@@ -31,6 +31,15 @@ pub(super) struct RawConfig {
     resp: RespConfig,
     store: RawStore,
     audit: RawAudit,
+    #[serde(default)]
+    keys: RawKeys,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    #[serde(default)]
+    rotate_every: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +107,8 @@ struct RawTransit {
 #[serde(deny_unknown_fields)]
 struct RawLifecycle {
     soft_delete_period: String,
+    #[serde(default)]
+    dual_auth_delete: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,6 +164,7 @@ struct Overlay {
     resp: Option<toml::Table>,
     store: Option<toml::Table>,
     audit: Option<toml::Table>,
+    keys: Option<toml::Table>,
 }
 
 pub(super) fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
@@ -234,6 +246,18 @@ impl RawConfig {
                     )
                 },
             )?,
+            dual_auth_delete: self.lifecycle.dual_auth_delete,
+        };
+        let keys = super::KeysConfig {
+            rotate_every_days: super::units::parse_rotate_every(&self.keys.rotate_every).map_err(
+                |_| {
+                    value(
+                        "keys.rotate_every",
+                        &self.keys.rotate_every,
+                        "\"off\" or whole days from 1d to 2560d, such as \"90d\"",
+                    )
+                },
+            )?,
         };
         let limits = self.limits.check()?;
         let backup = self.backup.check()?;
@@ -257,6 +281,7 @@ impl RawConfig {
             resp: self.resp,
             store,
             audit,
+            keys,
         })
     }
 }

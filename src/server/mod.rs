@@ -11,6 +11,8 @@ pub mod compat;
 mod connection;
 mod error;
 mod extract;
+mod kms_routes;
+mod kms_tasks;
 mod lifecycle_routes;
 mod listener;
 pub mod resp;
@@ -168,6 +170,7 @@ fn spawn_background(state: Arc<AppState>) {
             }
         });
     }
+    crate::server::kms_tasks::spawn(Arc::clone(&state));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(state.vault.purge_interval());
         loop {

@@ -42,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             put(put_record).get(get_record).delete(delete_record),
         )
         .merge(super::lifecycle_routes::router())
+        .merge(super::kms_routes::router())
         .merge(super::backup_routes::router())
         .merge(super::batch_routes::router())
         .merge(super::compat::transit::router())

@@ -157,6 +157,8 @@ impl Vault {
                     version: 1,
                     created_at: now_rfc3339(),
                     owner_database: Some(database_id),
+                    last_rotated_at: None,
+                    destroy_at: None,
                 };
                 self.install_key(provider.clone(), NewKey::Generate).await?;
                 provider

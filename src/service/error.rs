@@ -15,6 +15,9 @@ pub enum ServiceError {
     /// No or unknown bearer token.
     #[error("missing or invalid bearer token")]
     Unauthenticated,
+    /// The bearer token is known but past its expiry.
+    #[error("the bearer token has expired")]
+    TokenExpired,
     /// The token may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -36,6 +39,9 @@ pub enum ServiceError {
     /// The key is suspended.
     #[error("{0}")]
     KeySuspended(String),
+    /// The key is scheduled for destruction (cancel the deletion to use it again).
+    #[error("{0}")]
+    KeyPendingDestruction(String),
     /// The key was shredded.
     #[error("{0}")]
     KeyDestroyed(String),
@@ -102,9 +108,11 @@ impl ServiceError {
         matches!(
             self,
             ServiceError::Unauthenticated
+                | ServiceError::TokenExpired
                 | ServiceError::Forbidden(_)
                 | ServiceError::NotAuthorizedForKey(_)
                 | ServiceError::KeySuspended(_)
+                | ServiceError::KeyPendingDestruction(_)
                 | ServiceError::KeyDestroyed(_)
                 | ServiceError::DatabaseDeleted(_)
         )
@@ -115,6 +123,7 @@ impl ServiceError {
         match self {
             ServiceError::BadRequest(_) => "bad_request",
             ServiceError::Unauthenticated => "unauthenticated",
+            ServiceError::TokenExpired => "token_expired",
             ServiceError::Forbidden(_) => "forbidden",
             ServiceError::NotFound(_) => "not_found",
             ServiceError::Conflict(_) => "conflict",
@@ -122,6 +131,7 @@ impl ServiceError {
             ServiceError::NotAuthorizedForKey(_) => "not_authorized_for_key",
             ServiceError::KeyInUse(_) => "key_in_use",
             ServiceError::KeySuspended(_) => "key_suspended",
+            ServiceError::KeyPendingDestruction(_) => "key_pending_destruction",
             ServiceError::KeyDestroyed(_) => "key_destroyed",
             ServiceError::DatabaseDeleted(_) => "database_deleted",
             ServiceError::TooLarge(_) => "too_large",

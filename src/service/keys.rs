@@ -97,6 +97,8 @@ impl Vault {
             version: 1,
             created_at: now_rfc3339(),
             owner_database: None,
+            last_rotated_at: None,
+            destroy_at: None,
         };
         self.install_key(record, material).await
     }
@@ -234,6 +236,8 @@ impl Vault {
             version: key.version,
             created_at: key.created_at.clone(),
             description: key.description.clone(),
+            policy: with_registrations.then(|| self.policy_info(catalog, key)),
+            destroy_at: key.destroy_at.map(super::token_lifecycle::rfc3339_of),
             registrations,
         }
     }
@@ -410,6 +414,10 @@ pub(super) fn require_usable(key: &KeyRecord) -> Result<(), ServiceError> {
         ))),
         KeyState::Destroyed => Err(ServiceError::KeyDestroyed(format!(
             "key {:?} was destroyed",
+            key.name
+        ))),
+        KeyState::PendingDestruction => Err(ServiceError::KeyPendingDestruction(format!(
+            "key {:?} is scheduled for destruction",
             key.name
         ))),
     }

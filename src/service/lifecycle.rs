@@ -147,6 +147,12 @@ impl Vault {
                 key.name
             )));
         }
+        if key.state == KeyState::PendingDestruction {
+            return Err(ServiceError::KeyPendingDestruction(format!(
+                "key {:?} is scheduled for destruction; `key cancel-deletion` restores it",
+                key.name
+            )));
+        }
         let wanted = if enable {
             KeyState::Active
         } else {
@@ -228,7 +234,10 @@ impl Vault {
     /// disabled), then the material, then the cached DEKs. A crash after the catalog commit
     /// leaves material that the next start destroys (`reconcile_keystore`), so a shred is
     /// never undone. Caller holds the gate and the admin lock.
-    async fn shred(&self, key: &mut crate::store::KeyRecord) -> Result<Vec<Uuid>, ServiceError> {
+    pub(super) async fn shred(
+        &self,
+        key: &mut crate::store::KeyRecord,
+    ) -> Result<Vec<Uuid>, ServiceError> {
         key.state = KeyState::Destroyed;
         let disabled: Vec<DatabaseRecord> = self
             .read_catalog()

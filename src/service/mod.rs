@@ -14,17 +14,21 @@ mod data_dir;
 mod databases;
 mod dek_cache;
 mod disk_space;
+mod dual_auth;
 mod durability;
 mod error;
 mod keys;
 mod kms_v2;
 mod lifecycle;
+mod policies;
 mod purge_backups;
 mod record_batch;
 mod records;
 mod rotation;
+mod scheduled_deletion;
 mod seal_budget;
 mod shred_receipt;
+mod token_lifecycle;
 mod tokens;
 mod transit;
 
@@ -39,10 +43,15 @@ pub use authz::{AuthorizationInfo, GrantRequest};
 pub use backups::BackupInfo;
 pub use catalog::Catalog;
 pub use data_dir::DataDirError;
+pub use dual_auth::DeletionApproval;
 pub use error::ServiceError;
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
+pub use policies::{
+    parse_rotate_every, KeyPolicyInfo, SetPolicyRequest, MAX_ROTATE_DAYS, MIN_ROTATE_DAYS,
+};
 pub use record_batch::{BatchOp, BatchOutcome, MAX_BATCH_OPS};
 pub use rotation::RotationStatus;
+pub use token_lifecycle::unix_now;
 pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenInfo};
 pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
 
@@ -98,6 +107,10 @@ pub struct Vault {
     keep_after_purge: Duration,
     /// The data dir's free-space floor, checked before record writes.
     disk_space: DiskSpace,
+    /// Token last uses not yet persisted.
+    token_use: token_lifecycle::TokenUse,
+    /// Instance-wide key policies (`[keys] rotate_every`, `[lifecycle] dual_auth_delete`).
+    policy_defaults: policies::PolicyDefaults,
 }
 
 impl Vault {
@@ -149,6 +162,10 @@ impl Vault {
         vault.disk_space = DiskSpace::new(data_dir.clone(), config.limits.min_free_space);
         vault.backup_target = crate::backup::target::from_config(config)?;
         vault.keep_after_purge = config.backup.keep_after_purge;
+        vault.policy_defaults = policies::PolicyDefaults {
+            provider_rotate_every_days: config.keys.rotate_every_days,
+            dual_auth_delete: config.lifecycle.dual_auth_delete,
+        };
         Ok(vault)
     }
 
@@ -190,6 +207,8 @@ impl Vault {
             soft_delete_period,
             keep_after_purge: Duration::ZERO,
             disk_space: DiskSpace::unchecked(),
+            token_use: Default::default(),
+            policy_defaults: Default::default(),
         })
     }
 

@@ -41,9 +41,11 @@ pub const JOB: &str = "job";
 pub const BACKUP: &str = "backup";
 /// Transit settings, by root key id.
 pub const TRANSIT: &str = "transit";
+/// Key policies (rotation, dual authorization of deletion), by root key id.
+pub const POLICY: &str = "policy";
 
 /// Every entry kind this version of envault reads, in load order.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     KEY,
     DATABASE,
     DEK,
@@ -53,7 +55,13 @@ const KINDS: [&str; 9] = [
     JOB,
     BACKUP,
     TRANSIT,
+    POLICY,
 ];
+
+/// Catalog key of a root key's policies.
+pub fn policy_key(id: &Uuid) -> CatalogKey {
+    codec::key(POLICY, &[id.as_bytes()])
+}
 
 /// Catalog key of the instance identity.
 pub fn instance_key() -> CatalogKey {
@@ -142,6 +150,8 @@ pub struct Catalog {
     /// The instance name of this daemon's CRNs (`a/<name>`), from the configuration; the
     /// Vault sets it whenever it installs a catalog, so references can be checked in full.
     pub instance_name: String,
+    /// Key policies by key id.
+    pub policies: HashMap<Uuid, crate::store::KeyPolicyRecord>,
 }
 
 impl Catalog {
