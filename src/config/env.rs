@@ -61,6 +61,7 @@ pub const ENV_VARS: &[(&str, &str, bool)] = &[
     ("ENVAULT_TRANSIT_LISTEN", "compat.transit_listen", false),
     ("ENVAULT_KMS_V2_SOCKET", "kms_v2.socket", false),
     ("ENVAULT_KMS_V2_KEY", "kms_v2.key", false),
+    ("ENVAULT_RESP_SOCKET", "resp.socket", false),
     ("ENVAULT_STORE_BACKEND", "store.backend", false),
     ("ENVAULT_STORE_URL", "store.url", false),
     ("ENVAULT_STORE_POOL_SIZE", "store.pool_size", true),

@@ -86,6 +86,8 @@ pub struct Config {
     pub compat: CompatConfig,
     /// Kubernetes KMS v2 plugin.
     pub kms_v2: KmsV2Config,
+    /// The Redis-protocol front end.
+    pub resp: RespConfig,
     /// Where the catalog and records live.
     pub store: StoreConfig,
     /// When activity-log lines are fsynced.
@@ -187,6 +189,14 @@ pub struct KmsV2Config {
     pub socket: PathBuf,
     /// Name (or id, or CRN) of the root key it encrypts with.
     pub key: String,
+}
+
+/// `[resp]`: the Redis-protocol front end (`crate::server::resp`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespConfig {
+    /// Unix socket of the RESP listener; empty = off.
+    pub socket: PathBuf,
 }
 
 /// `[keystore]`.

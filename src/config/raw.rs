@@ -8,8 +8,8 @@ use serde::Deserialize;
 use super::units::{parse_duration, parse_mode, parse_s3_url, parse_size};
 use super::{
     AuditConfig, BackupConfig, CacheConfig, CompatConfig, Config, ConfigError, DataPlaneSync,
-    KeystoreConfig, KmsV2Config, LifecycleConfig, LimitsConfig, Pkcs11Config, StoreConfig,
-    TransitConfig, MAX_AUDIT_SYNC_INTERVAL, MIN_STORE_POOL,
+    KeystoreConfig, KmsV2Config, LifecycleConfig, LimitsConfig, Pkcs11Config, RespConfig,
+    StoreConfig, TransitConfig, MAX_AUDIT_SYNC_INTERVAL, MIN_STORE_POOL,
 };
 
 /// Every setting, as text where units apply.
@@ -28,6 +28,7 @@ pub(super) struct RawConfig {
     cache: RawCache,
     compat: CompatConfig,
     kms_v2: KmsV2Config,
+    resp: RespConfig,
     store: RawStore,
     audit: RawAudit,
     #[serde(default)]
@@ -161,6 +162,7 @@ struct Overlay {
     cache: Option<toml::Table>,
     compat: Option<toml::Table>,
     kms_v2: Option<toml::Table>,
+    resp: Option<toml::Table>,
     store: Option<toml::Table>,
     audit: Option<toml::Table>,
     keys: Option<toml::Table>,
@@ -277,6 +279,7 @@ impl RawConfig {
             cache,
             compat: self.compat,
             kms_v2: self.kms_v2,
+            resp: self.resp,
             store,
             audit,
             keys,

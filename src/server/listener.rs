@@ -92,12 +92,54 @@ pub async fn serve(
     state: Arc<AppState>,
 ) -> Result<(), ServerError> {
     let path = config.socket.clone();
-    let permits = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
     let header_timeout = config.limits.request_timeout;
+    tracing::info!(socket = %path.display(), "envault listening");
+    accept_until_signal(
+        listener,
+        &path,
+        config.limits.max_connections,
+        move |accepted| serve_http(accepted, app.clone(), header_timeout),
+    )
+    .await?;
+    if let Err(err) = state.vault.flush().await {
+        tracing::error!(error = %err, "final flush failed");
+    }
+    let _ = std::fs::remove_file(&path);
+    tracing::info!("envault stopped");
+    Ok(())
+}
+
+/// One accepted connection, handed by [`accept_until_signal`] to its protocol's task.
+pub struct Accepted {
+    /// The socket, noting reads in `activity` and lingering when dropped.
+    pub stream: TrackedStream,
+    /// Whether the connection is busy (idle connections give way under pressure).
+    pub activity: Arc<Activity>,
+    /// The peer's credentials (SO_PEERCRED).
+    pub peer: Option<PeerCred>,
+    /// Becomes true when the daemon shuts down: finish the request in flight, then close.
+    pub shutdown: watch::Receiver<bool>,
+    /// Changes when the connection limit is reached: close if idle.
+    pub pressure: watch::Receiver<u64>,
+}
+
+/// The accept loop shared by every Unix-socket front end: a connection permit (of
+/// `max_connections`) before `accept`, idle connections shed while none is free, one task per
+/// connection, and on SIGINT/SIGTERM: stop accepting, tell every connection, wait for all.
+pub async fn accept_until_signal<F, Fut>(
+    listener: UnixListener,
+    path: &Path,
+    max_connections: usize,
+    mut handle: F,
+) -> Result<(), ServerError>
+where
+    F: FnMut(Accepted) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
-    tracing::info!(socket = %path.display(), "envault listening");
-    let mut signals = Signals::new().map_err(socket_error(&path))?;
+    let mut signals = Signals::new().map_err(socket_error(path))?;
     let pressure = Pressure::new();
     loop {
         let permit = tokio::select! {
@@ -124,70 +166,78 @@ pub async fn serve(
             gid: c.gid(),
             pid: c.pid(),
         });
-        let app = app.clone();
-        let mut shutdown = shutdown_rx.clone();
-        let mut pressed = pressure.subscribe();
+        let activity = Activity::new();
+        let task = handle(Accepted {
+            stream: TrackedStream::new(stream, Arc::clone(&activity)),
+            activity,
+            peer,
+            shutdown: shutdown_rx.clone(),
+            pressure: pressure.subscribe(),
+        });
         connections.spawn(async move {
-            let activity = Activity::new();
-            let stream = TrackedStream::new(stream, Arc::clone(&activity));
-            let service_activity = Arc::clone(&activity);
-            let service =
-                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    if let Some(peer) = peer {
-                        request.extensions_mut().insert(peer);
-                    }
-                    let in_flight = service_activity.begin_request();
-                    let answer = app.clone().oneshot(request);
-                    async move {
-                        let response = answer.await?;
-                        Ok::<_, std::convert::Infallible>(
-                            response.map(|body| track_body(body, in_flight)),
-                        )
-                    }
-                });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            // A client may send its request and then shut its write side (`nc -N`, Go's
-            // `CloseWrite`, some proxies): the EOF then only means no further request, so the
-            // answer must still be written.
-            builder
-                .half_close(true)
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(64 * 1024);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            loop {
-                tokio::select! {
-                    _ = connection.as_mut() => break,
-                    _ = shutdown.changed() => {
-                        connection.as_mut().graceful_shutdown();
-                        let _ = connection.await;
-                        break;
-                    }
-                    changed = pressed.changed() => {
-                        if changed.is_err() || activity.is_idle() {
-                            connection.as_mut().graceful_shutdown();
-                            let _ = connection.await;
-                            break;
-                        }
-                    }
-                }
-            }
+            task.await;
             drop(permit);
         });
         // Reap finished connection tasks so the set does not grow without bound.
         while connections.try_join_next().is_some() {}
     }
-    tracing::info!("shutting down: finishing in-flight requests");
+    tracing::info!(socket = %path.display(), "shutting down: finishing in-flight requests");
     drop(listener);
     let _ = shutdown_tx.send(true);
     while connections.join_next().await.is_some() {}
-    if let Err(err) = state.vault.flush().await {
-        tracing::error!(error = %err, "final flush failed");
-    }
-    let _ = std::fs::remove_file(&path);
-    tracing::info!("envault stopped");
     Ok(())
+}
+
+/// Serves HTTP/1.1 on one connection until it closes, the daemon shuts down, or pressure
+/// finds it idle.
+async fn serve_http(accepted: Accepted, app: Router, header_timeout: std::time::Duration) {
+    let Accepted {
+        stream,
+        activity,
+        peer,
+        mut shutdown,
+        pressure: mut pressed,
+    } = accepted;
+    let service_activity = Arc::clone(&activity);
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
+        let in_flight = service_activity.begin_request();
+        let answer = app.clone().oneshot(request);
+        async move {
+            let response = answer.await?;
+            Ok::<_, std::convert::Infallible>(response.map(|body| track_body(body, in_flight)))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // A client may send its request and then shut its write side (`nc -N`, Go's
+    // `CloseWrite`, some proxies): the EOF then only means no further request, so the
+    // answer must still be written.
+    builder
+        .half_close(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 * 1024);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => break,
+            _ = shutdown.changed() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+                break;
+            }
+            changed = pressed.changed() => {
+                if changed.is_err() || activity.is_idle() {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// A connection permit; while none is free, asks idle connections to give theirs back

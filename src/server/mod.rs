@@ -15,12 +15,15 @@ mod kms_routes;
 mod kms_tasks;
 mod lifecycle_routes;
 mod listener;
+pub mod resp;
 mod routes;
 
 use std::sync::Arc;
 
 pub use error::ApiError; // the compat front ends map its errors
 pub use extract::PeerCred;
+// The Redis-protocol front end ([`resp`]) shares the accept loop and its safety.
+pub(crate) use listener::{accept_until_signal, bind, Accepted};
 
 use crate::config::{Config, ConfigError};
 use crate::service::{ServiceError, Vault};
@@ -31,6 +34,13 @@ pub struct AppState {
     pub vault: Vault,
     /// Peer uids allowed to talk to the socket; empty = any uid the socket mode lets in.
     pub allowed_uids: Vec<u32>,
+}
+
+impl AppState {
+    /// Whether a peer uid may use the daemon (`allowed_uids`; unknown peers only when empty).
+    pub fn peer_allowed(&self, uid: Option<u32>) -> bool {
+        self.allowed_uids.is_empty() || uid.is_some_and(|uid| self.allowed_uids.contains(&uid))
+    }
 }
 
 /// Errors that stop the daemon.
@@ -125,8 +135,20 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         let _ = std::fs::remove_file(&config.socket);
         return Err(err);
     }
+    let resp = match resp::start(&config, Arc::clone(&state)).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            let _ = std::fs::remove_file(&config.socket);
+            return Err(err);
+        }
+    };
     let app = routes::router(Arc::clone(&state));
-    listener::serve(&config, listener, app, state).await
+    let served = listener::serve(&config, listener, app, state).await;
+    // The Redis-protocol listener stops on the same signal; wait until its connections drain.
+    if let Some(resp) = resp {
+        let _ = resp.await;
+    }
+    served
 }
 
 /// Background work: resume unfinished rotations, and purge expired soft deletions. On a
