@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every side-by-side comparison of issue 7 in one run, peers and envault back to back:
+# Every side-by-side comparison in one run, peers and envault back to back:
 #
 #   scripts/bench-all.sh                   # everything (about 15 minutes with the defaults)
 #   BENCH_SECONDS=5 LIFECYCLE_SIZES=1000,100000 scripts/bench-all.sh   # shorter

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 10: record PUT/GET throughput and p99 on sled vs PostgreSQL (one node) vs two nodes
+# Record PUT/GET throughput and p99 on sled vs PostgreSQL (one node) vs two nodes
 # sharing PostgreSQL, and the cross-node time-to-effect of a shred.
 #
 #   scripts/bench-multi-node.sh [SECONDS [TRIALS]]     # defaults: 10 s per run, 100 trials
