@@ -73,6 +73,16 @@ pub struct Config {
     pub store: StoreConfig,
     /// When activity-log lines are fsynced.
     pub audit: AuditConfig,
+    /// The Prometheus metrics page.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: `GET /metrics` is always on the socket; `listen` adds a loopback TCP port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Loopback address serving `GET /metrics`, e.g. "127.0.0.1:9464"; empty = off.
+    pub listen: String,
 }
 
 /// `[audit]`: when the activity log's lines are fsynced (`service::audit_sync`).
@@ -278,6 +288,7 @@ struct Overlay {
     kms_v2: Option<toml::Table>,
     store: Option<toml::Table>,
     audit: Option<toml::Table>,
+    metrics: Option<toml::Table>,
 }
 
 impl Config {
@@ -489,6 +500,14 @@ impl Config {
     /// Master key file path.
     pub fn master_key_path(&self) -> PathBuf {
         if self.keystore.master_key_file.as_os_str().is_empty() {
+            // Under systemd, `LoadCredential=master.key:...` hands the key over outside the
+            // data dir; it wins over the default path when present.
+            if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+                let credential = PathBuf::from(dir).join("master.key");
+                if credential.is_file() {
+                    return credential;
+                }
+            }
             self.data_dir.join("master.key")
         } else {
             self.keystore.master_key_file.clone()
@@ -616,6 +635,7 @@ const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("ENVAULT_STORE_TIMEOUT", "store", "timeout"),
     ("ENVAULT_AUDIT_DATA_PLANE_SYNC", "audit", "data_plane_sync"),
     ("ENVAULT_AUDIT_SYNC_INTERVAL", "audit", "sync_interval"),
+    ("ENVAULT_METRICS_LISTEN", "metrics", "listen"),
 ];
 
 fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) {

@@ -36,7 +36,7 @@ pub struct AuditArgs {
 /// Audit subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the activity log's hash chain; exits 1 naming the first broken line if it fails.
+    /// Check the activity log's hash chain; exits 7 naming the first broken line if it fails.
     Verify,
 }
 
@@ -141,7 +141,7 @@ async fn verify(ctx: &Context) -> Result<(), CliError> {
     let line = report
         .first_broken_line
         .map_or_else(|| "an unknown line".into(), |l| format!("line {l}"));
-    Err(CliError::Failed(format!(
+    Err(CliError::Integrity(format!(
         "the activity log does not verify: {line} is broken ({})",
         report.problem.as_deref().unwrap_or("no detail")
     )))

@@ -71,6 +71,10 @@ pub async fn serve(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tracing::info!(socket = %path.display(), "envault listening");
+    // The socket is bound and every start-up step is done: tell systemd (Type=notify).
+    if let Err(err) = crate::telemetry::notify::Notifier::from_env().ready("serving") {
+        tracing::warn!(error = %err, "cannot notify the service manager");
+    }
     let mut signals = Signals::new().map_err(socket_error(&path))?;
     let pressure = Pressure::new();
     loop {
@@ -149,6 +153,9 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
     }
     tracing::info!("shutting down: finishing in-flight requests");
+    if let Err(err) = crate::telemetry::notify::Notifier::from_env().stopping() {
+        tracing::warn!(error = %err, "cannot notify the service manager");
+    }
     drop(listener);
     let _ = shutdown_tx.send(true);
     while connections.join_next().await.is_some() {}

@@ -5,17 +5,18 @@
 //! lets in-flight requests finish, flushes and removes the socket file.
 
 mod backup_routes;
-mod batch_routes; // issue 7
+mod batch_routes;
 mod connection;
 mod error;
 mod extract;
 mod lifecycle_routes;
 mod listener;
+mod ops_routes;
 mod routes;
 
 use std::sync::Arc;
 
-pub use error::ApiError; // issue 11: compat front ends map its errors
+pub use error::ApiError; // the compat front ends map its errors
 pub use extract::PeerCred;
 
 use crate::config::{Config, ConfigError};
@@ -104,7 +105,12 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     if let Some(every) = config.backup_schedule()? {
         spawn_backup_schedule(Arc::clone(&state), every, config.backup.retention);
     }
-    // Issue 11: the transit TCP listener and the KMS v2 socket, when configured.
+    crate::telemetry::metrics::install();
+    if let Err(err) = ops_routes::listen_metrics(&config, Arc::clone(&state)).await {
+        let _ = std::fs::remove_file(&config.socket);
+        return Err(err);
+    }
+    // The transit TCP listener and the KMS v2 socket, when configured.
     if let Err(err) = crate::compat::start(&config, Arc::clone(&state)).await {
         let _ = std::fs::remove_file(&config.socket);
         return Err(err);

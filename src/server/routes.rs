@@ -11,8 +11,8 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, RecordBody};
 use super::AppState;
 use crate::api::{
-    CreateDatabaseRequest, CreateKeyRequest, DatabaseList, Health, KeyList, RecordListQuery,
-    UnwrapRequest, WrapRequest,
+    CreateDatabaseRequest, CreateKeyRequest, DatabaseList, KeyList, RecordListQuery, UnwrapRequest,
+    WrapRequest,
 };
 use crate::service::{Principal, ServiceError};
 
@@ -22,7 +22,6 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The `/v1` router.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v1/health", get(health))
         .route("/v1/keys", post(create_key).get(list_keys))
         .route(
             "/v1/keys/{key}",
@@ -44,9 +43,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(super::lifecycle_routes::router())
         .merge(super::backup_routes::router())
         .merge(super::batch_routes::router())
-        .merge(crate::compat::transit::router()) // issue 11
+        .merge(super::ops_routes::router())
+        .merge(crate::compat::transit::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::telemetry::metrics::track))
         .with_state(state)
 }
 
@@ -62,19 +63,6 @@ async fn method_not_allowed() -> Response {
         },
     };
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
-}
-
-async fn health(s: State) -> Json<Health> {
-    let protection = crate::hardening::status();
-    Json(Health {
-        status: "ok".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        memory_locked: Some(protection.memory_locked),
-        dumpable: Some(protection.dumpable),
-        dek_cache: Some(s.vault.dek_cache_stats()),
-        audit: Some(s.vault.audit_log().sync_stats()),
-        value_log: s.vault.value_log_stats(),
-    })
 }
 
 async fn create_key(

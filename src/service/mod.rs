@@ -16,6 +16,7 @@ mod error;
 mod keys;
 mod kms_v2; // issue 11
 mod lifecycle;
+mod readiness;
 mod record_batch; // issue 7
 mod records;
 mod rotation;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+pub use crate::api::ComponentHealth;
 pub use audit::{AuditEvent, AuditLog, VerifyReport};
 pub use audit_sync::data_plane;
 pub use authz::{AuthorizationInfo, GrantRequest};

@@ -560,3 +560,17 @@ pub fn read_file(path: &Path) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     bytes
 }
+
+/// The CLI's exit status for an API error code (the table in docs/operations.md).
+pub fn cli_exit_status(code: &str) -> i32 {
+    match code {
+        "bad_request" | "too_large" => 2,
+        "not_found" => 3,
+        "unauthenticated" | "forbidden" | "not_authorized_for_key" => 4,
+        "conflict" | "duplicate_policy" | "key_in_use" | "database_deleted" | "key_suspended"
+        | "key_destroyed" => 5,
+        "store_unavailable" | "key_backend_unavailable" | "storage_full" => 6,
+        "integrity_error" => 7,
+        _ => 1,
+    }
+}
