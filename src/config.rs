@@ -135,7 +135,14 @@ impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
             .field("backend", &self.backend)
-            .field("url", &crate::store::postgres::redact(&self.url))
+            .field(
+                "url",
+                &if self.url.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
             .finish()
@@ -340,7 +347,7 @@ impl Config {
         }
         let target = self.backup.target.trim();
         if !target.is_empty() {
-            crate::backup::target::s3::parse_url(target).map_err(|_| ConfigError::Value {
+            parse_s3_url(target).map_err(|_| ConfigError::Value {
                 key: "backup.target",
                 value: self.backup.target.clone(),
                 expected: "\"s3://BUCKET/PREFIX\", or empty for the directory backup.dir",
@@ -685,6 +692,32 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_secs(secs))
+}
+
+/// Splits an `s3://BUCKET/PREFIX` backup target into bucket and prefix (without slashes at
+/// either end), or says what is wrong with it.
+pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("{url:?} is not an s3://BUCKET/PREFIX URL"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid_bucket {
+        return Err(format!(
+            "{url:?}: bucket names are 3-63 lowercase letters, digits, '-' or '.'"
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|p| p == "." || p == "..")
+        || prefix.contains("//")
+        || prefix.chars().any(|c| c.is_control())
+    {
+        return Err(format!("{url:?}: invalid prefix"));
+    }
+    Ok((bucket.to_string(), prefix.to_string()))
 }
 
 /// Parses "16MiB", "512KiB", "1GiB" or a bare byte count.

@@ -21,7 +21,6 @@ pub mod api;
 pub mod backup;
 pub mod cli;
 pub mod client;
-pub mod compat; // issue 11
 pub mod config;
 pub mod crypto;
 pub mod hardening;

@@ -40,7 +40,7 @@ pub enum EnvelopeKind {
     BackupDek,
     /// Plaintext encrypted through the Vault-transit-compatible API; label = root key version.
     /// The header is not sent on the wire (`vault:v<label>:` stands for it, see
-    /// `compat::transit`), so it is rebuilt from the version before opening.
+    /// `server::compat::transit`), so it is rebuilt from the version before opening.
     Transit,
 }
 

@@ -19,7 +19,7 @@
 //! good `keystore.bin` is an unacknowledged change and is zeroed and removed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::master::sync_dir;
 use super::{master, BackendInfo, KeystoreError, NewKey, RootKeyBackend, RootKeyRef};
 use crate::crypto::{Cipher, Envelope, EnvelopeKind, SecretKey};
 
@@ -322,11 +323,6 @@ fn overwrite_with_zeros(path: &Path) -> Result<(), KeystoreError> {
 fn wipe_and_remove(path: &Path) -> Result<(), KeystoreError> {
     overwrite_with_zeros(path)?;
     std::fs::remove_file(path).map_err(io(path))
-}
-
-/// fsyncs a directory so that a rename or create inside it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), KeystoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 #[cfg(test)]

@@ -38,10 +38,17 @@ pub fn load_or_create(path: &Path) -> Result<SecretKey, KeystoreError> {
             file.write_all(key.expose_secret()).map_err(io(path))?;
             file.sync_all().map_err(io(path))?;
             if let Some(dir) = path.parent() {
-                super::file::sync_dir(dir)?;
+                sync_dir(dir)?;
             }
             Ok(key)
         }
         Err(err) => Err(io(path)(err)),
     }
+}
+
+/// fsyncs a directory so that a rename or create inside it is durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<(), KeystoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
 }

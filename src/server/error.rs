@@ -31,6 +31,8 @@ pub fn status_of(err: &ServiceError) -> StatusCode {
         KeySuspended(_) | KeyDestroyed(_) => StatusCode::LOCKED,
         Store(crate::store::StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
         Store(_) | Keystore(_) | Integrity | BackupTarget(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Random | TaskFailed(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        AuditLog(_) | DataDir(_) | TokenFile(_) => StatusCode::INTERNAL_SERVER_ERROR,
         KeyBackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

@@ -1,4 +1,5 @@
-//! The daemon: a Unix-socket listener serving HTTP/1.1 (hyper) with the axum router.
+//! The front ends: the Unix-socket API (HTTP/1.1 with hyper and axum) and the drop-in
+//! protocols of [`compat`] (Vault transit, Kubernetes KMS v2), all over the one `service::Vault`.
 //!
 //! Shaped like mini-redis's server: a listener that takes a connection permit from a
 //! semaphore before `accept`, one task per connection, and a shutdown that stops accepting,
@@ -6,6 +7,7 @@
 
 mod backup_routes;
 mod batch_routes;
+pub mod compat;
 mod connection;
 mod error;
 mod extract;
@@ -111,7 +113,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         return Err(err);
     }
     // The transit TCP listener and the KMS v2 socket, when configured.
-    if let Err(err) = crate::compat::start(&config, Arc::clone(&state)).await {
+    if let Err(err) = compat::start(&config, Arc::clone(&state)).await {
         let _ = std::fs::remove_file(&config.socket);
         return Err(err);
     }

@@ -44,7 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(super::backup_routes::router())
         .merge(super::batch_routes::router())
         .merge(super::ops_routes::router())
-        .merge(crate::compat::transit::router())
+        .merge(super::compat::transit::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(crate::telemetry::metrics::track))

@@ -3,14 +3,14 @@
 //! `AuthorizationDelegator`, and envault then keeps a delegated `backups` → key `Reader`
 //! authorization in place for as long as the database names that backup key.
 
+use super::catalog::CatalogChange;
 use uuid::Uuid;
 
 pub use crate::api::{AuthorizationInfo, GrantRequest};
 
-use super::catalog::authorization_key;
 use super::keys::find_key;
 use super::{now_rfc3339, Principal, ServiceError, Vault};
-use crate::store::{codec, AuthorizationRecord, CatalogOp, DatabaseState, KeyOrigin};
+use crate::store::{AuthorizationRecord, DatabaseState, KeyOrigin};
 
 /// The role every use of a key needs.
 pub const READER: &str = "Reader";
@@ -23,7 +23,7 @@ pub const BACKUPS: &str = "backups";
 
 fn new_id() -> Result<String, ServiceError> {
     let mut bytes = [0u8; 8];
-    crate::crypto::os_random(&mut bytes).map_err(|_| ServiceError::Integrity)?;
+    crate::crypto::os_random(&mut bytes).map_err(|_| ServiceError::Random)?;
     Ok(format!(
         "authz_{}",
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
@@ -110,15 +110,9 @@ impl Vault {
             created_by,
             created_at: now_rfc3339(),
         };
-        self.commit(vec![CatalogOp::Put(
-            authorization_key(&record.id),
-            codec::encode(&record),
-        )])
-        .await?;
         let info = self.authorization_info(&record);
-        self.write_catalog()
-            .authorizations
-            .insert(record.id.clone(), record);
+        self.commit(vec![CatalogChange::PutAuthorization(record)])
+            .await?;
         Ok(info)
     }
 
@@ -156,9 +150,8 @@ impl Vault {
             .get(id)
             .cloned()
             .ok_or_else(|| ServiceError::NotFound(format!("no authorization {id:?}")))?;
-        self.commit(vec![CatalogOp::Delete(authorization_key(id))])
+        self.commit(vec![CatalogChange::DeleteAuthorization(id.to_string())])
             .await?;
-        self.write_catalog().authorizations.remove(id);
         // Drop cached DEKs of every key that lost its authorization: the next use must pass
         // the check again, and fails until a new grant.
         let lost: Vec<Uuid> = {

@@ -10,13 +10,13 @@
 //! verify are never listed, and remembered (by name and size) so that they are not fetched
 //! again on every listing.
 
-use super::catalog::backup_key;
+use super::catalog::CatalogChange;
 use super::{ServiceError, Vault};
 use crate::backup::format;
 use crate::backup::target::{backup_id_of, ObjectEntry, OpenedObject, TargetError};
 use crate::crypto::bindings::backup_dek_context;
 use crate::crypto::EnvelopeKind;
-use crate::store::{codec, BackupRecord, CatalogOp};
+use crate::store::BackupRecord;
 
 impl Vault {
     /// Registers the shared target's verified, unregistered objects. No-op for a local dir.
@@ -45,13 +45,9 @@ impl Vault {
             match tokio::task::block_in_place(|| self.verify_backup_object(&object))? {
                 Verdict::Gone => {}
                 Verdict::Adopt(record) => {
-                    self.commit(vec![CatalogOp::Put(
-                        backup_key(&record.id),
-                        codec::encode(&record),
-                    )])
-                    .await?;
-                    tracing::info!(backup = %record.id, object = %self.backup_target.location(&object.name), "registered a backup found in the backup target");
-                    self.write_catalog().backups.insert(record.id, record);
+                    let id = record.id;
+                    self.commit(vec![CatalogChange::PutBackup(record)]).await?;
+                    tracing::info!(backup = %id, object = %self.backup_target.location(&object.name), "registered a backup found in the backup target");
                 }
                 Verdict::Reject(reason) => {
                     tracing::warn!(object = %self.backup_target.location(&object.name), reason = %reason, "not listing an object of the backup target that does not verify");

@@ -3,13 +3,13 @@
 //! backup target (`backup::target`: a directory or an S3 bucket) that becomes visible only
 //! once complete. Restore verifies the whole object before creating anything.
 
+use super::catalog::CatalogChange;
 use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::authz::{BACKUPS, DATABASES, DELEGATOR, READER};
-use super::catalog::backup_key;
 use super::keys::require_usable;
 use super::{now_rfc3339, Principal, ServiceError, Vault};
 use crate::api::{CreateDatabaseRequest, DatabaseInfo};
@@ -20,7 +20,7 @@ use crate::crypto::bindings::{backup_dek_context, record_context};
 use crate::crypto::stream::{random_prefix, CHUNK_SIZE};
 use crate::crypto::{Cipher, Envelope, EnvelopeKind, SecretKey};
 use crate::keystore::RootKeyRef;
-use crate::store::{codec, BackupRecord, CatalogOp, KeyOrigin, KeyRecord};
+use crate::store::{BackupRecord, KeyOrigin, KeyRecord};
 
 /// Records read from the store per page while writing a backup, and the sealed bytes a page
 /// stops at: the page is what a backup holds in memory besides one STREAM chunk.
@@ -159,19 +159,21 @@ impl Vault {
                 .databases
                 .get(&db_id)
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal(
+                    "a backed-up database is not in the catalog",
+                ))?;
             let key_id = db.backup_key_id.unwrap_or(db.key_id);
             let key = catalog
                 .keys
                 .get(&key_id)
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal("a backup key is not in the catalog"))?;
             (db, key)
         };
         let db_crn = self.crn("database", &db.id);
         self.check_backup_key(&key, db.key_id, &db_crn).await?;
         let backup_id = Uuid::new_v4();
-        let dek = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
+        let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
         let wrapped = self.keystore_call(|ks| {
             ks.seal(
                 RootKeyRef {
@@ -205,7 +207,7 @@ impl Vault {
                 chunk_size: CHUNK_SIZE as u32,
                 record_count,
                 nonce_prefix: random_prefix()
-                    .map_err(|_| ServiceError::Integrity)?
+                    .map_err(|_| ServiceError::Random)?
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect(),
@@ -242,18 +244,11 @@ impl Vault {
             created_at: header.created_at.clone(),
             state: "available".into(),
         };
-        if let Err(err) = self
-            .commit(vec![CatalogOp::Put(
-                backup_key(&backup_id),
-                codec::encode(&record),
-            )])
-            .await
-        {
+        let info = self.backup_info(&record);
+        if let Err(err) = self.commit(vec![CatalogChange::PutBackup(record)]).await {
             let _ = tokio::task::block_in_place(|| self.backup_target.delete(&file_name));
             return Err(err);
         }
-        let info = self.backup_info(&record);
-        self.write_catalog().backups.insert(backup_id, record);
         Ok(info)
     }
 
@@ -291,7 +286,9 @@ impl Vault {
         }
         let (_, written) = payload.finish()?;
         if written != header.record_count {
-            return Err(ServiceError::Integrity);
+            return Err(ServiceError::Internal(
+                "the backup holds another number of records than its header",
+            ));
         }
         Ok(())
     }
@@ -381,9 +378,8 @@ impl Vault {
         let _admin = self.admin().await?;
         // The object first: if the target refuses, the backup stays registered and listed.
         tokio::task::block_in_place(|| self.backup_target.delete(&record.file))?;
-        self.commit(vec![CatalogOp::Delete(backup_key(&record.id))])
+        self.commit(vec![CatalogChange::DeleteBackup(record.id)])
             .await?;
-        self.write_catalog().backups.remove(&record.id);
         Ok(())
     }
 
@@ -472,7 +468,8 @@ impl Vault {
                 },
             )
             .await?;
-        let db_id = Uuid::parse_str(&created.id).map_err(|_| ServiceError::Integrity)?;
+        let db_id = Uuid::parse_str(&created.id)
+            .map_err(|_| ServiceError::Internal("a created database id is not a UUID"))?;
         let generation = self
             .reserve_bulk_seals(db_id, front.header.record_count)
             .await?;

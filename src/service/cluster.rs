@@ -1,4 +1,4 @@
-//! Several envault nodes over one shared store (issue 10).
+//! Several envault nodes over one shared store.
 //!
 //! Each node keeps the whole catalog in memory (request checks never wait on the database),
 //! so what a node changes must reach the others before it matters. Two rules give the
@@ -20,7 +20,8 @@
 //! all of this.
 //!
 //! While this node holds the admin lock, no other node can change the catalog, and this node's
-//! own changes are applied to memory by the code making them; request refreshes are skipped
+//! own changes are applied to memory by its commits (`Vault::commit`, with the same
+//! [`catalog::apply`] that applies other nodes' changes); request refreshes are skipped
 //! then, which also keeps a slow refresh from overwriting a newer local change with an older
 //! fetched one (refreshes and the admin lock's own refresh are serialized by `refresh`).
 
@@ -29,13 +30,9 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::catalog::{self, Catalog};
+use super::catalog::{self, Catalog, CatalogChange};
 use super::{ServiceError, Vault};
-use crate::store::{
-    codec, AuthorizationRecord, BackupRecord, ClusterLockGuard, ClusterLockName, DatabaseRecord,
-    DatabaseState, DekRecord, InstanceRecord, KeyRecord, KeyState, RotationJob, Store, StoreError,
-    TokenRecord,
-};
+use crate::store::{ClusterLockGuard, ClusterLockName, RotationJob, Store};
 
 /// Per-node state of the shared catalog.
 #[derive(Default)]
@@ -74,14 +71,6 @@ impl Drop for AdminGuard<'_> {
     }
 }
 
-/// What a change made elsewhere means for this node's caches.
-enum Effect {
-    /// The key is no longer usable (or gone): drop DEKs it wraps.
-    KeyUnusable(Uuid),
-    /// The database changed state or generation (or is gone): drop its DEKs and seal budget.
-    Database { id: Uuid, unusable: bool },
-}
-
 impl Vault {
     /// Takes the admin lock (see the module doc); on a shared store, also the cluster lock,
     /// then brings the catalog up to date.
@@ -91,7 +80,7 @@ impl Vault {
             let store = Arc::clone(&self.store);
             tokio::task::spawn_blocking(move || store.lock(ClusterLockName::Admin))
                 .await
-                .map_err(|e| StoreError::Backend(e.to_string()))??
+                .map_err(|e| ServiceError::TaskFailed(e.to_string()))??
         } else {
             Box::new(crate::store::LocalLock)
         };
@@ -138,28 +127,11 @@ impl Vault {
         if changes.version < since {
             return self.reload_catalog();
         }
-        let mut effects = Vec::new();
-        {
-            let mut catalog = self.write_catalog();
-            for (key, value) in &changes.entries {
-                if let Some(effect) = catalog.apply_change(key, value.as_deref())? {
-                    effects.push(effect);
-                }
-            }
+        let mut decoded = Vec::with_capacity(changes.entries.len());
+        for (key, value) in &changes.entries {
+            decoded.extend(CatalogChange::decode(key, value.as_deref())?);
         }
-        for effect in effects {
-            match effect {
-                Effect::KeyUnusable(key) => {
-                    self.deks.purge_root_key(key);
-                }
-                Effect::Database { id, unusable } => {
-                    self.seal_budgets.remove(id);
-                    if unusable {
-                        self.deks.purge_database(id);
-                    }
-                }
-            }
-        }
+        self.apply_changes(&decoded);
         tracing::debug!(
             from = since,
             to = changes.version,
@@ -255,19 +227,6 @@ impl Vault {
     }
 }
 
-fn id_of(key: &[u8], rest: &[u8]) -> Result<Uuid, ServiceError> {
-    rest.get(..16)
-        .and_then(|raw| Uuid::from_slice(raw).ok())
-        .ok_or_else(|| corrupt(key, "no id"))
-}
-
-fn corrupt(key: &[u8], reason: &str) -> ServiceError {
-    ServiceError::Store(StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.into(),
-    })
-}
-
 impl Catalog {
     /// Loads the catalog and the version it reflects. A shared store is read through its change
     /// feed from version 0, so the entries and the version come from one snapshot.
@@ -278,124 +237,10 @@ impl Catalog {
         let changes = store.catalog_changes(0)?;
         let mut catalog = Catalog::default();
         for (key, value) in &changes.entries {
-            catalog.apply_change(key, value.as_deref())?;
+            if let Some(change) = CatalogChange::decode(key, value.as_deref())? {
+                catalog::apply(&mut catalog, &change);
+            }
         }
         Ok((catalog, changes.version))
-    }
-
-    /// Applies one entry changed by another node (`None`: removed) to the in-memory view.
-    fn apply_change(
-        &mut self,
-        key: &[u8],
-        value: Option<&[u8]>,
-    ) -> Result<Option<Effect>, ServiceError> {
-        let Some(slash) = key.iter().position(|b| *b == b'/') else {
-            return Err(corrupt(key, "no kind"));
-        };
-        let (kind, rest) = (&key[..slash], &key[slash + 1..]);
-        let kind = std::str::from_utf8(kind).map_err(|_| corrupt(key, "kind not UTF-8"))?;
-        let text = || String::from_utf8_lossy(rest).into_owned();
-        Ok(match (kind, value) {
-            (catalog::KEY, Some(v)) => {
-                let record: KeyRecord = codec::decode(key, v)?;
-                let id = record.id;
-                let usable = record.state == KeyState::Active;
-                self.put_key(record);
-                (!usable).then_some(Effect::KeyUnusable(id))
-            }
-            (catalog::KEY, None) => {
-                let id = id_of(key, rest)?;
-                self.remove_key(&id);
-                Some(Effect::KeyUnusable(id))
-            }
-            (catalog::DATABASE, Some(v)) => {
-                let record: DatabaseRecord = codec::decode(key, v)?;
-                let id = record.id;
-                let unusable = record.state != DatabaseState::Active;
-                let moved = self.databases.get(&id).is_none_or(|old| {
-                    old.generation != record.generation || old.state != record.state
-                });
-                self.put_database(record);
-                moved.then_some(Effect::Database { id, unusable })
-            }
-            (catalog::DATABASE, None) => {
-                let id = id_of(key, rest)?;
-                self.remove_database(&id);
-                Some(Effect::Database { id, unusable: true })
-            }
-            (catalog::DEK, Some(v)) => {
-                let record: DekRecord = codec::decode(key, v)?;
-                self.put_dek(record);
-                None
-            }
-            (catalog::DEK, None) => {
-                let id = id_of(key, rest)?;
-                let generation = rest
-                    .get(16..20)
-                    .and_then(|g| <[u8; 4]>::try_from(g).ok())
-                    .map(u32::from_be_bytes)
-                    .ok_or_else(|| corrupt(key, "no generation"))?;
-                if let Some(generations) = self.deks.get_mut(&id) {
-                    generations.remove(&generation);
-                }
-                None
-            }
-            (catalog::TOKEN, Some(v)) => {
-                let record: TokenRecord = codec::decode(key, v)?;
-                self.tokens_by_hash.retain(|_, t| t.id != record.id);
-                self.tokens_by_hash.insert(record.hash.clone(), record);
-                None
-            }
-            (catalog::TOKEN, None) => {
-                let id = text();
-                self.tokens_by_hash.retain(|_, t| t.id != id);
-                None
-            }
-            (catalog::INSTANCE, Some(v)) => {
-                self.instance = Some(codec::decode::<InstanceRecord>(key, v)?);
-                None
-            }
-            (catalog::AUTHORIZATION, Some(v)) => {
-                let record: AuthorizationRecord = codec::decode(key, v)?;
-                self.authorizations.insert(record.id.clone(), record);
-                None
-            }
-            (catalog::AUTHORIZATION, None) => {
-                self.authorizations.remove(&text());
-                None
-            }
-            (catalog::JOB, Some(v)) => {
-                let job: RotationJob = codec::decode(key, v)?;
-                self.jobs.insert(job.key_id, job);
-                None
-            }
-            (catalog::JOB, None) => {
-                self.jobs.remove(&id_of(key, rest)?);
-                None
-            }
-            (catalog::BACKUP, Some(v)) => {
-                let backup: BackupRecord = codec::decode(key, v)?;
-                self.backups.insert(backup.id, backup);
-                None
-            }
-            (catalog::BACKUP, None) => {
-                self.backups.remove(&id_of(key, rest)?);
-                None
-            }
-            (super::transit::TRANSIT, Some(v)) => {
-                self.transit
-                    .insert(id_of(key, rest)?, codec::decode(key, v)?);
-                None
-            }
-            (super::transit::TRANSIT, None) => {
-                self.transit.remove(&id_of(key, rest)?);
-                None
-            }
-            (other, _) => {
-                // An entry kind from a newer version of envault: not ours to interpret.
-                tracing::warn!(kind = other, "ignoring a catalog entry of an unknown kind");
-                None
-            }
-        })
     }
 }

@@ -1,5 +1,6 @@
 //! Databases: create (under a customer key or a provider-managed one), list, show.
 
+use super::catalog::CatalogChange;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -7,16 +8,13 @@ use base64::Engine;
 use uuid::Uuid;
 
 use super::authz::{DATABASES, DELEGATOR, READER};
-use super::catalog::{database_key, dek_key, key_key};
 use super::keys::{find_key, require_usable};
 use super::{now_rfc3339, validate_name, Principal, ServiceError, Vault};
 use crate::api::{CreateDatabaseRequest, DatabaseInfo};
 use crate::crypto::bindings::dek_context;
 use crate::crypto::{Cipher, EnvelopeKind, SecretKey};
 use crate::keystore::{NewKey, RootKeyRef};
-use crate::store::{
-    codec, CatalogOp, DatabaseRecord, DatabaseState, DekRecord, KeyOrigin, KeyRecord, KeyState,
-};
+use crate::store::{DatabaseRecord, DatabaseState, DekRecord, KeyOrigin, KeyRecord, KeyState};
 
 impl Vault {
     /// Creates a database. Without `key`, a provider-managed root key is created for it.
@@ -125,14 +123,8 @@ impl Vault {
             generation: 1,
         };
         let (dek_record, cipher) = self.new_dek(&record, &root, 1)?;
-        ops.push(CatalogOp::Put(
-            database_key(&record.id),
-            codec::encode(&record),
-        ));
-        ops.push(CatalogOp::Put(
-            dek_key(&record.id, 1),
-            codec::encode(&dek_record),
-        ));
+        ops.push(CatalogChange::PutDatabase(record.clone()));
+        ops.push(CatalogChange::PutDek(dek_record));
         if let Err(err) = self.commit(ops).await {
             if root.origin == KeyOrigin::Provider {
                 self.drop_provider_key(&root).await;
@@ -140,10 +132,7 @@ impl Vault {
             return Err(err);
         }
         self.deks.insert(record.id, 1, root.id, cipher);
-        let mut catalog = self.write_catalog();
-        catalog.put_dek(dek_record);
-        catalog.put_database(record.clone());
-        Ok(self.database_info(&catalog, &record))
+        Ok(self.database_info(&self.read_catalog(), &record))
     }
 
     /// Generates a DEK for `generation`, wrapped by the root key's newest version.
@@ -153,7 +142,7 @@ impl Vault {
         root: &KeyRecord,
         generation: u32,
     ) -> Result<(DekRecord, Arc<Cipher>), ServiceError> {
-        let dek = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
+        let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
         let wrapped = self.keystore_call(|ks| {
             ks.seal(
                 RootKeyRef {
@@ -179,8 +168,7 @@ impl Vault {
     /// Undoes a provider key whose database never became durable.
     async fn drop_provider_key(&self, key: &KeyRecord) {
         let _ = self.keystore_call(|ks| ks.destroy(key.id, None));
-        let _ = self.commit(vec![CatalogOp::Delete(key_key(&key.id))]).await;
-        self.write_catalog().remove_key(&key.id);
+        let _ = self.commit(vec![CatalogChange::DeleteKey(key.id)]).await;
     }
 
     /// Every database, by name.

@@ -49,10 +49,7 @@ impl DiskSpace {
 
 fn free_bytes(dir: &std::path::Path) -> Result<u64, ServiceError> {
     let stat = rustix::fs::statvfs(dir).map_err(|e| {
-        ServiceError::Store(crate::store::StoreError::Backend(format!(
-            "cannot read free space of {}: {e}",
-            dir.display()
-        )))
+        ServiceError::DataDir(format!("cannot read free space of {}: {e}", dir.display()))
     })?;
     Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }

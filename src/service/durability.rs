@@ -36,10 +36,10 @@ impl GroupFlusher {
                     .await
                     .unwrap_or_else(|join| Err(StoreError::Backend(join.to_string())))
                     .map_err(|err| err.to_string());
-                crate::telemetry::metrics::record_group_commit(
-                    waiters.len(),
-                    started.elapsed().as_secs_f64(),
-                );
+                // Recorded through the `metrics` facade; the daemon's recorder renders them.
+                metrics::histogram!("envault_group_commit_size").record(waiters.len() as f64);
+                metrics::histogram!("envault_group_commit_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 for waiter in waiters {
                     // A writer that gave up (connection closed) no longer listens; fine.
                     let _ = waiter.send(result.clone());
@@ -54,10 +54,10 @@ impl GroupFlusher {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(reply)
-            .map_err(|_| StoreError::Backend("flusher stopped".into()))?;
+            .map_err(|_| ServiceError::TaskFailed("the flusher stopped".into()))?;
         answer
             .await
-            .map_err(|_| StoreError::Backend("flusher stopped".into()))?
+            .map_err(|_| ServiceError::TaskFailed("the flusher stopped".into()))?
             .map_err(|message| ServiceError::Store(StoreError::Backend(message)))
     }
 }

@@ -55,9 +55,29 @@ pub enum ServiceError {
     /// The keystore failed.
     #[error("keystore failure")]
     Keystore(#[source] KeystoreError),
-    /// Stored data failed to decrypt: corruption or tampering.
+    /// Stored data failed to decrypt: corruption or tampering. Only for data that did not
+    /// authenticate (or, once opened, is not what envault wrote there).
     #[error("stored data failed to authenticate")]
     Integrity,
+    /// The operating system's random generator failed; nothing was created.
+    #[error("the random generator failed")]
+    Random,
+    /// A task running part of the request panicked or was cancelled (the cause is logged).
+    #[error("an internal task failed")]
+    TaskFailed(String),
+    /// An internal invariant does not hold (a catalog entry another one names is missing, an
+    /// answer of the wrong shape): a bug, never the caller's input. The detail is logged.
+    #[error("internal error")]
+    Internal(&'static str),
+    /// The activity log could not be written; the action is not acknowledged.
+    #[error("storage failure")]
+    AuditLog(String),
+    /// The data dir could not be created or inspected (free space).
+    #[error("storage failure")]
+    DataDir(String),
+    /// The operator token file could not be written.
+    #[error("storage failure")]
+    TokenFile(String),
     /// The root-key backend (HSM, transit server) is unreachable or too slow; nothing changed
     /// and the request may be retried.
     #[error("{0}")]
@@ -102,6 +122,13 @@ impl ServiceError {
             ServiceError::Store(_) => "storage_error",
             ServiceError::Keystore(_) => "keystore_error",
             ServiceError::Integrity => "integrity_error",
+            ServiceError::Random | ServiceError::TaskFailed(_) | ServiceError::Internal(_) => {
+                "internal_error"
+            }
+            // Local storage beside the store: the same answer as a store failure.
+            ServiceError::AuditLog(_) | ServiceError::DataDir(_) | ServiceError::TokenFile(_) => {
+                "storage_error"
+            }
             ServiceError::KeyBackendUnavailable(_) => "key_backend_unavailable",
             ServiceError::BackupTarget(_) => "backup_target_error",
         }

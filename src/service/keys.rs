@@ -1,13 +1,13 @@
 //! Root keys: create (generate or import), list, show with registrations, and the wrap API
 //! (wrap / unwrap / rewrap of application-held material).
 
+use super::catalog::CatalogChange;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::audit_sync::data_plane;
-use super::catalog::key_key;
 use super::{now_rfc3339, validate_name, Principal, ServiceError, Vault};
 use crate::api::{
     CreateKeyRequest, KeyInfo, Registration, RewrapResponse, UnwrapRequest, UnwrapResponse,
@@ -16,7 +16,7 @@ use crate::api::{
 use crate::crypto::bindings::app_wrap_context;
 use crate::crypto::{EnvelopeKind, SecretKey};
 use crate::keystore::{KeystoreError, NewKey, RootKeyRef};
-use crate::store::{codec, CatalogOp, KeyOrigin, KeyRecord, KeyState};
+use crate::store::{KeyOrigin, KeyRecord, KeyState};
 
 /// Largest plaintext the wrap API accepts (it wraps keys and small secrets, not data).
 pub const MAX_WRAP_PLAINTEXT: usize = 64 * 1024;
@@ -102,21 +102,15 @@ impl Vault {
         let keystore = std::sync::Arc::clone(&self.keystore);
         tokio::task::spawn_blocking(move || keystore.create(key_id, material))
             .await
-            .map_err(|_| ServiceError::Integrity)??;
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         if let Err(err) = self
-            .commit(vec![CatalogOp::Put(
-                key_key(&record.id),
-                codec::encode(&record),
-            )])
+            .commit(vec![CatalogChange::PutKey(record.clone())])
             .await
         {
             let _ = self.keystore_call(|ks| ks.destroy(record.id, None));
             return Err(err);
         }
-        let mut catalog = self.write_catalog();
-        let info = self.key_info(&catalog, &record, false);
-        catalog.put_key(record);
-        Ok(info)
+        Ok(self.key_info(&self.read_catalog(), &record, false))
     }
 
     /// Destroys keystore material that no catalog key names (left by a crash in `install_key`).
@@ -252,7 +246,7 @@ impl Vault {
         request: WrapRequest,
     ) -> Result<WrapResponse, ServiceError> {
         let result = self.wrap_inner(who, reference, request);
-        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        let target = self.reference_crn(reference);
         self.audited(who, data_plane::WRAP, &target, result, None)
     }
 
@@ -276,7 +270,7 @@ impl Vault {
                 (bytes, false)
             }
             None => {
-                let dek = SecretKey::generate().map_err(|_| ServiceError::Integrity)?;
+                let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
                 (Zeroizing::new(dek.expose_secret().to_vec()), true)
             }
         };
@@ -324,7 +318,7 @@ impl Vault {
         request: UnwrapRequest,
     ) -> Result<UnwrapResponse, ServiceError> {
         let result = self.unwrap_inner(who, reference, request);
-        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        let target = self.reference_crn(reference);
         self.audited(who, data_plane::UNWRAP, &target, result, None)
     }
 
@@ -350,7 +344,7 @@ impl Vault {
         request: UnwrapRequest,
     ) -> Result<RewrapResponse, ServiceError> {
         let result = self.rewrap_inner(who, reference, request);
-        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        let target = self.reference_crn(reference);
         self.audited(who, data_plane::REWRAP, &target, result, None)
     }
 

@@ -1,4 +1,4 @@
-//! Service hooks of the Kubernetes KMS v2 plugin (`compat::kms_v2`): seal and open DEK seeds
+//! Service hooks of the Kubernetes KMS v2 plugin (`server::compat::kms_v2`): seal and open DEK seeds
 //! of the API server under one root key, and the health check behind `Status`.
 //!
 //! The ciphertext is a whole envelope of kind [`EnvelopeKind::Transit`] (header with the root
@@ -43,7 +43,7 @@ impl Vault {
         let key_id = self.kms_v2_key_id(&key, key.version);
         let check = require_usable(&key).and_then(|_| {
             let mut probe = Zeroizing::new([0u8; 32]);
-            crate::crypto::os_random(probe.as_mut()).map_err(|_| ServiceError::Integrity)?;
+            crate::crypto::os_random(probe.as_mut()).map_err(|_| ServiceError::Random)?;
             let sealed = self.kms_v2_seal(&key, probe.as_ref())?;
             let opened = self.keystore.open(
                 key.id,
@@ -54,7 +54,9 @@ impl Vault {
             if opened.as_slice() == probe.as_ref() {
                 Ok(())
             } else {
-                Err(ServiceError::Integrity)
+                Err(ServiceError::Internal(
+                    "the key backend opened the probe to other bytes",
+                ))
             }
         });
         (Some(key_id), check)
@@ -85,7 +87,7 @@ impl Vault {
             let sealed = self.kms_v2_seal(&key, plaintext)?;
             Ok((sealed, self.kms_v2_key_id(&key, key.version)))
         })();
-        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        let target = self.reference_crn(reference);
         self.audited(who, data_plane::KMS_V2_ENCRYPT, &target, result, None)
     }
 
@@ -116,7 +118,7 @@ impl Vault {
                 ciphertext,
             )?)
         })();
-        let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+        let target = self.reference_crn(reference);
         self.audited(who, data_plane::KMS_V2_DECRYPT, &target, result, None)
     }
 }

@@ -5,15 +5,15 @@
 //! in-flight record operations and every request that starts after it returns sees the new
 //! state (also on connections opened before).
 
+use super::catalog::CatalogChange;
 use uuid::Uuid;
 
-use super::catalog::{database_key, dek_key, job_key, key_key};
 use super::databases::find_database;
 use super::keys::find_key;
 use super::{now_rfc3339, Principal, ServiceError, Vault};
 pub use crate::api::{AffectedResource, Impact, ShredReceipt};
 use crate::api::{DatabaseInfo, KeyInfo};
-use crate::store::{codec, CatalogOp, DatabaseRecord, DatabaseState, KeyOrigin, KeyState};
+use crate::store::{DatabaseRecord, DatabaseState, KeyOrigin, KeyState};
 
 impl Vault {
     /// What acting on `key_id` affects; `count_records` scans each database (previews only).
@@ -152,15 +152,13 @@ impl Vault {
         };
         if key.state != wanted {
             key.state = wanted;
-            self.commit(vec![CatalogOp::Put(key_key(&key.id), codec::encode(&key))])
+            self.commit(vec![CatalogChange::PutKey(key.clone())])
                 .await?;
             if !enable {
                 self.deks.purge_root_key(key.id);
             }
         }
-        let mut catalog = self.write_catalog();
-        catalog.put_key(key.clone());
-        Ok(self.key_info(&catalog, &key, false))
+        Ok(self.key_info(&self.read_catalog(), &key, false))
     }
 
     /// Deletes a key. With registrations this needs `force` and is a cryptoshred.
@@ -236,11 +234,7 @@ impl Vault {
                     serde_json::to_value(&receipt).ok()
                 },
             )
-            .map_err(|e| {
-                ServiceError::Store(crate::store::StoreError::Backend(format!(
-                    "activity log: {e}"
-                )))
-            })?;
+            .map_err(|e| ServiceError::AuditLog(format!("activity log: {e}")))?;
         Ok(receipt)
     }
 
@@ -265,14 +259,10 @@ impl Vault {
             })
             .collect();
         let mut ops = vec![
-            CatalogOp::Put(key_key(&key.id), codec::encode(&key)),
-            CatalogOp::Delete(job_key(&key.id)),
+            CatalogChange::PutKey(key.clone()),
+            CatalogChange::DeleteJob(key.id),
         ];
-        ops.extend(
-            disabled
-                .iter()
-                .map(|db| CatalogOp::Put(database_key(&db.id), codec::encode(db))),
-        );
+        ops.extend(disabled.iter().cloned().map(CatalogChange::PutDatabase));
         let dead_backups: Vec<crate::store::BackupRecord> = self
             .read_catalog()
             .backups_under(&key.id)
@@ -283,28 +273,17 @@ impl Vault {
                 b
             })
             .collect();
-        ops.extend(
-            dead_backups
-                .iter()
-                .map(|b| CatalogOp::Put(super::catalog::backup_key(&b.id), codec::encode(b))),
-        );
+        ops.extend(dead_backups.into_iter().map(CatalogChange::PutBackup));
         self.commit(ops).await?;
         let keystore = std::sync::Arc::clone(&self.keystore);
         let key_id = key.id;
         tokio::task::spawn_blocking(move || keystore.destroy(key_id, None))
             .await
-            .map_err(|_| ServiceError::Integrity)??;
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         self.deks.purge_root_key(key.id);
-        let mut catalog = self.write_catalog();
-        catalog.put_key(key.clone());
-        catalog.jobs.remove(&key.id);
-        for b in dead_backups {
-            catalog.backups.insert(b.id, b);
-        }
         for db in &disabled {
             self.deks.purge_database(db.id);
             self.seal_budgets.remove(db.id);
-            catalog.put_database(db.clone());
         }
         Ok(disabled.into_iter().map(|db| db.id).collect())
     }
@@ -351,15 +330,10 @@ impl Vault {
         let period = self.soft_delete_period;
         let period_secs = period.as_secs() + u64::from(period.subsec_nanos() > 0);
         db.purge_at = Some(now + period_secs + 1);
-        self.commit(vec![CatalogOp::Put(
-            database_key(&db.id),
-            codec::encode(&db),
-        )])
-        .await?;
+        self.commit(vec![CatalogChange::PutDatabase(db.clone())])
+            .await?;
         self.deks.purge_database(db.id);
-        let mut catalog = self.write_catalog();
-        catalog.put_database(db.clone());
-        Ok(self.database_info(&catalog, &db))
+        Ok(self.database_info(&self.read_catalog(), &db))
     }
 
     /// Restores a soft-deleted database within its soft-deletion period.
@@ -406,14 +380,9 @@ impl Vault {
         };
         db.deleted_at = None;
         db.purge_at = None;
-        self.commit(vec![CatalogOp::Put(
-            database_key(&db.id),
-            codec::encode(&db),
-        )])
-        .await?;
-        let mut catalog = self.write_catalog();
-        catalog.put_database(db.clone());
-        Ok(self.database_info(&catalog, &db))
+        self.commit(vec![CatalogChange::PutDatabase(db.clone())])
+            .await?;
+        Ok(self.database_info(&self.read_catalog(), &db))
     }
 
     /// Purges every soft-deleted database whose period has ended: records, DEKs, registration,
@@ -468,18 +437,21 @@ impl Vault {
         let id = db.id;
         tokio::task::spawn_blocking(move || store.records_purge(id.as_bytes()))
             .await
-            .map_err(|_| ServiceError::Integrity)??;
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         let generations: Vec<u32> = self
             .read_catalog()
             .deks
             .get(&db.id)
             .map(|g| g.keys().copied().collect())
             .unwrap_or_default();
-        let mut ops: Vec<CatalogOp> = generations
+        let mut ops: Vec<CatalogChange> = generations
             .iter()
-            .map(|g| CatalogOp::Delete(dek_key(&db.id, *g)))
+            .map(|g| CatalogChange::DeleteDek {
+                database: db.id,
+                generation: *g,
+            })
             .collect();
-        ops.push(CatalogOp::Delete(database_key(&db.id)));
+        ops.push(CatalogChange::DeleteDatabase(db.id));
         let provider = self
             .read_catalog()
             .keys
@@ -487,7 +459,7 @@ impl Vault {
             .filter(|k| k.origin == KeyOrigin::Provider)
             .cloned();
         if let Some(key) = &provider {
-            ops.push(CatalogOp::Delete(key_key(&key.id)));
+            ops.push(CatalogChange::DeleteKey(key.id));
         }
         self.commit(ops).await?;
         if let Some(key) = &provider {
@@ -496,11 +468,6 @@ impl Vault {
         }
         self.deks.purge_database(db.id);
         self.seal_budgets.remove(db.id);
-        let mut catalog = self.write_catalog();
-        catalog.remove_database(&db.id);
-        if let Some(key) = provider {
-            catalog.remove_key(&key.id);
-        }
         Ok(true)
     }
 

@@ -44,7 +44,8 @@ pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
 
 use crate::config::Config;
 use crate::keystore::RootKeyBackend;
-use crate::store::{codec, CatalogOp, InstanceRecord, Store};
+use crate::store::{CatalogOp, InstanceRecord, Store};
+use catalog::CatalogChange;
 use dek_cache::DekCache;
 use disk_space::DiskSpace;
 use durability::GroupFlusher;
@@ -103,9 +104,8 @@ impl Vault {
         let store = crate::store::open(config, &data_dir.join("store"))?;
         let bad_config = |e: crate::config::ConfigError| ServiceError::BadRequest(e.to_string());
         let audit_sync = config.audit_sync().map_err(bad_config)?;
-        let audit = AuditLog::open_with(&data_dir.join("audit.log"), audit_sync).map_err(|e| {
-            ServiceError::Store(crate::store::StoreError::Backend(format!("audit log: {e}")))
-        })?;
+        let audit = AuditLog::open_with(&data_dir.join("audit.log"), audit_sync)
+            .map_err(|e| ServiceError::AuditLog(format!("cannot open the activity log: {e}")))?;
         let limits = Limits {
             max_record_size: config.max_record_size().map_err(bad_config)?,
             max_record_key: config.limits.max_record_key,
@@ -186,12 +186,10 @@ impl Vault {
             id: Uuid::new_v4(),
             created_at: now_rfc3339(),
         };
-        store.catalog_apply(vec![CatalogOp::Put(
-            codec::key(catalog::INSTANCE, &[]),
-            codec::encode(&instance),
-        )])?;
+        let change = CatalogChange::PutInstance(instance.clone());
+        store.catalog_apply(vec![change.to_op()])?;
         store.flush()?;
-        catalog.instance = Some(instance.clone());
+        catalog::apply(&mut catalog, &change);
         Ok((catalog, instance))
     }
 
@@ -224,13 +222,49 @@ impl Vault {
         self.catalog.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies catalog changes atomically and waits until they are durable.
-    async fn commit(&self, ops: Vec<CatalogOp>) -> Result<(), ServiceError> {
+    /// Writes catalog changes atomically, waits until they are durable, then applies the same
+    /// changes to the in-memory catalog (and its caches). A failed write changes nothing in
+    /// memory; callers hold the admin lock, so no other change interleaves.
+    async fn commit(&self, changes: Vec<CatalogChange>) -> Result<(), ServiceError> {
+        let ops: Vec<CatalogOp> = changes.iter().map(CatalogChange::to_op).collect();
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || store.catalog_apply(ops))
             .await
-            .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
-        self.flusher.durable().await
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
+        self.flusher.durable().await?;
+        self.apply_changes(&changes);
+        Ok(())
+    }
+
+    /// Applies changes already in the store (committed here or by another node) to the
+    /// in-memory catalog, then drops what they made stale in the caches.
+    fn apply_changes(&self, changes: &[CatalogChange]) {
+        let effects: Vec<catalog::Effect> = {
+            let mut catalog = self.write_catalog();
+            changes
+                .iter()
+                .filter_map(|change| catalog::apply(&mut catalog, change))
+                .collect()
+        };
+        for effect in effects {
+            match effect {
+                catalog::Effect::KeyUnusable(key) => {
+                    self.deks.purge_root_key(key);
+                }
+                catalog::Effect::Database { id, unusable } => {
+                    self.seal_budgets.remove(id);
+                    if unusable {
+                        self.deks.purge_database(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The CRN to log for `reference` when a request failed before resolving it: the key or
+    /// database it names, else the reference itself.
+    fn reference_crn(&self, reference: &str) -> String {
+        self.target_crn(reference, &Err(&ServiceError::NotFound(String::new())))
     }
 
     /// `crn:v1:envault:local:a/<instance>:<instance-id>:<kind>:<id>`.
@@ -262,9 +296,7 @@ impl Vault {
             .append(who, action, target, outcome, reason, details)
         {
             tracing::error!(error = %err, action, "cannot append to the activity log");
-            return Err(ServiceError::Store(crate::store::StoreError::Backend(
-                format!("activity log: {err}"),
-            )));
+            return Err(ServiceError::AuditLog(err.to_string()));
         }
         result
     }
@@ -334,12 +366,7 @@ fn create_private_dir(dir: &Path) -> Result<(), ServiceError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| {
-            ServiceError::Store(crate::store::StoreError::Backend(format!(
-                "cannot create data dir {}: {e}",
-                dir.display()
-            )))
-        })
+        .map_err(|e| ServiceError::DataDir(format!("cannot create {}: {e}", dir.display())))
 }
 
 /// Names of keys and databases: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.

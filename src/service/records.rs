@@ -7,6 +7,7 @@
 //! count may go (`seals_reserved`), raised in steps before use, and a restart resumes from the
 //! reserved mark, never from a lower number.
 
+use super::catalog::CatalogChange;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -15,13 +16,12 @@ use base64::Engine;
 use uuid::Uuid;
 
 use super::authz::{DATABASES, READER};
-use super::catalog::{database_key, dek_key};
 use super::databases::find_database;
 use super::{Principal, ServiceError, Vault};
 use crate::api::{RecordListQuery, RecordPage};
 use crate::crypto::bindings::{dek_context, record_context};
 use crate::crypto::{Cipher, Envelope, EnvelopeKind, SecretKey};
-use crate::store::{codec, CatalogOp, DatabaseState, KeyOrigin, KeyState, TokenRole};
+use crate::store::{DatabaseState, KeyOrigin, KeyState, TokenRole};
 
 /// Seals per DEK generation before a new generation starts (far under the 2^32 bound).
 pub const MAX_SEALS_PER_GENERATION: u64 = 1 << 31;
@@ -108,10 +108,9 @@ impl Vault {
                 )))
             }
         }
-        let key = catalog
-            .keys
-            .get(&db.key_id)
-            .ok_or(ServiceError::Integrity)?;
+        let key = catalog.keys.get(&db.key_id).ok_or(ServiceError::Internal(
+            "a database's key is not in the catalog",
+        ))?;
         if key.origin != KeyOrigin::Provider
             && !catalog.is_authorized(DATABASES, &key.id, &[READER])
         {
@@ -160,7 +159,9 @@ impl Vault {
                 .get(&database)
                 .and_then(|gens| gens.get(&generation))
                 .cloned()
-                .ok_or(ServiceError::Integrity)?
+                .ok_or(ServiceError::Internal(
+                    "a record's DEK generation is not in the catalog",
+                ))?
         };
         let wrapped = B64
             .decode(&record.wrapped)
@@ -200,13 +201,17 @@ impl Vault {
                 .databases
                 .get(&database)
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal(
+                    "a database being written is not in the catalog",
+                ))?;
             let dek = catalog
                 .deks
                 .get(&database)
                 .and_then(|g| g.get(&db.generation))
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal(
+                    "a database's current DEK generation is not in the catalog",
+                ))?;
             (db, dek)
         };
         let budget = self
@@ -228,37 +233,35 @@ impl Vault {
         if start < MAX_SEALS_PER_GENERATION {
             let mut dek = current;
             dek.seals_reserved = (start + RESERVATION_STEP).min(MAX_SEALS_PER_GENERATION);
-            self.commit(vec![CatalogOp::Put(
-                dek_key(&database, dek.generation),
-                codec::encode(&dek),
-            )])
-            .await?;
+            let reserved = dek.seals_reserved;
+            self.commit(vec![CatalogChange::PutDek(dek)]).await?;
             self.seal_budgets.set(
                 database,
                 SealBudget {
                     generation: db.generation,
                     used: start,
-                    reserved: dek.seals_reserved,
+                    reserved,
                 },
             );
-            self.write_catalog().put_dek(dek);
             return Ok(());
         }
         // The generation is exhausted: start the next one under the key's newest version.
-        let root = self
-            .read_catalog()
-            .keys
-            .get(&db.key_id)
-            .cloned()
-            .ok_or(ServiceError::Integrity)?;
+        let root =
+            self.read_catalog()
+                .keys
+                .get(&db.key_id)
+                .cloned()
+                .ok_or(ServiceError::Internal(
+                    "a database's key is not in the catalog",
+                ))?;
         let generation = db.generation + 1;
         let (mut dek, cipher) = self.new_dek(&db, &root, generation)?;
         dek.seals_reserved = RESERVATION_STEP;
         let mut next_db = db;
         next_db.generation = generation;
         self.commit(vec![
-            CatalogOp::Put(dek_key(&database, generation), codec::encode(&dek)),
-            CatalogOp::Put(database_key(&database), codec::encode(&next_db)),
+            CatalogChange::PutDek(dek),
+            CatalogChange::PutDatabase(next_db),
         ])
         .await?;
         self.deks.insert(database, generation, root.id, cipher);
@@ -270,9 +273,6 @@ impl Vault {
                 reserved: RESERVATION_STEP,
             },
         );
-        let mut catalog = self.write_catalog();
-        catalog.put_dek(dek);
-        catalog.put_database(next_db);
         Ok(())
     }
 
@@ -318,7 +318,7 @@ impl Vault {
                 &record_context(db.as_bytes(), key.as_bytes()),
                 value,
             )
-            .map_err(|_| ServiceError::Integrity)?;
+            .map_err(|_| ServiceError::Random)?;
         self.store
             .record_put_async(*db.as_bytes(), key.as_bytes().to_vec(), sealed)
             .await?;
@@ -499,13 +499,17 @@ impl Vault {
                 .databases
                 .get(&database)
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal(
+                    "a database being written is not in the catalog",
+                ))?;
             let dek = catalog
                 .deks
                 .get(&database)
                 .and_then(|g| g.get(&db.generation))
                 .cloned()
-                .ok_or(ServiceError::Integrity)?;
+                .ok_or(ServiceError::Internal(
+                    "a database's current DEK generation is not in the catalog",
+                ))?;
             (db, dek)
         };
         let used = self
@@ -520,11 +524,7 @@ impl Vault {
             ));
         }
         dek.seals_reserved = end;
-        self.commit(vec![CatalogOp::Put(
-            dek_key(&database, dek.generation),
-            codec::encode(&dek),
-        )])
-        .await?;
+        self.commit(vec![CatalogChange::PutDek(dek)]).await?;
         self.seal_budgets.set(
             database,
             SealBudget {
@@ -533,7 +533,6 @@ impl Vault {
                 reserved: end,
             },
         );
-        self.write_catalog().put_dek(dek);
         Ok(db.generation)
     }
 }

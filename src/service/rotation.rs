@@ -7,6 +7,7 @@
 //! DEKs is one atomic commit, and both versions unwrap until the job ends, so every record
 //! stays readable at any kill point. At start, unfinished jobs resume (`resume_rotations`).
 
+use super::catalog::CatalogChange;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -14,14 +15,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use uuid::Uuid;
 
-use super::catalog::{backup_key, dek_key, job_key, key_key};
 use super::keys::require_usable;
 use super::{now_rfc3339, Principal, ServiceError, Vault};
 pub use crate::api::RotationStatus;
 use crate::crypto::bindings::dek_context;
 use crate::crypto::EnvelopeKind;
 use crate::keystore::RootKeyRef;
-use crate::store::{codec, CatalogOp, DekRecord, RotationJob};
+use crate::store::{DekRecord, RotationJob};
 
 /// DEKs rewrapped per atomic commit.
 const BATCH: usize = 64;
@@ -70,7 +70,7 @@ impl Vault {
     ) -> Result<RotationJob, ServiceError> {
         let result = self.start_rotation_inner(who, reference, retire_old).await;
         if result.is_err() {
-            let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
+            let target = self.reference_crn(reference);
             return self.audited(who, "kms.secrets.rotate", &target, result, None);
         }
         result
@@ -122,10 +122,10 @@ impl Vault {
         };
         tokio::task::spawn_blocking(move || keystore.rotate(key_ref))
             .await
-            .map_err(|_| ServiceError::Integrity)??;
+            .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         key.version = version;
         let mut id = [0u8; 6];
-        crate::crypto::os_random(&mut id).map_err(|_| ServiceError::Integrity)?;
+        crate::crypto::os_random(&mut id).map_err(|_| ServiceError::Random)?;
         let job = RotationJob {
             id: format!(
                 "job_{}",
@@ -137,14 +137,10 @@ impl Vault {
             started_at: now_rfc3339(),
         };
         self.commit(vec![
-            CatalogOp::Put(key_key(&key.id), codec::encode(&key)),
-            CatalogOp::Put(job_key(&key.id), codec::encode(&job)),
+            CatalogChange::PutKey(key),
+            CatalogChange::PutJob(job.clone()),
         ])
         .await?;
-        let mut catalog = self.write_catalog();
-        catalog.put_key(key);
-        catalog.jobs.insert(job.key_id, job.clone());
-        drop(catalog);
         // Progress of this job from the moment it exists, so a caller that does not wait sees
         // it (and not the previous job's final status).
         self.rotations.set(
@@ -232,17 +228,9 @@ impl Vault {
             for dek in batch {
                 rewrapped.push(self.rewrap_dek(dek, job.target_version)?);
             }
-            let ops = rewrapped
-                .iter()
-                .map(|d| CatalogOp::Put(dek_key(&d.database_id, d.generation), codec::encode(d)))
-                .collect();
-            self.commit(ops).await?;
             let n = rewrapped.len() as u64;
-            let mut catalog = self.write_catalog();
-            for dek in rewrapped {
-                catalog.put_dek(dek);
-            }
-            drop(catalog);
+            self.commit(rewrapped.into_iter().map(CatalogChange::PutDek).collect())
+                .await?;
             self.rotations.update(job.key_id, |s| s.done += n);
         }
         let _admin = self.admin().await?;
@@ -250,15 +238,8 @@ impl Vault {
             tokio::task::block_in_place(|| self.rewrap_backups(job.key_id, job.target_version))?;
         let backups_rewrapped = backups.len() as u64;
         if !backups.is_empty() {
-            let ops = backups
-                .iter()
-                .map(|b| CatalogOp::Put(backup_key(&b.id), codec::encode(b)))
-                .collect();
-            self.commit(ops).await?;
-            let mut catalog = self.write_catalog();
-            for b in backups {
-                catalog.backups.insert(b.id, b);
-            }
+            self.commit(backups.into_iter().map(CatalogChange::PutBackup).collect())
+                .await?;
         }
         let mut retired = Vec::new();
         if job.retire_old {
@@ -271,17 +252,16 @@ impl Vault {
                 self.keystore_call(|ks| ks.destroy(job.key_id, Some(&retired)))?;
             }
         }
-        self.commit(vec![CatalogOp::Delete(job_key(&job.key_id))])
+        self.commit(vec![CatalogChange::DeleteJob(job.key_id)])
             .await?;
-        self.write_catalog().jobs.remove(&job.key_id);
         self.rotations.update(job.key_id, |s| {
             s.state = "completed".into();
             s.retired_versions = retired.clone();
             s.backups_rewrapped = backups_rewrapped;
         });
-        self.rotations
-            .get(job.key_id)
-            .ok_or(ServiceError::Integrity)
+        self.rotations.get(job.key_id).ok_or(ServiceError::Internal(
+            "a finished rotation has no progress entry",
+        ))
     }
 
     /// Unwraps a DEK with its current version and wraps it with `version` (same DEK bytes).

@@ -1,6 +1,7 @@
 //! Bearer tokens: 256-bit random secrets, stored only as SHA-256 hashes. At first start the
 //! daemon writes an operator token to `<data_dir>/operator.token` (0600) for the CLI.
 
+use super::catalog::CatalogChange;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -11,10 +12,9 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::catalog::token_key;
 use super::{now_rfc3339, ServiceError, Vault};
 use crate::crypto::os_random;
-use crate::store::{codec, CatalogOp, TokenRecord, TokenRole};
+use crate::store::{TokenRecord, TokenRole};
 
 /// Who is making a request: the token's id and role, and the peer's credentials.
 #[derive(Debug, Clone)]
@@ -74,13 +74,13 @@ impl Vault {
         databases: Vec<Uuid>,
     ) -> Result<(TokenRecord, Zeroizing<String>), ServiceError> {
         let mut raw = Zeroizing::new([0u8; 32]);
-        os_random(raw.as_mut_slice()).map_err(|_| ServiceError::Integrity)?;
+        os_random(raw.as_mut_slice()).map_err(|_| ServiceError::Random)?;
         let secret = Zeroizing::new(format!(
             "evt_{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_slice())
         ));
         let mut id_bytes = [0u8; 6];
-        os_random(&mut id_bytes).map_err(|_| ServiceError::Integrity)?;
+        os_random(&mut id_bytes).map_err(|_| ServiceError::Random)?;
         let record = TokenRecord {
             id: format!("tok_{}", hex_encode(&id_bytes)),
             role,
@@ -89,14 +89,8 @@ impl Vault {
             created_at: now_rfc3339(),
         };
         let _admin = self.admin().await?;
-        self.commit(vec![CatalogOp::Put(
-            token_key(&record.id),
-            codec::encode(&record),
-        )])
-        .await?;
-        self.write_catalog()
-            .tokens_by_hash
-            .insert(record.hash.clone(), record.clone());
+        self.commit(vec![CatalogChange::PutToken(record.clone())])
+            .await?;
         Ok((record, secret))
     }
 
@@ -111,10 +105,7 @@ impl Vault {
         }
         let (record, secret) = self.issue_token(TokenRole::Operator, Vec::new()).await?;
         let io = |e: std::io::Error| {
-            ServiceError::Store(crate::store::StoreError::Backend(format!(
-                "cannot write {}: {e}",
-                path.display()
-            )))
+            ServiceError::TokenFile(format!("cannot write {}: {e}", path.display()))
         };
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -275,15 +266,16 @@ impl Vault {
     async fn revoke_token_inner(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
         who.require_operator()?;
         let _admin = self.admin().await?;
-        let hash = self
+        if !self
             .read_catalog()
             .tokens_by_hash
             .values()
-            .find(|t| t.id == id)
-            .map(|t| t.hash.clone())
-            .ok_or_else(|| ServiceError::NotFound(format!("no token {id:?}")))?;
-        self.commit(vec![CatalogOp::Delete(token_key(id))]).await?;
-        self.write_catalog().tokens_by_hash.remove(&hash);
+            .any(|t| t.id == id)
+        {
+            return Err(ServiceError::NotFound(format!("no token {id:?}")));
+        }
+        self.commit(vec![CatalogChange::DeleteToken(id.to_string())])
+            .await?;
         Ok(())
     }
 }

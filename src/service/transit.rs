@@ -1,4 +1,4 @@
-//! Service hooks of the Vault-transit-compatible front end (`compat::transit`).
+//! Service hooks of the Vault-transit-compatible front end (`server::compat::transit`).
 //!
 //! A transit key is an ordinary root key: the same record, versions, states and lifecycle. This
 //! module adds what transit needs on top: per-key transit settings (`min_decryption_version`,
@@ -12,9 +12,8 @@
 //! It is still authenticated (it is part of the AAD), so a ciphertext relabelled with another
 //! version fails to open.
 
-use std::collections::{BTreeMap, HashMap};
+use super::catalog::CatalogChange;
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -27,28 +26,9 @@ use crate::crypto::bindings::transit_context;
 use crate::crypto::envelope::{header, HEADER_LEN};
 use crate::crypto::EnvelopeKind;
 use crate::keystore::RootKeyRef;
-use crate::store::{codec, CatalogKey, CatalogOp, KeyOrigin, KeyRecord, KeyState};
+use crate::store::{KeyOrigin, KeyRecord, KeyState};
 
-/// Catalog kind of transit settings, by root key id.
-pub const TRANSIT: &str = "transit";
-
-fn settings_key(id: &Uuid) -> CatalogKey {
-    codec::key(TRANSIT, &[id.as_bytes()])
-}
-
-/// Transit settings of one root key (absent = defaults).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TransitSettings {
-    /// Ciphertexts of older versions are refused; 0 and 1 both mean "every version".
-    #[serde(default)]
-    pub min_decryption_version: u32,
-    /// Whether `DELETE transit/keys/<name>` may delete (shred) the key.
-    #[serde(default)]
-    pub deletion_allowed: bool,
-    /// Unix creation time of versions added through transit rotation.
-    #[serde(default)]
-    pub version_times: BTreeMap<u32, i64>,
-}
+pub use super::catalog::TransitSettings;
 
 /// A root key as transit shows it.
 #[derive(Debug, Clone)]
@@ -169,7 +149,7 @@ impl Vault {
     }
 
     fn transit_target(&self, name: &str) -> String {
-        self.target_crn(name, &Err(&ServiceError::Integrity))
+        self.reference_crn(name)
     }
 
     /// `GET transit/keys/<name>`.
@@ -263,14 +243,8 @@ impl Vault {
         if let Some(allowed) = deletion_allowed {
             settings.deletion_allowed = allowed;
         }
-        self.commit(vec![CatalogOp::Put(
-            settings_key(&key.id),
-            codec::encode(&settings),
-        )])
-        .await?;
-        self.write_catalog()
-            .transit
-            .insert(key.id, settings.clone());
+        self.commit(vec![CatalogChange::PutTransit(key.id, settings.clone())])
+            .await?;
         self.transit_view(&key, &settings)
     }
 
@@ -290,14 +264,8 @@ impl Vault {
         settings
             .version_times
             .insert(version, time::OffsetDateTime::now_utc().unix_timestamp());
-        self.commit(vec![CatalogOp::Put(
-            settings_key(&key.id),
-            codec::encode(&settings),
-        )])
-        .await?;
-        self.write_catalog()
-            .transit
-            .insert(key.id, settings.clone());
+        self.commit(vec![CatalogChange::PutTransit(key.id, settings.clone())])
+            .await?;
         self.transit_view(&key, &settings)
     }
 
@@ -392,7 +360,9 @@ impl Vault {
             || sealed[4] != self.keystore.envelope_version()
             || sealed[5..HEADER_LEN] != expected[5..]
         {
-            return Err(ServiceError::Integrity);
+            return Err(ServiceError::Internal(
+                "the key backend sealed with an unexpected envelope header",
+            ));
         }
         // Dropping the header in place keeps the allocation (no second buffer and copy).
         sealed.drain(..HEADER_LEN);
@@ -472,11 +442,7 @@ impl Vault {
         };
         self.audit
             .append(who, action, target, outcome, reason, details)
-            .map_err(|e| {
-                ServiceError::Store(crate::store::StoreError::Backend(format!(
-                    "activity log: {e}"
-                )))
-            })?;
+            .map_err(|e| ServiceError::AuditLog(format!("activity log: {e}")))?;
         Ok(items)
     }
 
@@ -542,25 +508,4 @@ impl Vault {
         });
         self.transit_audited(who, data_plane::TRANSIT_REWRAP, &target, result)
     }
-}
-
-/// Loads every key's transit settings (catalog start-up).
-pub(super) fn load_settings(
-    store: &dyn crate::store::Store,
-) -> Result<HashMap<Uuid, TransitSettings>, ServiceError> {
-    let prefix = codec::key(TRANSIT, &[]).0;
-    let mut out = HashMap::new();
-    for (k, v) in store.catalog_scan(&prefix)? {
-        let id = k
-            .get(prefix.len()..)
-            .and_then(|raw| Uuid::from_slice(raw).ok())
-            .ok_or_else(|| {
-                ServiceError::Store(crate::store::StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    reason: "transit settings key is not a key id".into(),
-                })
-            })?;
-        out.insert(id, codec::decode(&k, &v)?);
-    }
-    Ok(out)
 }

@@ -126,12 +126,6 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-/// One group commit: how many writers it acknowledged and how long the flush took.
-pub fn record_group_commit(writers: usize, seconds: f64) {
-    metrics::histogram!("envault_group_commit_size").record(writers as f64);
-    metrics::histogram!("envault_group_commit_duration_seconds").record(seconds);
-}
-
 /// Samples the service's counters and states, then renders the page.
 pub fn render(vault: &Vault, components: &[ComponentHealth]) -> String {
     let Some(handle) = install() else {

@@ -71,8 +71,10 @@ impl ObjectWriter for LocalWriter {
             .len();
         drop(file);
         std::fs::rename(&self.temp, &self.target).map_err(|e| fail("rename", &self.target, e))?;
-        crate::keystore::file::sync_dir(&self.dir)
-            .map_err(|e| TargetError::Failed(format!("backup dir: {e}")))?;
+        // The rename is durable once the directory is.
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail("fsync", &self.dir, e))?;
         Ok(size)
     }
 

@@ -141,27 +141,7 @@ fn resolve_credentials(settings: &S3Settings) -> Result<Credentials, TargetError
 
 /// Splits `s3://BUCKET/PREFIX` into bucket and prefix (without surrounding slashes).
 pub fn parse_url(url: &str) -> Result<(String, String), TargetError> {
-    let rest = url
-        .strip_prefix("s3://")
-        .ok_or_else(|| TargetError::Config(format!("{url:?} is not an s3://BUCKET/PREFIX URL")))?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let valid_bucket = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-    if !valid_bucket {
-        return Err(TargetError::Config(format!(
-            "{url:?}: bucket names are 3-63 lowercase letters, digits, '-' or '.'"
-        )));
-    }
-    let prefix = prefix.trim_matches('/');
-    if prefix.split('/').any(|p| p == "." || p == "..")
-        || prefix.contains("//")
-        || prefix.chars().any(|c| c.is_control())
-    {
-        return Err(TargetError::Config(format!("{url:?}: invalid prefix")));
-    }
-    Ok((bucket.to_string(), prefix.to_string()))
+    crate::config::parse_s3_url(url).map_err(TargetError::Config)
 }
 
 /// Backups as objects in an S3 bucket.

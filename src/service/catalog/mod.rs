@@ -1,9 +1,17 @@
 //! The in-memory view of the catalog: every key, database, DEK record and token, loaded at
-//! start and updated after each durable change, so that request checks (state, names, which
-//! DEK) never touch the disk or decode JSON.
+//! start and kept equal to the store, so that request checks (state, names, which DEK) never
+//! touch the disk or decode JSON.
+//!
+//! The view is a fold over typed changes ([`CatalogChange`]): loading applies one change per
+//! stored entry, a local commit writes its changes to the store and then applies the same
+//! changes, and a change another node made (read from a shared store's change feed) is decoded
+//! into the same type and applied by the same function, [`apply`]. Nothing else writes to it.
+
+mod change;
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ServiceError;
@@ -12,6 +20,8 @@ use crate::store::{
     AuthorizationRecord, BackupRecord, CatalogKey, DatabaseRecord, DekRecord, InstanceRecord,
     KeyOrigin, KeyRecord, RotationJob, Store, TokenRecord,
 };
+
+pub(super) use change::{apply, CatalogChange, Effect};
 
 /// Catalog key kinds.
 pub const KEY: &str = "key";
@@ -29,6 +39,45 @@ pub const AUTHORIZATION: &str = "authz";
 pub const JOB: &str = "job";
 /// Backups, by id.
 pub const BACKUP: &str = "backup";
+/// Transit settings, by root key id.
+pub const TRANSIT: &str = "transit";
+
+/// Every entry kind this version of envault reads, in load order.
+const KINDS: [&str; 9] = [
+    KEY,
+    DATABASE,
+    DEK,
+    TOKEN,
+    INSTANCE,
+    AUTHORIZATION,
+    JOB,
+    BACKUP,
+    TRANSIT,
+];
+
+/// Catalog key of the instance identity.
+pub fn instance_key() -> CatalogKey {
+    codec::key(INSTANCE, &[])
+}
+
+/// Catalog key of a root key's transit settings.
+pub fn transit_key(id: &Uuid) -> CatalogKey {
+    codec::key(TRANSIT, &[id.as_bytes()])
+}
+
+/// Transit settings of one root key (absent = defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitSettings {
+    /// Ciphertexts of older versions are refused; 0 and 1 both mean "every version".
+    #[serde(default)]
+    pub min_decryption_version: u32,
+    /// Whether `DELETE transit/keys/<name>` may delete (shred) the key.
+    #[serde(default)]
+    pub deletion_allowed: bool,
+    /// Unix creation time of versions added through transit rotation.
+    #[serde(default)]
+    pub version_times: BTreeMap<u32, i64>,
+}
 
 /// Catalog key of a backup.
 pub fn backup_key(id: &Uuid) -> CatalogKey {
@@ -88,91 +137,23 @@ pub struct Catalog {
     pub jobs: HashMap<Uuid, RotationJob>,
     /// Backups by id.
     pub backups: HashMap<Uuid, BackupRecord>,
-    /// Transit settings by root key id (issue 11).
-    pub transit: HashMap<Uuid, super::transit::TransitSettings>,
-}
-
-fn scan<T: serde::de::DeserializeOwned>(
-    store: &dyn Store,
-    kind: &str,
-) -> Result<Vec<T>, ServiceError> {
-    let prefix = codec::key(kind, &[]).0;
-    store
-        .catalog_scan(&prefix)?
-        .into_iter()
-        .map(|(k, v)| codec::decode(&k, &v).map_err(ServiceError::from))
-        .collect()
+    /// Transit settings by root key id.
+    pub transit: HashMap<Uuid, TransitSettings>,
 }
 
 impl Catalog {
-    /// Loads the whole catalog from the store.
+    /// Loads the whole catalog from the store: every entry of every known kind, applied as a
+    /// change. Entries of a kind this version does not know are left alone.
     pub fn load(store: &dyn Store) -> Result<Self, ServiceError> {
         let mut catalog = Catalog::default();
-        for key in scan::<KeyRecord>(store, KEY)? {
-            catalog.put_key(key);
+        for kind in KINDS {
+            for (key, value) in store.catalog_scan(&codec::key(kind, &[]).0)? {
+                if let Some(change) = CatalogChange::decode(&key, Some(&value))? {
+                    apply(&mut catalog, &change);
+                }
+            }
         }
-        for db in scan::<DatabaseRecord>(store, DATABASE)? {
-            catalog.put_database(db);
-        }
-        for dek in scan::<DekRecord>(store, DEK)? {
-            catalog.put_dek(dek);
-        }
-        for token in scan::<TokenRecord>(store, TOKEN)? {
-            catalog.tokens_by_hash.insert(token.hash.clone(), token);
-        }
-        catalog.instance = scan::<InstanceRecord>(store, INSTANCE)?.into_iter().next();
-        for authz in scan::<AuthorizationRecord>(store, AUTHORIZATION)? {
-            catalog.authorizations.insert(authz.id.clone(), authz);
-        }
-        for backup in scan::<BackupRecord>(store, BACKUP)? {
-            catalog.backups.insert(backup.id, backup);
-        }
-        for job in scan::<RotationJob>(store, JOB)? {
-            catalog.jobs.insert(job.key_id, job);
-        }
-        catalog.transit = super::transit::load_settings(store)?;
         Ok(catalog)
-    }
-
-    /// Inserts or replaces a key, keeping the name index true.
-    pub fn put_key(&mut self, key: KeyRecord) {
-        if let Some(old) = self.keys.get(&key.id) {
-            self.key_names.remove(&old.name);
-        }
-        self.key_names.insert(key.name.clone(), key.id);
-        self.keys.insert(key.id, key);
-    }
-
-    /// Removes a key record.
-    pub fn remove_key(&mut self, id: &Uuid) {
-        if let Some(old) = self.keys.remove(id) {
-            self.key_names.remove(&old.name);
-        }
-    }
-
-    /// Inserts or replaces a database, keeping the name index true.
-    pub fn put_database(&mut self, db: DatabaseRecord) {
-        if let Some(old) = self.databases.get(&db.id) {
-            self.database_names.remove(&old.name);
-        }
-        self.database_names.insert(db.name.clone(), db.id);
-        self.databases.insert(db.id, db);
-    }
-
-    /// Removes a database and its DEK records.
-    pub fn remove_database(&mut self, id: &Uuid) {
-        if let Some(old) = self.databases.remove(id) {
-            self.database_names.remove(&old.name);
-        }
-        self.deks.remove(id);
-    }
-
-    /// Inserts or replaces a DEK generation record.
-    pub fn put_dek(&mut self, dek: DekRecord) {
-        self.deks
-            .entry(dek.database_id)
-            .or_default()
-            .insert(dek.generation, dek);
     }
 
     /// Finds a key by name, id or CRN (`…:key:<id>`).
@@ -253,3 +234,6 @@ impl Catalog {
         list
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,4 @@
-//! Drop-in front ends (issue 11): protocols other software already speaks, served over the
+//! Drop-in front ends: protocols other software already speaks, served over the
 //! same service layer as envault's own API.
 //!
 //! - [`transit`]: the Vault/OpenBao transit secrets engine's HTTP API, under `/v1/transit/` on

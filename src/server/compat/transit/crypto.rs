@@ -162,7 +162,9 @@ fn merge<R>(slots: Slots, results: ItemResults<R>) -> Vec<Result<R, TransitError
             Some(err) => Err(err),
             None => results
                 .next()
-                .unwrap_or(Err(ServiceError::Integrity))
+                .unwrap_or(Err(ServiceError::Internal(
+                    "fewer batch results than items",
+                )))
                 .map_err(TransitError::from),
         })
         .collect()
@@ -334,7 +336,7 @@ pub async fn datakey(
         return Err(TransitError::bad("invalid bits: use 128, 256 or 512"));
     }
     let mut key = Zeroizing::new(vec![0u8; bits as usize / 8]);
-    crate::crypto::os_random(&mut key).map_err(|_| TransitError::from(ServiceError::Integrity))?;
+    crate::crypto::os_random(&mut key).map_err(|_| TransitError::from(ServiceError::Random))?;
     let item = SealItem {
         plaintext: key.clone(),
         associated_data: base64_data(&body, "associated_data")?,

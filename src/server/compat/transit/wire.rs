@@ -52,7 +52,10 @@ impl From<ServiceError> for TransitError {
             Unauthenticated | Forbidden(_) | NotAuthorizedForKey(_) => StatusCode::FORBIDDEN,
             NotFound(_) => StatusCode::NOT_FOUND,
             TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Store(_) | Keystore(_) | Integrity => StatusCode::INTERNAL_SERVER_ERROR,
+            Store(_) | Keystore(_) | Integrity | Random | TaskFailed(_) | Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            AuditLog(_) | DataDir(_) | TokenFile(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
         if status.is_server_error() {
