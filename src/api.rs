@@ -298,7 +298,7 @@ pub struct Health {
     /// Whether the daemon can be core-dumped or ptraced (false when hardened).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dumpable: Option<bool>,
-    /// The DEK cache's size and counters since start (issue 7).
+    /// The DEK cache's size and counters since start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dek_cache: Option<DekCacheStats>,
     /// The activity log's fsync policy in effect and its counters since start.

@@ -7,21 +7,21 @@ mod authz;
 mod backup_adoption;
 mod backups;
 mod catalog;
-mod cluster; // issue 10
+mod cluster;
 mod databases;
 mod dek_cache;
 mod disk_space;
 mod durability;
 mod error;
 mod keys;
-mod kms_v2; // issue 11
+mod kms_v2;
 mod lifecycle;
 mod readiness;
-mod record_batch; // issue 7
+mod record_batch;
 mod records;
 mod rotation;
 mod tokens;
-mod transit; // issue 11
+mod transit;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -69,7 +69,7 @@ pub struct Vault {
     deks: DekCache,
     seal_budgets: records::SealBudgets,
     database_locks: records::DatabaseLocks,
-    /// Where backups are written (issue 9: a local directory or an S3 bucket).
+    /// Where backups are written (a local directory or an S3 bucket).
     backup_target: Arc<dyn crate::backup::target::BackupTarget>,
     /// Objects in a shared backup target that did not verify, by name and size, so that
     /// listing does not fetch them again.
@@ -79,7 +79,7 @@ pub struct Vault {
     /// Serializes catalog mutations (create, delete, state changes) so each computes its
     /// change from a state no other mutation is changing. Record traffic never takes it.
     admin: tokio::sync::Mutex<()>,
-    /// Following other nodes' catalog changes on a shared store (issue 10).
+    /// Following other nodes' catalog changes on a shared store.
     cluster: cluster::ClusterState,
     /// Record operations hold it shared for their whole duration, acknowledgement included;
     /// disable, shred and purge take it exclusively. So once one of those returns, no write
