@@ -164,8 +164,8 @@ pub(crate) struct Context {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
-        Command::Completions { shell } => return docs::completions(*shell),
-        Command::Man { dir } => return docs::man(dir.as_deref()),
+        Command::Completions { shell } => return quiet_broken_pipe(docs::completions(*shell)),
+        Command::Man { dir } => return quiet_broken_pipe(docs::man(dir.as_deref())),
         _ => {}
     }
     let config = Config::load(cli.config.as_deref())?;
@@ -181,8 +181,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             dispatch(&ctx, command).await
         }
     };
+    quiet_broken_pipe(result)
+}
+
+/// A reader that stopped reading (`| head`) is not a failure of ours.
+fn quiet_broken_pipe(result: Result<(), CliError>) -> Result<(), CliError> {
     match result {
-        // A reader that stopped reading (`| head`) is not a failure of ours.
         Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
