@@ -37,7 +37,7 @@ backend_matrix!(transit_api:
     transit_api_pkcs11 => Kind::Pkcs11,
 );
 
-/// The Vault-transit-compatible front end (issue 11) on each backend: its `vault:v<N>:`
+/// The Vault-transit-compatible front end on each backend: its `vault:v<N>:`
 /// ciphertexts leave the envelope header implicit, so decrypt must rebuild it the way the
 /// backend wrote it, across a rotation too.
 async fn transit_api(kind: Kind) {

@@ -893,15 +893,17 @@ async fn purge_resumes_after_a_restart_and_shreds_provider_keys() {
     // The provider-managed key went with its database.
     assert_api_error(client.get_key(&provider_db.key).await, 404, "not_found");
     assert_api_error(client.get_key(&provider_db.key_crn).await, 404, "not_found");
-    let purged: Vec<String> = events(&client, Some("databases.purge"))
-        .await
-        .iter()
-        .map(|e| e["target"].as_str().unwrap().to_string())
-        .collect();
-    assert!(
-        purged.contains(&customer_db.crn) && purged.contains(&provider_db.crn),
-        "{purged:?}"
-    );
+    // The purge's event is appended once the purge (catalog, keystore) is done, which is a
+    // moment after the database stops being visible.
+    poll(Duration::from_secs(10), "both purge events", || async {
+        let purged: Vec<String> = events(&client, Some("databases.purge"))
+            .await
+            .iter()
+            .map(|e| e["target"].as_str().unwrap().to_string())
+            .collect();
+        (purged.contains(&customer_db.crn) && purged.contains(&provider_db.crn)).then_some(())
+    })
+    .await;
     // The material is gone from the keystore too (checked with the daemon stopped).
     daemon.stop_graceful().await;
     let keystore = envault::keystore::file::FileKeystore::open(

@@ -146,7 +146,7 @@ pub fn header(kind: EnvelopeKind, label: u32) -> [u8; HEADER_LEN] {
 }
 
 /// Largest header + context assembled on the stack: a record context with a 1 KiB key fits,
-/// so record seal and open allocate nothing for their associated data (issue 7).
+/// so record seal and open allocate nothing for their associated data.
 const AAD_ON_STACK: usize = 1152;
 
 /// The associated data, header || context: in the caller's stack buffer when it fits, else

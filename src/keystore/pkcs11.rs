@@ -34,7 +34,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::secrets::read_credential;
 use super::worker_pool::WorkerPool;
 use super::{BackendInfo, KeystoreError, NewKey, RootKeyBackend, RootKeyRef};
-use crate::config::{parse_duration, Pkcs11Config};
+use crate::config::Pkcs11Config;
 use crate::crypto::envelope::ENVELOPE_VERSION;
 use crate::crypto::envelope::{HEADER_LEN, OVERHEAD};
 use crate::crypto::{CryptoError, Envelope, EnvelopeKind};
@@ -81,14 +81,12 @@ impl Pkcs11Keystore {
 
     /// Checks the settings that need no token: the timeout and that the module exists.
     fn validate(config: &Pkcs11Config) -> Result<Duration, KeystoreError> {
-        let timeout = parse_duration(&config.timeout)
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                KeystoreError::Config(format!(
-                    "keystore.pkcs11.timeout {:?} is not a duration such as \"5s\"",
-                    config.timeout
-                ))
-            })?;
+        let timeout = config.timeout;
+        if timeout.is_zero() {
+            return Err(KeystoreError::Config(
+                "keystore.pkcs11.timeout must be above zero".into(),
+            ));
+        }
         let module = &config.module;
         if !module.is_file() {
             return Err(KeystoreError::Config(format!(

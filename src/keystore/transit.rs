@@ -36,7 +36,7 @@ use zeroize::Zeroizing;
 
 use super::secrets::read_credential;
 use super::{BackendInfo, KeystoreError, NewKey, RootKeyBackend, RootKeyRef};
-use crate::config::{parse_duration, TransitConfig};
+use crate::config::TransitConfig;
 use crate::crypto::envelope::HEADER_LEN;
 use crate::crypto::{CryptoError, EnvelopeKind, SecretKey};
 
@@ -210,14 +210,12 @@ impl TransitKeystore {
                 "keystore.transit.address {address:?} must start with http:// or https://"
             )));
         }
-        let timeout = parse_duration(&config.timeout)
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                KeystoreError::Config(format!(
-                    "keystore.transit.timeout {:?} is not a duration such as \"5s\"",
-                    config.timeout
-                ))
-            })?;
+        let timeout = config.timeout;
+        if timeout.is_zero() {
+            return Err(KeystoreError::Config(
+                "keystore.transit.timeout must be above zero".into(),
+            ));
+        }
         let mount = config.mount.trim_matches('/').to_string();
         if mount.is_empty() {
             return Err(KeystoreError::Config(

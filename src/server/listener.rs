@@ -67,7 +67,7 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let path = config.socket.clone();
     let permits = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
-    let header_timeout = config.request_timeout()?;
+    let header_timeout = config.limits.request_timeout;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tracing::info!(socket = %path.display(), "envault listening");

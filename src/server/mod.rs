@@ -77,7 +77,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
     // Bind first: a second daemon must fail on the live socket with a clear message, before
     // it touches the data dir (whose store lock would give a vaguer one).
-    let listener = listener::bind(&config.socket, config.socket_mode()?).await?;
+    let listener = listener::bind(&config.socket, config.socket_mode).await?;
     let vault = match Vault::open(&config) {
         Ok(vault) => vault,
         Err(err) => {
@@ -104,7 +104,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         allowed_uids: config.allowed_uids.clone(),
     });
     spawn_background(Arc::clone(&state));
-    if let Some(every) = config.backup_schedule()? {
+    if let Some(every) = config.backup.schedule {
         spawn_backup_schedule(Arc::clone(&state), every, config.backup.retention);
     }
     crate::telemetry::metrics::install();

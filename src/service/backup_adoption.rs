@@ -1,4 +1,4 @@
-//! Listing a shared backup target (an S3 bucket) from the bucket itself (issue 9): objects
+//! Listing a shared backup target (an S3 bucket) from the bucket itself: objects
 //! this node has no registration for — written before its data dir was restored from an older
 //! copy, or lost with it — are registered when they verify:
 //! - the object is named `<backup id>.evb` and its header names that id;

@@ -82,7 +82,7 @@ pub enum ServiceError {
     /// and the request may be retried.
     #[error("{0}")]
     KeyBackendUnavailable(String),
-    /// Issue 9: the backup target (directory or S3 bucket) failed or refused; the message
+    /// The backup target (directory or S3 bucket) failed or refused; the message
     /// names the target and its answer (never credentials), so the operator can act on it.
     #[error("backup target failure: {0}")]
     BackupTarget(String),

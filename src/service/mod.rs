@@ -20,6 +20,7 @@ mod readiness;
 mod record_batch;
 mod records;
 mod rotation;
+mod seal_budget;
 mod tokens;
 mod transit;
 
@@ -67,7 +68,7 @@ pub struct Vault {
     keystore_remote: bool,
     catalog: RwLock<Catalog>,
     deks: DekCache,
-    seal_budgets: records::SealBudgets,
+    seal_budgets: seal_budget::SealBudgets,
     database_locks: records::DatabaseLocks,
     /// Where backups are written (a local directory or an S3 bucket).
     backup_target: Arc<dyn crate::backup::target::BackupTarget>,
@@ -102,15 +103,12 @@ impl Vault {
         create_private_dir(data_dir)?;
         let keystore = crate::keystore::open_backend(config)?;
         let store = crate::store::open(config, &data_dir.join("store"))?;
-        let bad_config = |e: crate::config::ConfigError| ServiceError::BadRequest(e.to_string());
-        let audit_sync = config.audit_sync().map_err(bad_config)?;
-        let audit = AuditLog::open_with(&data_dir.join("audit.log"), audit_sync)
+        let audit = AuditLog::open_with(&data_dir.join("audit.log"), config.audit.data_plane_sync)
             .map_err(|e| ServiceError::AuditLog(format!("cannot open the activity log: {e}")))?;
         let limits = Limits {
-            max_record_size: config.max_record_size().map_err(bad_config)?,
+            max_record_size: config.limits.max_record_size,
             max_record_key: config.limits.max_record_key,
         };
-        let dek_ttl = config.dek_ttl().map_err(bad_config)?;
         let mut vault = Self::with_parts(
             store,
             keystore,
@@ -118,13 +116,10 @@ impl Vault {
             config.backup_dir(),
             config.instance.clone(),
             limits,
-            config.soft_delete_period().map_err(bad_config)?,
+            config.lifecycle.soft_delete_period,
         )?
-        .with_dek_cache(config.cache.max_deks, dek_ttl);
-        vault.disk_space = DiskSpace::new(
-            data_dir.clone(),
-            config.min_free_space().map_err(bad_config)?,
-        );
+        .with_dek_cache(config.cache.max_deks, config.cache.dek_ttl);
+        vault.disk_space = DiskSpace::new(data_dir.clone(), config.limits.min_free_space);
         vault.backup_target = crate::backup::target::from_config(config)?;
         Ok(vault)
     }
@@ -148,7 +143,7 @@ impl Vault {
             keystore,
             catalog: RwLock::new(catalog),
             deks: DekCache::default(),
-            seal_budgets: records::SealBudgets::default(),
+            seal_budgets: seal_budget::SealBudgets::default(),
             database_locks: records::DatabaseLocks::default(),
             backup_target: Arc::new(crate::backup::target::local::LocalDirTarget::new(
                 backup_dir,

@@ -1,4 +1,4 @@
-//! Opens the store the configuration names (issue 10).
+//! Opens the store the configuration names.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,10 +13,11 @@ use crate::config::Config;
 pub fn open(config: &Config, sled_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
     match config.store.backend.as_str() {
         "postgres" => {
-            let timeout = config
-                .store_timeout()
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
-            let store = PostgresStore::connect(&config.store.url, config.store.pool_size, timeout)?;
+            let store = PostgresStore::connect(
+                &config.store.url,
+                config.store.pool_size,
+                config.store.timeout,
+            )?;
             tracing::info!(
                 url = %super::postgres::redact(&config.store.url),
                 pool_size = config.store.pool_size,

@@ -1,4 +1,4 @@
-//! Root-key backend fixtures for the test matrix (issue 8): the file keystore, an OpenBao
+//! Root-key backend fixtures for the test matrix: the file keystore, an OpenBao
 //! transit server and a SoftHSM2 token, each started in a temp dir by the test itself and
 //! stopped when the fixture drops. A missing `bao` or `softhsm2-util` fails the test.
 //!
@@ -383,7 +383,7 @@ impl Bao {
             token_file: PathBuf::new(),
             mount: "transit".into(),
             key_prefix: "envault-".into(),
-            timeout: "5s".into(),
+            timeout: Duration::from_secs(5),
             ca_file: PathBuf::new(),
         }
     }
@@ -499,7 +499,7 @@ impl SoftHsm {
             module: SOFTHSM_MODULE.into(),
             token_label: self.label.clone(),
             pin_file: PathBuf::new(),
-            timeout: "5s".into(),
+            timeout: Duration::from_secs(5),
         }
     }
 

@@ -110,7 +110,7 @@ pub fn check_annotations(annotations: &HashMap<String, Vec<u8>>) -> Result<(), S
 }
 
 impl Plugin {
-    /// Other nodes' catalog changes first (issue 10), as for every socket API request.
+    /// Other nodes' catalog changes first, as for every socket API request.
     async fn refresh(&self) -> Result<(), Status> {
         self.state.vault.refresh_catalog().await.map_err(status_of)
     }
@@ -220,7 +220,7 @@ pub async fn listen(config: &Config, state: Arc<AppState>) -> Result<(), ServerE
             source: std::io::Error::other("[kms_v2] socket is set but [kms_v2] key is empty"),
         });
     }
-    let listener = bind(&path, config.socket_mode()?).await?;
+    let listener = bind(&path, config.socket_mode).await?;
     let plugin = Plugin {
         state,
         key: config.kms_v2.key.clone(),

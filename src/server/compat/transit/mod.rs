@@ -90,7 +90,7 @@ pub async fn listen(config: &Config, state: Arc<AppState>) -> Result<(), ServerE
     tracing::info!(%addr, "transit API listening on TCP");
     let app = router().with_state(state);
     let permits = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
-    let header_timeout = config.request_timeout()?;
+    let header_timeout = config.limits.request_timeout;
     tokio::spawn(async move {
         loop {
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
