@@ -97,6 +97,7 @@ async fn run(size: usize, databases: usize, rotations: usize, budget: Duration) 
                     name: name.clone(),
                     key: Some("k".into()),
                     backup_key: None,
+                    ..Default::default()
                 },
             )
             .await

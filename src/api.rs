@@ -1,6 +1,9 @@
 //! Wire types of the socket API (`shared/API.md`), shared by the server and the [`crate::client`],
 //! so the two cannot drift apart. Binary values travel as standard base64 strings.
 
+mod kms;
+pub use kms::{KeyPolicyInfo, SetPolicyRequest};
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::store::ValueLogStats;
@@ -46,7 +49,7 @@ pub struct KeyInfo {
     pub name: String,
     /// `generated` | `imported` | `provider`.
     pub origin: String,
-    /// `active` | `suspended` | `destroyed`.
+    /// `active` | `suspended` | `pending_destruction` | `destroyed`.
     pub state: String,
     /// Newest version (the one that wraps).
     pub version: u32,
@@ -58,6 +61,12 @@ pub struct KeyInfo {
     /// Only on `GET /v1/keys/{key}`: what this key protects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registrations: Option<Vec<Registration>>,
+    /// Only on `GET /v1/keys/{key}`: rotation and deletion policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<KeyPolicyInfo>,
+    /// In state `pending_destruction`: RFC 3339 of the shred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destroy_at: Option<String>,
 }
 
 /// One resource a key protects.
@@ -75,6 +84,10 @@ pub struct Registration {
     pub state: String,
     /// `key` (records) or `backup_key`.
     pub role: String,
+    /// When this registration ends by itself: a soft-deleted database's purge, a kept backup's
+    /// expiry (RFC 3339). Absent while it lasts until deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_at: Option<String>,
 }
 
 /// `GET /v1/keys`.
@@ -144,9 +157,29 @@ pub struct CreateDatabaseRequest {
     /// Customer key (name, id or CRN); absent = provider-managed key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// Separate key for backups.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Separate key for backups; `backup_encryption_key_crn` (the seed's name) is accepted too.
+    /// The database's own key named here is no separate backup key: backups use it under the
+    /// database's own authorization.
+    #[serde(
+        default,
+        alias = "backup_encryption_key_crn",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backup_key: Option<String>,
+    /// Create the `databases` authorizations the keys need when they are missing (`Reader` on
+    /// the key, `Reader` + `AuthorizationDelegator` on a separate backup key); existing ones
+    /// are kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_authorization: bool,
+}
+
+/// `GET /v1/databases` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseListQuery {
+    /// Only databases in this state: `active`, `deleted` or `disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// A database as the API shows it (in every state, shredded included).
@@ -171,6 +204,10 @@ pub struct DatabaseInfo {
     pub key_origin: String,
     /// Id of the backup key, if one was named.
     pub backup_key: Option<String>,
+    /// Name of the key backups are made under: the backup key's, else the database's own key's
+    /// (`provider-managed` when envault made that key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_key_name: Option<String>,
     /// RFC 3339 time.
     pub created_at: String,
     /// When it was soft-deleted.
@@ -420,8 +457,12 @@ pub struct AffectedResource {
     pub crn: String,
     /// Name.
     pub name: String,
-    /// State before the action.
+    /// State: before the action in previews, after it in shred receipts.
     pub state: String,
+    /// Why, in shred receipts: `key_destroyed` (records or backups under the key) or
+    /// `backup_key_destroyed` (a database that kept its records but lost its backup key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
     /// `key` or `backup_key`.
     pub role: String,
     /// Records it holds: counted for previews, absent from shred receipts (a shred does not
@@ -465,7 +506,8 @@ pub struct ShredReceipt {
     pub affected: Vec<AffectedResource>,
     /// RFC 3339.
     pub time: String,
-    /// Activity-log chain head just before the `kms.secrets.delete` event.
+    /// Hash of the `kms.secrets.delete` event in the activity log (the chain head right after
+    /// it); that event's details are this receipt without this field.
     pub audit_chain_head: String,
 }
 
@@ -537,6 +579,10 @@ pub struct AuditEvent {
     /// Structured extras (receipts, counts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+    /// How `hash` is computed: `"hmac-sha256"` (keyed chain); absent on lines of logs written
+    /// before the chain was keyed (plain SHA-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
     /// Hash of the previous event.
     pub prev: String,
     /// Hash of this event.

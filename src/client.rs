@@ -15,6 +15,7 @@
 
 mod connection;
 mod error;
+mod kms;
 mod lifecycle;
 mod paths;
 
@@ -301,16 +302,35 @@ impl Client {
             name: name.to_string(),
             key: key.map(str::to_string),
             backup_key: backup_key.map(str::to_string),
+            ..Default::default()
         };
-        self.call_json(Method::POST, "/v1/databases", Some(&body))
+        self.create_database_with(&body).await
+    }
+
+    /// `POST /v1/databases` with every option of the request.
+    pub async fn create_database_with(
+        &self,
+        request: &CreateDatabaseRequest,
+    ) -> Result<DatabaseInfo, ClientError> {
+        self.call_json(Method::POST, "/v1/databases", Some(request))
             .await
     }
 
     /// `GET /v1/databases`.
     pub async fn list_databases(&self) -> Result<Vec<DatabaseInfo>, ClientError> {
-        let list: DatabaseList = self
-            .call_json(Method::GET, "/v1/databases", NO_BODY)
-            .await?;
+        self.list_databases_in(None).await
+    }
+
+    /// `GET /v1/databases?state=…`: only databases in `state`, when given.
+    pub async fn list_databases_in(
+        &self,
+        state: Option<&str>,
+    ) -> Result<Vec<DatabaseInfo>, ClientError> {
+        let path = match state {
+            Some(state) => format!("/v1/databases?state={}", paths::encode_segment(state)),
+            None => "/v1/databases".to_string(),
+        };
+        let list: DatabaseList = self.call_json(Method::GET, &path, NO_BODY).await?;
         Ok(list.databases)
     }
 

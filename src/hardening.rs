@@ -85,3 +85,13 @@ pub fn status() -> Protection {
         dumpable,
     }
 }
+
+/// Sets the process umask to 077, so that every file and directory the daemon or a library
+/// it uses (the store engine) creates is private to its user, whatever mode was asked for.
+/// Explicit modes (0700 directories, 0600 files) stay in place; this only catches the rest.
+pub fn private_umask() {
+    // SAFETY: umask takes a mode and returns the previous one; it touches no memory.
+    unsafe {
+        libc::umask(0o077);
+    }
+}

@@ -421,8 +421,19 @@ async fn allowed_uids_refuses_other_peers_and_logs_their_uid() {
         assert_eq!(event["reason"], "forbidden", "{event}");
         assert_eq!(event["initiator"]["peer_uid"], uid, "{event}");
     }
-    assert_eq!(denials[0]["target"], "GET /v1/keys");
-    assert_eq!(denials[1]["target"], "PUT /v1/databases/db1/records/r");
+    // The target is the instance's CRN (the request named no resource); the route is kept.
+    for event in &denials {
+        let target = event["target"].as_str().unwrap();
+        assert!(
+            target.starts_with("crn:v1:envault:local:a/") && target.ends_with("::"),
+            "{event}"
+        );
+    }
+    assert_eq!(denials[0]["details"]["reference"], "GET /v1/keys");
+    assert_eq!(
+        denials[1]["details"]["reference"],
+        "PUT /v1/databases/db1/records/r"
+    );
 
     // With our uid in the list, the same requests work; the refused PUT wrote nothing.
     let config = daemon.dir().join("ours.toml");

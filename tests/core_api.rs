@@ -259,7 +259,7 @@ async fn key_creation_errors() {
         "conflict",
     );
     assert_api_error(
-        client.create_key("taken", Some(&[7u8; 32]), None).await,
+        client.create_key("taken", Some(&patterned(7)), None).await,
         409,
         "conflict",
     );
@@ -327,7 +327,7 @@ async fn key_creation_errors() {
         .collect();
     assert_eq!(names, ["taken"]);
     let key = client
-        .create_key("short", Some(&[1u8; 32]), None)
+        .create_key("short", Some(&patterned(1)), None)
         .await
         .unwrap();
     assert_eq!(key.origin, "imported");
@@ -1084,7 +1084,7 @@ async fn unknown_routes_and_methods() {
 async fn data_survives_a_graceful_restart() {
     let mut daemon = Daemon::start().await;
     let client = daemon.client();
-    let material = [42u8; 32];
+    let material = patterned(42);
     let key = client
         .create_key("byok", Some(&material), None)
         .await
@@ -1376,4 +1376,9 @@ async fn names_are_unique_per_daemon_not_global() {
         .await
         .unwrap();
     assert_api_error(second.client().get_database(&db.id).await, 404, "not_found");
+}
+
+/// 32 bytes of key material that are not all one value (which imports refuse).
+fn patterned(seed: u8) -> [u8; 32] {
+    std::array::from_fn(|i| seed.wrapping_add(i as u8))
 }

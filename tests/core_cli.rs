@@ -208,7 +208,8 @@ async fn database_commands() {
     let out = ok(&daemon.cli(&["db", "create", "orders", "--key", "k1"]));
     assert!(out.starts_with("created database orders ("), "{out}");
     assert!(
-        out.trim_end().ends_with(&format!("under key {key_id}")),
+        out.trim_end()
+            .ends_with(&format!("under key {key_id}; backups under key k1")),
         "{out}"
     );
     let provider = ok_json(&daemon.cli(&["--json", "db", "create", "scratch"]));

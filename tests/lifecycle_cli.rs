@@ -361,12 +361,12 @@ async fn key_lifecycle_from_rotation_to_cryptoshred() {
     let cells = row(&receipt, "life-db");
     assert_eq!(
         cells[..4],
-        ["database", "life-db", "active", "key"],
+        ["database", "life-db", "disabled", "key"],
         "{receipt}"
     );
     assert!(receipt.contains("life-db2"), "{receipt}");
 
-    // The receipt's chain head is the link of the logged event.
+    // The receipt's chain head is the hash of the logged event itself.
     let events = ok_json(&daemon.cli(&["--json", "audit", "--action", "kms.secrets.delete"]));
     let deletes: Vec<&Value> = events["events"]
         .as_array()
@@ -376,8 +376,8 @@ async fn key_lifecycle_from_rotation_to_cryptoshred() {
         .collect();
     assert_eq!(deletes.len(), 1, "{events}");
     assert_eq!(deletes[0]["target"], crn.as_str());
-    assert_eq!(deletes[0]["prev"], head.as_str());
-    assert_eq!(deletes[0]["details"]["audit_chain_head"], head.as_str());
+    assert_eq!(deletes[0]["hash"], head.as_str());
+    assert!(deletes[0]["details"].get("audit_chain_head").is_none());
     let lines = ok(&daemon.cli(&["audit", "--action", "kms.secrets.delete"]));
     let shred_line = lines
         .lines()

@@ -402,7 +402,11 @@ async fn master_key_comes_from_a_systemd_credential() {
     let key: Vec<u8> = (0..32u8)
         .map(|i| i.wrapping_mul(7).wrapping_add(3))
         .collect();
-    std::fs::write(credentials.path().join("master.key"), &key).unwrap();
+    let credential = credentials.path().join("master.key");
+    std::fs::write(&credential, &key).unwrap();
+    // systemd hands credentials over read-only to the service user.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&credential, std::fs::Permissions::from_mode(0o400)).unwrap();
     let credentials_dir = credentials.path().to_str().unwrap().to_string();
     let mut daemon =
         Daemon::start_with_env(&[("CREDENTIALS_DIRECTORY", credentials_dir.as_str())]).await;

@@ -565,3 +565,43 @@ async fn the_aws_credential_chain_is_used_without_static_keys() {
     let answer = create_backup_raw(&client, &db).await;
     assert_json_error(&answer, 500, "backup_target_error");
 }
+
+/// A purge destroys the purged database's objects in the bucket, and its key then deletes
+/// without force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_deletes_the_databases_objects() {
+    let weed = Weed::start().await;
+    let prefix = "node-a/purged";
+    let extra = [("ENVAULT_SOFT_DELETE_PERIOD", "1s")];
+    let daemon = daemon_on(&weed, prefix, ADMIN_KEY, ADMIN_SECRET, &extra).await;
+    let client = daemon.client();
+    let (db, _) = database_with(&client, &records(3, 20, 100)).await;
+    for _ in 0..2 {
+        create_backup(&client, &db).await;
+    }
+    assert_eq!(weed.objects(prefix).await.len(), 2);
+    let key = client.get_database(&db).await.unwrap().key;
+    client
+        .request(
+            envault::client::Method::DELETE,
+            &format!("/v1/databases/{db}"),
+            None,
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client.get_database(&db).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "{db} was not purged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(weed.objects(prefix).await, Vec::<(String, u64)>::new());
+    let (status, body) = client
+        .request(
+            envault::client::Method::DELETE,
+            &format!("/v1/keys/{key}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}

@@ -160,7 +160,7 @@ async fn a_forced_delete_shreds_everything_under_the_key() {
     )
     .expect("receipt time is RFC 3339");
 
-    // The receipt's chain head is the hash of the event right before kms.secrets.delete.
+    // The receipt's chain head is the hash of the kms.secrets.delete event itself.
     assert_audit_chain_ok(&admin).await;
     let log = audit_file_events(&daemon);
     let at = log
@@ -172,8 +172,7 @@ async fn a_forced_delete_shreds_everything_under_the_key() {
         })
         .expect("a kms.secrets.delete success event in audit.log");
     let head = receipt["audit_chain_head"].as_str().unwrap();
-    assert_eq!(log[at]["prev"], head);
-    assert!(at > 0 && log[at - 1]["hash"] == head, "{:?}", log[at - 1]);
+    assert_eq!(log[at]["hash"], head);
     assert_eq!(log[at]["details"]["key"], doomed.crn.as_str());
 
     // Metadata stays readable; the key cannot come back.
@@ -428,25 +427,22 @@ async fn no_write_is_acknowledged_after_the_shred_returns() {
             key.as_bytes()
         );
     }
-    // The receipt's chain head is an event logged before the delete event.
+    // The receipt's chain head is the delete event's own hash.
     let log = audit_file_events(&daemon);
     let at = log
         .iter()
         .position(|e| e["action"] == "kms.secrets.delete")
         .expect("kms.secrets.delete event");
     let head: &Value = &race.receipt["audit_chain_head"];
-    assert!(
-        log[..at].iter().any(|e| &e["hash"] == head),
-        "the receipt's chain head {head} is not an event before the delete"
-    );
+    assert_eq!(&log[at]["hash"], head, "the receipt names its own event");
     assert_audit_chain_ok(&admin).await;
 }
 
-/// Under write load the receipt's `audit_chain_head` must still be the `prev` of the
+/// Under write load the receipt's `audit_chain_head` must still be the hash of the
 /// `kms.secrets.delete` event, and no refusal caused by the shred may be logged before the shred
 /// itself. Repeated because the window is a few microseconds wide.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_receipt_chain_head_is_the_event_right_before_the_delete_under_load() {
+async fn the_receipt_chain_head_is_the_delete_event_itself_under_load() {
     let daemon = Daemon::start().await;
     let admin = daemon.client();
     usable_key(&admin, "calm-key").await;
@@ -458,7 +454,11 @@ async fn the_receipt_chain_head_is_the_event_right_before_the_delete_under_load(
         let key = format!("hot-key-{round}");
         let db = format!("hot-{round}");
         usable_key(&admin, &key).await;
-        admin.create_database(&db, Some(&key), None).await.unwrap();
+        let db_crn = admin
+            .create_database(&db, Some(&key), None)
+            .await
+            .unwrap()
+            .crn;
         let race = shred_under_write_load(&daemon, &key, &db, "calm").await;
         let log = audit_file_events(&daemon);
         let key_crn = race.receipt["key"].as_str().unwrap();
@@ -467,17 +467,19 @@ async fn the_receipt_chain_head_is_the_event_right_before_the_delete_under_load(
             .position(|e| e["action"] == "kms.secrets.delete" && e["target"] == key_crn)
             .expect("kms.secrets.delete event");
         let head = &race.receipt["audit_chain_head"];
-        let from = log[..at]
-            .iter()
-            .position(|e| &e["hash"] == head)
-            .expect("the chain head is an earlier event");
-        let between: Vec<String> = log[from + 1..at]
-            .iter()
-            .map(|e| format!("{} {} {}", e["action"], e["outcome"], e["reason"]))
-            .collect();
         assert_eq!(
-            &log[at]["prev"], head,
-            "round {round}: events between the receipt's chain head and the delete: {between:?}"
+            &log[at]["hash"], head,
+            "round {round}: the receipt names its own event"
+        );
+        // No refusal of a write to the shredded database is logged before the shred.
+        let refused_before: Vec<String> = log[..at]
+            .iter()
+            .filter(|e| e["reason"] == "key_destroyed" && e["target"] == db_crn.as_str())
+            .map(|e| format!("{} {} {}", e["action"], e["outcome"], e["target"]))
+            .collect();
+        assert!(
+            refused_before.is_empty(),
+            "round {round}: refusals logged before the shred: {refused_before:?}"
         );
     }
 }

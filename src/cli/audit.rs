@@ -36,12 +36,44 @@ pub struct AuditArgs {
 /// Audit subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the activity log's hash chain; exits 7 naming the first broken line if it fails.
-    Verify,
+    /// Check the activity log's keyed chain and its head file (so that removed lines are
+    /// found); exits 7 naming the first broken line if it fails.
+    Verify(VerifyArgs),
+}
+
+/// `audit verify` arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Check the log in this data dir directly, without the daemon (which may be stopped).
+    /// Needs read access to the data dir and the master key.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+impl AuditArgs {
+    /// The data dir of `audit verify --data-dir DIR`, which needs no daemon.
+    pub(super) fn offline_data_dir(&self) -> Option<&std::path::Path> {
+        match &self.command {
+            Some(AuditCommand::Verify(VerifyArgs { data_dir })) => data_dir.as_deref(),
+            None => None,
+        }
+    }
+}
+
+/// `audit verify --data-dir DIR`: the same report, read from the files.
+pub(super) fn verify_offline(
+    mut config: crate::config::Config,
+    data_dir: &std::path::Path,
+    json: bool,
+) -> Result<(), CliError> {
+    config.data_dir = data_dir.to_path_buf();
+    let report = crate::service::verify_data_dir(&config)
+        .map_err(|e| CliError::Failed(format!("cannot check the activity log: {e}")))?;
+    print_report(&report, json)
 }
 
 pub(super) async fn run(ctx: &Context, args: AuditArgs) -> Result<(), CliError> {
-    if let Some(AuditCommand::Verify) = args.command {
+    if let Some(AuditCommand::Verify(_)) = args.command {
         return verify(ctx).await;
     }
     let action = args.action.as_deref();
@@ -116,7 +148,11 @@ fn print_event(event: &AuditEvent) -> Result<(), CliError> {
 /// Prints the report; fails (exit 1) when the chain does not verify, naming the broken line.
 async fn verify(ctx: &Context) -> Result<(), CliError> {
     let report = ctx.client.audit_verify().await?;
-    if ctx.json {
+    print_report(&report, ctx.json)
+}
+
+fn print_report(report: &crate::api::AuditVerifyReport, json: bool) -> Result<(), CliError> {
+    if json {
         output::json(&report)?;
     } else {
         output::fields(&[

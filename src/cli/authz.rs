@@ -4,7 +4,7 @@ use clap::Subcommand;
 
 use super::output::{self, Table};
 use super::{CliError, Context};
-use crate::api::AuthorizationList;
+use crate::api::{AuthorizationInfo, AuthorizationList};
 
 /// Authorization verbs.
 #[derive(Debug, Subcommand)]
@@ -20,6 +20,9 @@ pub enum AuthzCommand {
         /// Role to grant; repeat for several [default: Reader].
         #[arg(long = "role", value_name = "ROLE", value_parser = ["Reader", "AuthorizationDelegator"])]
         roles: Vec<String>,
+        /// Succeed, changing nothing, when an identical authorization already exists.
+        #[arg(long)]
+        if_missing: bool,
     },
     /// List authorizations, delegated ones included.
     List,
@@ -37,16 +40,24 @@ pub(super) async fn run(ctx: &Context, command: AuthzCommand) -> Result<(), CliE
             source,
             target,
             mut roles,
+            if_missing,
         } => {
             if roles.is_empty() {
                 roles.push("Reader".into());
             }
-            let info = client.grant(&source, &target, &roles).await?;
+            let (info, verb) = match client.grant(&source, &target, &roles).await {
+                Ok(info) => (info, "granted"),
+                Err(err) if if_missing && err.code() == Some("duplicate_policy") => (
+                    existing(ctx, &source, &target, &roles).await?,
+                    "already granted",
+                ),
+                Err(err) => return Err(err.into()),
+            };
             if ctx.json {
                 return output::json(&info);
             }
             output::line(&format!(
-                "granted {} on {} to {} ({})",
+                "{verb} {} on {} to {} ({})",
                 info.roles.join(","),
                 info.target,
                 info.source,
@@ -82,4 +93,33 @@ pub(super) async fn run(ctx: &Context, command: AuthzCommand) -> Result<(), CliE
             output::line(&format!("revoked authorization {id}"))
         }
     }
+}
+
+/// The non-delegated authorization identical to the one asked for (`grant --if-missing`).
+async fn existing(
+    ctx: &Context,
+    source: &str,
+    target: &str,
+    roles: &[String],
+) -> Result<AuthorizationInfo, CliError> {
+    let mut wanted: Vec<String> = roles.to_vec();
+    wanted.sort();
+    wanted.dedup();
+    let key_crn = if target == "*" {
+        "*".to_string()
+    } else {
+        ctx.client.get_key(target).await?.crn
+    };
+    ctx.client
+        .list_authorizations()
+        .await?
+        .into_iter()
+        .find(|a| {
+            a.created_by.is_none() && a.source == source && a.target == key_crn && a.roles == wanted
+        })
+        .ok_or_else(|| {
+            CliError::Failed(format!(
+                "the daemon reported an identical authorization for {source} on {target}, but none is listed"
+            ))
+        })
 }

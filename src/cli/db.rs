@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::output::{self, Table};
 use super::{CliError, Context};
-use crate::api::DatabaseInfo;
+use crate::api::{CreateDatabaseRequest, DatabaseInfo};
 
 /// Database verbs. A database is named by its name or id.
 #[derive(Debug, Subcommand)]
@@ -18,11 +18,18 @@ pub enum DbCommand {
         #[arg(long, value_name = "KEY")]
         key: Option<String>,
         /// Separate root key for backups (needs the role AuthorizationDelegator too).
-        #[arg(long, value_name = "KEY")]
+        #[arg(long, value_name = "KEY", alias = "backup-encryption-key-crn")]
         backup_key: Option<String>,
+        /// Grant the `databases` authorizations the keys need when they are missing.
+        #[arg(long)]
+        create_authorization: bool,
     },
-    /// List databases in every state.
-    List,
+    /// List databases in every state, or in one.
+    List {
+        /// Only databases in this state.
+        #[arg(long, value_parser = ["active", "deleted", "disabled"])]
+        state: Option<String>,
+    },
     /// Show a database (works in every state, shredded included).
     Show {
         /// Name or id.
@@ -47,20 +54,31 @@ pub(super) async fn run(ctx: &Context, command: DbCommand) -> Result<(), CliErro
             name,
             key,
             backup_key,
+            create_authorization,
         } => {
-            let db = client
-                .create_database(&name, key.as_deref(), backup_key.as_deref())
-                .await?;
+            let request = CreateDatabaseRequest {
+                name,
+                key,
+                backup_key,
+                create_authorization,
+            };
+            let db = client.create_database_with(&request).await?;
             if ctx.json {
                 return output::json(&db);
             }
+            let key_name = match db.key_origin.as_str() {
+                "provider" => "provider-managed".to_string(),
+                _ => db.key.clone(),
+            };
             output::line(&format!(
-                "created database {} ({}) under key {}",
-                db.name, db.id, db.key
+                "created database {} ({}) under key {key_name}; backups under key {}",
+                db.name,
+                db.id,
+                db.backup_key_name.as_deref().unwrap_or(&key_name)
             ))
         }
-        DbCommand::List => {
-            let dbs = client.list_databases().await?;
+        DbCommand::List { state: wanted } => {
+            let dbs = client.list_databases_in(wanted.as_deref()).await?;
             if ctx.json {
                 return output::json(&json!({ "databases": dbs }));
             }
@@ -90,6 +108,7 @@ pub(super) async fn run(ctx: &Context, command: DbCommand) -> Result<(), CliErro
                 ("key crn", db.key_crn.clone()),
                 ("key origin", db.key_origin.clone()),
                 ("backup key", optional(&db.backup_key)),
+                ("backups under", optional(&db.backup_key_name)),
                 ("created", db.created_at.clone()),
                 ("deleted", optional(&db.deleted_at)),
                 ("purge at", optional(&db.purge_at)),

@@ -71,6 +71,29 @@ pub enum KeyCommand {
         /// Only show what the deletion would make unreadable; nothing changes.
         #[arg(long)]
         dry_run: bool,
+        /// Schedule the destruction after a waiting period ("7d"; 1d to 30d) instead of now:
+        /// everything under the key is unreadable at once, and `key cancel-deletion` restores
+        /// it until the date.
+        #[arg(long, value_name = "PERIOD")]
+        after: Option<String>,
+    },
+    /// Show or set a key's policies: automatic rotation and dual authorization of deletion
+    /// (without flags: show them).
+    Policy {
+        /// Name, id or CRN.
+        key: String,
+        /// Rotate every N days ("90d"; 1d to 2560d), or "off".
+        #[arg(long, value_name = "PERIOD")]
+        rotate_every: Option<String>,
+        /// Require two different operator tokens to delete the key.
+        #[arg(long, value_name = "on|off", value_parser = super::policy::parse_switch)]
+        dual_auth: Option<bool>,
+    },
+    /// Cancel a scheduled deletion (access returns at once), or else a pending
+    /// dual-authorization approval.
+    CancelDeletion {
+        /// Name, id or CRN.
+        key: String,
     },
 }
 
@@ -158,16 +181,42 @@ pub(super) async fn run(ctx: &Context, command: KeyCommand) -> Result<(), CliErr
                 info.name, info.crn, info.state
             ))
         }
+        KeyCommand::Policy {
+            key,
+            rotate_every,
+            dual_auth,
+        } => super::policy::policy(ctx, &key, rotate_every.as_deref(), dual_auth).await,
+        KeyCommand::CancelDeletion { key } => super::policy::cancel(ctx, &key).await,
         KeyCommand::Delete {
             key,
             force,
             dry_run,
+            after,
         } => {
+            if let Some(after) = after.as_deref().filter(|_| dry_run) {
+                let impact = client.preview_scheduled_deletion(&key, after).await?;
+                if ctx.json {
+                    return output::json(&impact);
+                }
+                let impact = serde_json::from_value(impact)
+                    .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+                return super::impact::print_impact(&impact, force);
+            }
             if dry_run {
                 return preview(ctx, &key, KeyAction::Delete, force).await;
             }
-            let receipt = match client.delete_key(&key, force).await {
-                Ok(receipt) => receipt,
+            let answer = client
+                .schedule_key_deletion(&key, force, after.as_deref())
+                .await;
+            let receipt = match answer {
+                Ok(answer) if answer.get("destroyed_versions").is_none() => {
+                    if ctx.json {
+                        return output::json(&answer);
+                    }
+                    return super::policy::print_deferred(&answer);
+                }
+                Ok(answer) => serde_json::from_value::<crate::api::ShredReceipt>(answer)
+                    .map_err(|e| CliError::Output(std::io::Error::other(e)))?,
                 Err(error) => {
                     if error.code() == Some("key_in_use") {
                         output::note(&format!(
@@ -208,6 +257,7 @@ fn show(key: &KeyInfo) -> Result<(), CliError> {
             key.description.clone().unwrap_or_else(|| "-".into()),
         ),
     ])?;
+    super::policy::show_extra(key)?;
     registrations(key.registrations.as_deref().unwrap_or(&[]))
 }
 
@@ -216,13 +266,14 @@ fn registrations(list: &[Registration]) -> Result<(), CliError> {
         return output::line("registrations: none");
     }
     output::line("registrations:")?;
-    let mut table = Table::new(&["KIND", "NAME", "STATE", "ROLE", "ID"]);
+    let mut table = Table::new(&["KIND", "NAME", "STATE", "ROLE", "PURGE_AT", "ID"]);
     for r in list {
         table.row(vec![
             r.kind.clone(),
             r.name.clone(),
             r.state.clone(),
             r.role.clone(),
+            r.purge_at.clone().unwrap_or_else(|| "-".into()),
             r.id.clone(),
         ]);
     }

@@ -23,6 +23,7 @@ mod exit;
 mod impact;
 mod key;
 pub mod output;
+mod policy;
 mod record;
 mod rotation;
 mod token;
@@ -171,6 +172,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let config = Config::load(cli.config.as_deref())?;
     let result = match cli.command {
         Command::Serve => serve(config, cli.socket).await,
+        Command::Audit(args) if args.offline_data_dir().is_some() => {
+            let data_dir = args
+                .offline_data_dir()
+                .unwrap_or(&config.data_dir)
+                .to_path_buf();
+            audit::verify_offline(config, &data_dir, cli.json)
+        }
         command => {
             let socket = cli.socket.unwrap_or_else(|| config.socket.clone());
             let token = resolve_token(cli.token, &config)?;
@@ -339,6 +347,7 @@ mod tests {
                 "--follow",
             ],
             &["audit", "verify"],
+            &["audit", "verify", "--data-dir", "/var/lib/envault"],
         ] {
             let argv = std::iter::once("envault").chain(args.iter().copied());
             if let Err(e) = Cli::try_parse_from(argv) {

@@ -17,12 +17,19 @@ pub enum TokenCommand {
         /// Database (name or id) an app token may use; repeat for several.
         #[arg(long = "db", value_name = "DB")]
         databases: Vec<String>,
+        /// A unique name, shown by `token list` and accepted by `token revoke`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Time to live ("30d", "12h"; 1s to 3650d). After it, the token gets 401
+        /// token_expired. Without it the token never expires.
+        #[arg(long)]
+        ttl: Option<String>,
     },
     /// List tokens (never their secrets).
     List,
     /// Revoke a token.
     Revoke {
-        /// Token id.
+        /// Token id or name.
         id: String,
     },
 }
@@ -30,16 +37,27 @@ pub enum TokenCommand {
 pub(super) async fn run(ctx: &Context, command: TokenCommand) -> Result<(), CliError> {
     let client = &ctx.client;
     match command {
-        TokenCommand::Create { role, databases } => {
-            let answer = client.create_token(&role, &databases).await?;
+        TokenCommand::Create {
+            role,
+            databases,
+            name,
+            ttl,
+        } => {
+            let answer = client
+                .create_named_token(&role, &databases, name.as_deref(), ttl.as_deref())
+                .await?;
             if ctx.json {
                 return output::json(&answer);
             }
             let Some(secret) = answer.get("token").and_then(|t| t.as_str()) else {
                 return output::json(&answer);
             };
+            let expiry = match answer.get("expires_at").and_then(|e| e.as_str()) {
+                Some(at) => format!(", expiring {at}"),
+                None => String::new(),
+            };
             output::note(&format!(
-                "created {role} token {}; the secret below is shown only once",
+                "created {role} token {}{expiry}; the secret below is shown only once",
                 output::cell(&answer, "id")
             ));
             output::line(secret)
@@ -49,14 +67,34 @@ pub(super) async fn run(ctx: &Context, command: TokenCommand) -> Result<(), CliE
             if ctx.json {
                 return output::json(&answer);
             }
-            let mut table = Table::new(&["ID", "ROLE", "DATABASES", "CREATED"]);
+            let mut table = Table::new(&[
+                "ID",
+                "NAME",
+                "ROLE",
+                "DATABASES",
+                "CREATED",
+                "LAST USED",
+                "EXPIRES",
+            ]);
             for t in output::items(&answer, "tokens") {
-                table.row(
-                    ["id", "role", "databases", "created_at"]
-                        .iter()
-                        .map(|c| output::cell(t, c))
-                        .collect(),
-                );
+                let mut row: Vec<String> = [
+                    "id",
+                    "name",
+                    "role",
+                    "databases",
+                    "created_at",
+                    "last_used_at",
+                    "expires_at",
+                ]
+                .iter()
+                .map(|c| output::cell(t, c))
+                .collect();
+                if t.get("expired").and_then(|e| e.as_bool()) == Some(true) {
+                    if let Some(expiry) = row.last_mut() {
+                        expiry.push_str(" (expired)");
+                    }
+                }
+                table.row(row);
             }
             table.print()
         }

@@ -43,6 +43,11 @@ pub const ENV_VARS: &[(&str, &str, bool)] = &[
     ("ENVAULT_BACKUP_DIR", "backup.dir", false),
     ("ENVAULT_BACKUP_SCHEDULE", "backup.schedule", false),
     ("ENVAULT_BACKUP_RETENTION", "backup.retention", true),
+    (
+        "ENVAULT_BACKUP_KEEP_AFTER_PURGE",
+        "backup.keep_after_purge",
+        false,
+    ),
     ("ENVAULT_BACKUP_TARGET", "backup.target", false),
     ("ENVAULT_BACKUP_ENDPOINT", "backup.endpoint", false),
     ("ENVAULT_BACKUP_REGION", "backup.region", false),
@@ -67,7 +72,16 @@ pub const ENV_VARS: &[(&str, &str, bool)] = &[
     ),
     ("ENVAULT_AUDIT_SYNC_INTERVAL", "audit.sync_interval", false),
     ("ENVAULT_METRICS_LISTEN", "metrics.listen", false),
+    ("ENVAULT_KEYS_ROTATE_EVERY", "keys.rotate_every", false),
+    (
+        "ENVAULT_DUAL_AUTH_DELETE",
+        "lifecycle.dual_auth_delete",
+        false,
+    ),
 ];
+
+/// Settings that are switches: "true" / "false" are set as booleans.
+const SWITCHES: &[&str] = &["lifecycle.dual_auth_delete"];
 
 /// Sets every setting whose variable `get` returns. An integer setting whose value does not
 /// parse as one is set as text, so the schema check names it.
@@ -79,6 +93,12 @@ pub(super) fn apply(table: &mut toml::Table, get: impl Fn(&str) -> Option<String
             .ok()
             .filter(|_| *integer)
             .map(toml::Value::Integer)
+            .or_else(|| {
+                raw.parse::<bool>()
+                    .ok()
+                    .filter(|_| SWITCHES.contains(path))
+                    .map(toml::Value::Boolean)
+            })
             .unwrap_or(toml::Value::String(raw));
         let (sections, key) = path.rsplit_once('.').unwrap_or(("", path));
         let mut target = Some(&mut *table);

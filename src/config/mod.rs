@@ -20,7 +20,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use env::ENV_VARS;
-pub use units::{parse_duration, parse_s3_url, parse_size};
+pub use units::{
+    parse_duration, parse_rotate_every, parse_s3_url, parse_size, MAX_ROTATE_DAYS, MIN_ROTATE_DAYS,
+};
 
 /// The defaults, compiled in so that `envault serve` works with no file at all.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/envault.toml");
@@ -90,6 +92,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The Prometheus metrics page.
     pub metrics: MetricsConfig,
+    /// Root-key defaults.
+    pub keys: KeysConfig,
 }
 
 /// `[metrics]`: `GET /metrics` is always on the socket; `listen` adds a loopback TCP port.
@@ -98,6 +102,13 @@ pub struct Config {
 pub struct MetricsConfig {
     /// Loopback address serving `GET /metrics`, e.g. "127.0.0.1:9464"; empty = off.
     pub listen: String,
+}
+
+/// `[keys]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeysConfig {
+    /// `rotate_every`: rotation period of provider-managed keys in days; `None`: off.
+    pub rotate_every_days: Option<u32>,
 }
 
 /// `[audit]`: when the activity log's lines are fsynced (`service::audit_sync`).
@@ -233,6 +244,8 @@ pub struct TransitConfig {
 pub struct LifecycleConfig {
     /// Soft-deletion period.
     pub soft_delete_period: Duration,
+    /// Deleting any customer key needs two different operator tokens.
+    pub dual_auth_delete: bool,
 }
 
 /// `[limits]`.
@@ -261,6 +274,8 @@ pub struct BackupConfig {
     pub schedule: Option<Duration>,
     /// Scheduled backups kept per database.
     pub retention: usize,
+    /// How long backups of a purged database are kept (zero: the purge destroys them).
+    pub keep_after_purge: Duration,
     /// `s3://BUCKET/PREFIX` (checked at load); empty = the local directory `dir`.
     pub target: String,
     /// S3 endpoint URL (S3-compatible services); empty = AWS.

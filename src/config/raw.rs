@@ -31,6 +31,15 @@ pub(super) struct RawConfig {
     store: RawStore,
     audit: RawAudit,
     metrics: MetricsConfig,
+    #[serde(default)]
+    keys: RawKeys,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    #[serde(default)]
+    rotate_every: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +107,8 @@ struct RawTransit {
 #[serde(deny_unknown_fields)]
 struct RawLifecycle {
     soft_delete_period: String,
+    #[serde(default)]
+    dual_auth_delete: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +127,8 @@ struct RawBackup {
     dir: PathBuf,
     schedule: String,
     retention: usize,
+    #[serde(default = "no_keep_after_purge")]
+    keep_after_purge: String,
     #[serde(default)]
     target: String,
     #[serde(default)]
@@ -124,6 +137,10 @@ struct RawBackup {
     region: String,
     #[serde(default)]
     credentials_file: PathBuf,
+}
+
+fn no_keep_after_purge() -> String {
+    "0".into()
 }
 
 /// A partial file: every key optional, merged over the defaults. Deserialized only to
@@ -147,6 +164,7 @@ struct Overlay {
     store: Option<toml::Table>,
     audit: Option<toml::Table>,
     metrics: Option<toml::Table>,
+    keys: Option<toml::Table>,
 }
 
 pub(super) fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
@@ -228,6 +246,18 @@ impl RawConfig {
                     )
                 },
             )?,
+            dual_auth_delete: self.lifecycle.dual_auth_delete,
+        };
+        let keys = super::KeysConfig {
+            rotate_every_days: super::units::parse_rotate_every(&self.keys.rotate_every).map_err(
+                |_| {
+                    value(
+                        "keys.rotate_every",
+                        &self.keys.rotate_every,
+                        "\"off\" or whole days from 1d to 2560d, such as \"90d\"",
+                    )
+                },
+            )?,
         };
         let limits = self.limits.check()?;
         let backup = self.backup.check()?;
@@ -251,6 +281,7 @@ impl RawConfig {
             store,
             audit,
             metrics: self.metrics,
+            keys,
         })
     }
 }
@@ -301,6 +332,13 @@ impl RawBackup {
                 "a duration such as \"24h\", or empty for no schedule",
             )?)
         };
+        let keep_after_purge = parse_duration(&self.keep_after_purge).ok_or_else(|| {
+            value(
+                "backup.keep_after_purge",
+                &self.keep_after_purge,
+                "a duration such as \"30d\", or \"0\" to destroy them with the database",
+            )
+        })?;
         let target = self.target.trim();
         if !target.is_empty() {
             parse_s3_url(target).map_err(|_| {
@@ -315,6 +353,7 @@ impl RawBackup {
             dir: self.dir,
             schedule,
             retention: self.retention,
+            keep_after_purge,
             target: self.target,
             endpoint: self.endpoint,
             region: self.region,

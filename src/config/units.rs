@@ -71,3 +71,23 @@ pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
     }
     Ok((bucket.to_string(), prefix.to_string()))
 }
+
+/// Shortest rotation period of a key policy, in days.
+pub const MIN_ROTATE_DAYS: u32 = 1;
+/// Longest rotation period of a key policy, in days (about seven years, as AWS KMS allows).
+pub const MAX_ROTATE_DAYS: u32 = 2560;
+
+/// Parses a key rotation period: "off" (or empty) for none, or whole days "90d" within 1–2560.
+pub fn parse_rotate_every(text: &str) -> Result<Option<u32>, String> {
+    let text = text.trim();
+    if text.is_empty() || text == "off" {
+        return Ok(None);
+    }
+    text.strip_suffix('d')
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (MIN_ROTATE_DAYS..=MAX_ROTATE_DAYS).contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            format!("invalid rotation period {text:?}: use \"off\" or whole days from 1d to 2560d, such as \"90d\"")
+        })
+}

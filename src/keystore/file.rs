@@ -47,18 +47,26 @@ struct Version {
 pub struct FileKeystore {
     path: PathBuf,
     temp_path: PathBuf,
+    master_path: PathBuf,
     master: Cipher,
+    /// The activity log's chain key, derived from the master key.
+    audit_key: SecretKey,
     keys: Mutex<HashMap<Uuid, BTreeMap<u32, Version>>>,
 }
 
 impl FileKeystore {
     /// Opens (or creates) the keystore in `dir`, sealed by the master key file at `master_path`.
     pub fn open(dir: &Path, master_path: &Path) -> Result<Self, KeystoreError> {
-        let master = Cipher::new(&master::load_or_create(master_path)?);
+        let master_key = master::load_or_create(master_path)?;
+        let audit_key = master::derive_audit_key(&master_key)?;
+        let master = Cipher::new(&master_key);
+        drop(master_key);
         let store = Self {
             path: dir.join(FILE_NAME),
             temp_path: dir.join(TEMP_NAME),
+            master_path: master_path.to_path_buf(),
             master,
+            audit_key,
             keys: Mutex::new(HashMap::new()),
         };
         let loaded = store.recover()?;
@@ -116,7 +124,10 @@ impl FileKeystore {
         let corrupt = || KeystoreError::Corrupt(self.path.clone());
         let (_, plain) = Envelope(EnvelopeKind::Keystore)
             .open(&self.master, CONTEXT, sealed)
-            .map_err(|_| corrupt())?;
+            .map_err(|_| KeystoreError::DoesNotOpen {
+                keystore: self.path.clone(),
+                master: self.master_path.clone(),
+            })?;
         let plain = Zeroizing::new(plain);
         let count = plain
             .get(..4)
@@ -206,6 +217,10 @@ impl RootKeyBackend for FileKeystore {
             location: self.path.display().to_string(),
             remote: false,
         }
+    }
+
+    fn audit_chain_key(&self) -> Result<Option<SecretKey>, KeystoreError> {
+        Ok(Some(SecretKey::from_slice(self.audit_key.expose_secret())?))
     }
 
     fn create(&self, key_id: Uuid, material: NewKey) -> Result<(), KeystoreError> {
@@ -413,7 +428,7 @@ mod tests {
         std::fs::write(dir.path().join("master.key"), [1u8; 32]).unwrap();
         assert!(matches!(
             FileKeystore::open(dir.path(), &dir.path().join("master.key")),
-            Err(KeystoreError::Corrupt(_))
+            Err(KeystoreError::DoesNotOpen { .. })
         ));
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod file;
 mod master;
+pub use master::audit_key_from_file;
 pub mod pkcs11;
 mod secrets;
 pub mod transit;
@@ -80,6 +81,18 @@ pub enum KeystoreError {
     /// The keystore file exists but does not open with the master key, or is malformed.
     #[error("keystore file {0} is corrupt or sealed by another master key")]
     Corrupt(std::path::PathBuf),
+    /// The keystore file does not authenticate under the master key: one of the two files
+    /// is damaged, or they come from different vaults.
+    #[error(
+        "keystore file {keystore} does not open with the master key {master}: one of the two \
+         files is damaged, or they are not from the same vault. Restore both from the same copy"
+    )]
+    DoesNotOpen {
+        /// The keystore file.
+        keystore: std::path::PathBuf,
+        /// The master key file.
+        master: std::path::PathBuf,
+    },
     /// The backend (HSM, transit server) did not answer in time or could not be reached; the
     /// operation did not take effect as far as envault knows, and may be retried.
     #[error("the root-key backend is unavailable: {0}")]
@@ -108,6 +121,14 @@ pub trait RootKeyBackend: Send + Sync {
     /// with this byte before `open`.
     fn envelope_version(&self) -> u8 {
         crate::crypto::envelope::ENVELOPE_VERSION
+    }
+
+    /// The key of the activity log's HMAC chain, when this backend derives one from material
+    /// it keeps (the file backend: from the master key, so whoever can rewrite the log without
+    /// the master key cannot forge it). `None` for backends whose keys never leave them; the
+    /// service then keeps a random chain key in the data dir.
+    fn audit_chain_key(&self) -> Result<Option<SecretKey>, KeystoreError> {
+        Ok(None)
     }
 
     /// Creates version 1 of `key_id`, generated inside the backend or imported. Fails with

@@ -511,6 +511,9 @@ impl RootKeyBackend for TransitKeystore {
                     "hash_function": "SHA256",
                     "exportable": false,
                     "allow_plaintext_backup": false,
+                    // Without it the server refuses to rotate an imported key, and envault's
+                    // rotation of imported keys works on every backend.
+                    "allow_rotation": true,
                 });
                 let path = format!("{}/import", self.path("keys", key_id));
                 let body = body.to_string();

@@ -93,8 +93,6 @@ impl FromRequest<Arc<AppState>> for BatchBody {
             .saturating_add(max_record / 3 + 4)
             .saturating_add(MAX_JSON_BODY);
         let bytes = read_limited(req.into_body(), declared, limit).await?;
-        serde_json::from_slice(&bytes)
-            .map(BatchBody)
-            .map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+        super::extract::parse_object(&bytes).map(BatchBody)
     }
 }

@@ -22,18 +22,21 @@ pub fn status_of(err: &ServiceError) -> StatusCode {
     use ServiceError::*;
     match err {
         BadRequest(_) => StatusCode::BAD_REQUEST,
-        Unauthenticated => StatusCode::UNAUTHORIZED,
+        Unauthenticated | TokenExpired => StatusCode::UNAUTHORIZED,
         Forbidden(_) | NotAuthorizedForKey(_) => StatusCode::FORBIDDEN,
         NotFound(_) => StatusCode::NOT_FOUND,
         Conflict(_) | DuplicatePolicy | KeyInUse(_) | DatabaseDeleted(_) => StatusCode::CONFLICT,
         TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
-        KeySuspended(_) | KeyDestroyed(_) => StatusCode::LOCKED,
+        KeySuspended(_) | KeyPendingDestruction(_) | KeyDestroyed(_) => StatusCode::LOCKED,
         Store(crate::store::StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
         Store(_) | Keystore(_) | Integrity | BackupTarget(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Random | TaskFailed(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        AuditLog(_) | DataDir(_) | TokenFile(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        AuditLog(_) | DataDir(_) | TokenFile(_) | UnsafeDataDir(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
         KeyBackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        KeyBackendRefused(_) => StatusCode::BAD_GATEWAY,
     }
 }
 

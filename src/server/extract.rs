@@ -182,9 +182,7 @@ where
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let declared = declared_length(&req);
         let bytes = read_limited(req.into_body(), declared, MAX_JSON_BODY).await?;
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+        parse_object(&bytes).map(ApiJson)
     }
 }
 
@@ -219,8 +217,17 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        serde_json::from_slice(&bytes)
-            .map(OptionalJson)
-            .map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+        parse_object(&bytes).map(OptionalJson)
     }
+}
+
+/// Parses a request body that must be one JSON object. serde accepts a sequence for a struct
+/// (`["x"]` would fill its first field), which no route means to take, so the body's own
+/// shape is checked first: JSON text is an object exactly when it starts with `{`.
+pub(super) fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b" \t\r\n".contains(b));
+    if first != Some(&b'{') {
+        return Err(bad_request("invalid JSON body: expected a JSON object"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
 }

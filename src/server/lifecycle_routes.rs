@@ -42,6 +42,9 @@ pub struct ActionQuery {
     force: bool,
     #[serde(default)]
     wait: Option<bool>,
+    /// Key deletion only: schedule the shred after this waiting period ("7d").
+    #[serde(default)]
+    after: Option<String>,
 }
 
 /// `POST /v1/keys/{key}/rotate` body.
@@ -136,10 +139,12 @@ pub async fn delete_key(
     ApiPath(key): ApiPath<String>,
     ApiQuery(query): ApiQuery<ActionQuery>,
 ) -> ApiResult<Response> {
-    if query.dry_run {
-        return Ok(Json(s.vault.preview(&who, "delete", &key)?).into_response());
-    }
-    Ok(Json(s.vault.delete_key(&who, &key, query.force).await?).into_response())
+    let query = super::kms_routes::DeleteQuery {
+        force: query.force,
+        dry_run: query.dry_run,
+        after: query.after,
+    };
+    super::kms_routes::delete_key(&s, &who, &key, query).await
 }
 
 async fn grant(

@@ -1,6 +1,6 @@
 //! Accept loop, per-connection tasks, peer credentials and graceful shutdown.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -45,17 +45,43 @@ pub async fn bind(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
             )),
         });
     }
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            return Err(ServerError::SocketInUse(path.display().to_string()));
+    // Only a socket nobody listens on may be replaced: a regular file, a directory or a
+    // symlink at this path is someone's data (or a trap), never ours to delete.
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).await.is_ok() {
+                return Err(ServerError::SocketInUse(path.display().to_string()));
+            }
+            tracing::warn!(path = %path.display(), "replacing a stale socket file");
+            std::fs::remove_file(path).map_err(socket_error(path))?;
         }
-        tracing::warn!(path = %path.display(), "replacing a stale socket file");
-        std::fs::remove_file(path).map_err(socket_error(path))?;
+        Ok(meta) => {
+            return Err(ServerError::NotASocket {
+                path: path.display().to_string(),
+                kind: file_kind(&meta.file_type()),
+            })
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(socket_error(path)(err)),
     }
     let listener = UnixListener::bind(path).map_err(socket_error(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(socket_error(path))?;
     Ok(listener)
+}
+
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "a regular file"
+    }
 }
 
 /// Serves until a shutdown signal, then drains connections and removes the socket.
@@ -124,7 +150,11 @@ pub async fn serve(
                     }
                 });
             let mut builder = hyper::server::conn::http1::Builder::new();
+            // A client may send its request and then shut its write side (`nc -N`, Go's
+            // `CloseWrite`, some proxies): the EOF then only means no further request, so the
+            // answer must still be written.
             builder
+                .half_close(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(64 * 1024);

@@ -11,6 +11,8 @@ pub mod compat;
 mod connection;
 mod error;
 mod extract;
+mod kms_routes;
+mod kms_tasks;
 mod lifecycle_routes;
 mod listener;
 mod ops_routes;
@@ -48,6 +50,17 @@ pub enum ServerError {
     /// Another daemon is serving this socket.
     #[error("another envault daemon is already listening on {0}")]
     SocketInUse(String),
+    /// Something other than a socket is at the socket path; it is left alone.
+    #[error(
+        "socket path {path} is {kind}, not a socket; refusing to replace it (move it away or \
+         configure another socket path)"
+    )]
+    NotASocket {
+        /// Socket path.
+        path: String,
+        /// What is there.
+        kind: &'static str,
+    },
     /// The socket could not be created or configured.
     #[error("socket {path}: {source}")]
     Socket {
@@ -69,6 +82,7 @@ pub fn app(vault: Vault) -> (axum::Router, Arc<AppState>) {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), ServerError> {
+    crate::hardening::private_umask();
     let protection = crate::hardening::protect_process();
     tracing::info!(
         memory_locked = protection.memory_locked,
@@ -140,6 +154,7 @@ fn spawn_background(state: Arc<AppState>) {
             }
         });
     }
+    crate::server::kms_tasks::spawn(Arc::clone(&state));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(state.vault.purge_interval());
         loop {
@@ -193,6 +208,11 @@ fn describe(err: &ServiceError) -> String {
     match err {
         ServiceError::Store(inner) => format!("{inner} (is another envault using this data dir?)"),
         ServiceError::Keystore(inner) => inner.to_string(),
+        // Their display is generic (it is what a client would be told); the operator needs
+        // the detail.
+        ServiceError::AuditLog(detail)
+        | ServiceError::DataDir(detail)
+        | ServiceError::TokenFile(detail) => detail.clone(),
         other => other.to_string(),
     }
 }

@@ -11,8 +11,8 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, RecordBody};
 use super::AppState;
 use crate::api::{
-    CreateDatabaseRequest, CreateKeyRequest, DatabaseList, KeyList, RecordListQuery, UnwrapRequest,
-    WrapRequest,
+    CreateDatabaseRequest, CreateKeyRequest, DatabaseList, DatabaseListQuery, KeyList,
+    RecordListQuery, UnwrapRequest, WrapRequest,
 };
 use crate::service::{Principal, ServiceError};
 
@@ -41,6 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             put(put_record).get(get_record).delete(delete_record),
         )
         .merge(super::lifecycle_routes::router())
+        .merge(super::kms_routes::router())
         .merge(super::backup_routes::router())
         .merge(super::batch_routes::router())
         .merge(super::ops_routes::router())
@@ -124,9 +125,13 @@ async fn create_database(
     Ok((StatusCode::CREATED, Json(db)))
 }
 
-async fn list_databases(s: State, who: Principal) -> ApiResult<Json<DatabaseList>> {
+async fn list_databases(
+    s: State,
+    who: Principal,
+    ApiQuery(query): ApiQuery<DatabaseListQuery>,
+) -> ApiResult<Json<DatabaseList>> {
     Ok(Json(DatabaseList {
-        databases: s.vault.list_databases(&who)?,
+        databases: s.vault.list_databases_in(&who, query.state.as_deref())?,
     }))
 }
 

@@ -16,6 +16,11 @@
 //!   failed outcome, data-plane or not) still waits for its fsync, and that fsync also covers
 //!   every data-plane line written before it, so a durable event never follows a lost one.
 //!
+//! After each fsync, and before the events it covers are answered, the log's head (event count
+//! and last hash) is written to `audit.head` (`super::audit_head`; one `pwrite`, its
+//! `fdatasync` runs in the background), so that an answered event cut from the end of the log
+//! is detected.
+//!
 //! OpenBao's and Vault's file audit device write each entry with no fsync at all; `interval`
 //! stays stricter than that: a bounded window instead of whenever the kernel writes back.
 
@@ -25,6 +30,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::audit_chain::Head;
+use super::audit_head::HeadFile;
 pub use crate::api::AuditSyncStats;
 pub use crate::config::DataPlaneSync;
 
@@ -101,6 +108,11 @@ pub(super) struct Durability {
     file: File,
     /// Events whose lines are completely written; raised under the log's lock after each write.
     written: AtomicU64,
+    /// The chain head after the last written line (with `written`, under the log's lock).
+    latest: Mutex<Head>,
+    /// Where each fsync's head is recorded, after the fsync (`super::audit_head`). Only the
+    /// thread running the fsync writes it.
+    head_file: Mutex<HeadFile>,
     state: Mutex<SyncState>,
     synced: Condvar,
     /// `fdatasync` calls made (for `GET /v1/health` and the tests).
@@ -116,11 +128,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Durability {
-    /// `events` lines are in `file` and on disk already.
-    pub(super) fn new(file: File, events: u64) -> Self {
+    /// `head.events` lines are in `file` and on disk already, and recorded in `head_file`.
+    pub(super) fn new(file: File, head: Head, head_file: HeadFile) -> Self {
+        let events = head.events;
         Self {
             file,
             written: AtomicU64::new(events),
+            latest: Mutex::new(head),
+            head_file: Mutex::new(head_file),
             state: Mutex::new(SyncState {
                 durable: events,
                 syncing: false,
@@ -135,10 +150,11 @@ impl Durability {
         }
     }
 
-    /// Records that the first `events` lines are written. Called under the log's lock, so the
-    /// count only grows.
-    pub(super) fn wrote(&self, events: u64) {
-        self.written.store(events, Ordering::Release);
+    /// Records that the first `head.events` lines are written. Called under the log's lock,
+    /// so the count only grows.
+    pub(super) fn wrote(&self, head: Head) {
+        *lock(&self.latest) = head;
+        self.written.store(head.events, Ordering::Release);
     }
 
     /// Events whose lines are written.
@@ -173,9 +189,15 @@ impl Durability {
         state.syncing = true;
         drop(state);
         // Read before the fsync: every line counted here was written before it starts.
-        let covered = self.written();
+        let head = *lock(&self.latest);
+        let covered = head.events;
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        let result = self.file.sync_data();
+        // The head is recorded only once the lines it counts are on disk, so after any crash
+        // the log is at least as long as its head file says.
+        let result = self
+            .file
+            .sync_data()
+            .and_then(|()| lock(&self.head_file).write(head));
         let mut state = lock(&self.state);
         state.syncing = false;
         if result.is_ok() {

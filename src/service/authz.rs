@@ -94,11 +94,14 @@ impl Vault {
             }
             Some(key.id)
         };
-        let duplicate = self
-            .read_catalog()
-            .authorizations
-            .values()
-            .any(|a| a.source == request.source && a.target == target && a.roles == roles);
+        // A delegated authorization belongs to its database: the same policy delegated by two
+        // databases is two authorizations, each removed with its own database.
+        let duplicate = self.read_catalog().authorizations.values().any(|a| {
+            a.source == request.source
+                && a.target == target
+                && a.roles == roles
+                && a.created_by == created_by
+        });
         if duplicate {
             return Err(ServiceError::DuplicatePolicy);
         }
@@ -133,14 +136,41 @@ impl Vault {
     }
 
     /// Revokes an authorization. Revoking the `databases` authorization of a key in use locks
-    /// its databases at once (cached DEKs dropped) until it is granted again. A delegated
-    /// `backups` authorization is recreated while its database still names the backup key.
+    /// its databases at once (cached DEKs dropped) until it is granted again. Revoking the last
+    /// delegator of a key removes the delegated `backups` authorizations on it with it. A
+    /// delegated authorization removed alone is recreated while its database still names the
+    /// backup key and a delegator exists.
     pub async fn revoke(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
         let result = self.revoke_inner(who, id).await;
-        self.audited(who, "iam.authorizations.delete", id, result, None)
+        let target = match &result {
+            Ok(_) => self.crn_named("authorization", id),
+            Err(_) => id.to_string(),
+        };
+        let (record, orphans) =
+            self.audited(who, "iam.authorizations.delete", &target, result, None)?;
+        for orphan in orphans {
+            let details = serde_json::json!({ "with_delegator": target });
+            self.audited(
+                &Principal::system(),
+                "iam.authorizations.delete",
+                &self.crn_named("authorization", &orphan.id),
+                Ok(()),
+                Some(details),
+            )?;
+        }
+        if record.created_by.is_some() {
+            self.restore_delegations(&record).await?;
+        }
+        Ok(())
     }
 
-    async fn revoke_inner(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
+    /// Removes the authorization and the delegations it was the last delegator for, in one
+    /// commit; returns both.
+    async fn revoke_inner(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<(AuthorizationRecord, Vec<AuthorizationRecord>), ServiceError> {
         who.require_operator()?;
         let _gate = self.gate.write().await;
         let _admin = self.admin().await?;
@@ -150,8 +180,14 @@ impl Vault {
             .get(id)
             .cloned()
             .ok_or_else(|| ServiceError::NotFound(format!("no authorization {id:?}")))?;
-        self.commit(vec![CatalogChange::DeleteAuthorization(id.to_string())])
-            .await?;
+        let orphans = self.orphaned_delegations(id);
+        let mut changes = vec![CatalogChange::DeleteAuthorization(id.to_string())];
+        changes.extend(
+            orphans
+                .iter()
+                .map(|a| CatalogChange::DeleteAuthorization(a.id.clone())),
+        );
+        self.commit(changes).await?;
         // Drop cached DEKs of every key that lost its authorization: the next use must pass
         // the check again, and fails until a new grant.
         let lost: Vec<Uuid> = {
@@ -167,23 +203,51 @@ impl Vault {
         for key in lost {
             self.deks.purge_root_key(key);
         }
-        drop(_admin);
-        if record.created_by.is_some() {
-            self.restore_delegations(&record).await?;
-        }
-        Ok(())
+        Ok((record, orphans))
     }
 
-    /// Recreates a removed delegated authorization if a live database still relies on it.
+    /// The delegated authorizations that lose their last delegator (a `databases`
+    /// authorization with `AuthorizationDelegator` on their key, or on every key) when the
+    /// authorization `removed` goes.
+    fn orphaned_delegations(&self, removed: &str) -> Vec<AuthorizationRecord> {
+        let catalog = self.read_catalog();
+        let delegator = |key: Uuid| {
+            catalog.authorizations.values().any(|a| {
+                a.id != removed
+                    && a.source == DATABASES
+                    && a.target.is_none_or(|t| t == key)
+                    && [READER, DELEGATOR]
+                        .iter()
+                        .all(|r| a.roles.iter().any(|have| have == r))
+            })
+        };
+        catalog
+            .authorizations
+            .values()
+            .filter(|a| a.id != removed && a.created_by.is_some() && a.source == BACKUPS)
+            .filter(|a| a.target.is_none_or(|key| !delegator(key)))
+            .cloned()
+            .collect()
+    }
+
+    /// Recreates a removed delegated authorization while its database still names the backup
+    /// key and a delegator for that key exists.
     async fn restore_delegations(&self, removed: &AuthorizationRecord) -> Result<(), ServiceError> {
         let Some(key) = removed.target else {
             return Ok(());
         };
-        let still_needed = self
-            .read_catalog()
-            .databases
-            .values()
-            .any(|db| db.backup_key_id == Some(key) && db.state != DatabaseState::Disabled);
+        let still_needed = {
+            let catalog = self.read_catalog();
+            let database = removed
+                .created_by
+                .as_deref()
+                .and_then(|crn| catalog.find_database(crn));
+            database.is_some_and(|db| {
+                db.backup_key_id == Some(key)
+                    && db.key_id != key
+                    && db.state != DatabaseState::Disabled
+            }) && catalog.is_authorized(DATABASES, &key, &[READER, DELEGATOR])
+        };
         if !still_needed {
             return Ok(());
         }
@@ -207,17 +271,23 @@ impl Vault {
         Ok(())
     }
 
-    /// Ensures the delegated `backups` → backup key authorization for a database exists.
+    /// Ensures the database's own delegated `backups` → backup key authorization exists, while
+    /// a delegator for that key does (never without one).
     pub(super) async fn ensure_delegation(
         &self,
         backup_key: Uuid,
         database_crn: &str,
     ) -> Result<(), ServiceError> {
-        if self
-            .read_catalog()
-            .is_authorized(BACKUPS, &backup_key, &[READER])
         {
-            return Ok(());
+            let catalog = self.read_catalog();
+            let own = catalog.authorizations.values().any(|a| {
+                a.source == BACKUPS
+                    && a.target == Some(backup_key)
+                    && a.created_by.as_deref() == Some(database_crn)
+            });
+            if own || !catalog.is_authorized(DATABASES, &backup_key, &[READER, DELEGATOR]) {
+                return Ok(());
+            }
         }
         let request = GrantRequest {
             source: BACKUPS.into(),

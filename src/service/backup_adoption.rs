@@ -126,6 +126,7 @@ impl Vault {
             record_count: header.record_count,
             created_at: header.created_at.clone(),
             state: "available".into(),
+            expires_at: None,
         })
     }
 }

@@ -54,6 +54,9 @@ pub struct BackupInfo {
     pub state: String,
     /// File path, or `s3://BUCKET/KEY` of the object.
     pub path: String,
+    /// When a backup kept after its database's purge is destroyed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 impl From<TargetError> for ServiceError {
@@ -70,7 +73,13 @@ impl From<BackupFormatError> for ServiceError {
     fn from(err: BackupFormatError) -> Self {
         match err {
             BackupFormatError::Io(e) => ServiceError::BackupTarget(e.to_string()),
-            other => ServiceError::BadRequest(other.to_string()),
+            // Every backup read comes from a stored object, never from the request: a file
+            // that does not parse or authenticate is damaged data, answered like a damaged
+            // record (the detail goes to the daemon's log).
+            other => {
+                tracing::error!(error = %other, "a stored backup failed its integrity check");
+                ServiceError::Integrity
+            }
         }
     }
 }
@@ -90,6 +99,7 @@ impl Vault {
             created_at: b.created_at.clone(),
             state: b.state.clone(),
             path: self.backup_target.location(&b.file),
+            expires_at: b.expires_at.map(super::databases::unix_to_rfc3339),
         }
     }
 
@@ -243,6 +253,7 @@ impl Vault {
             record_count: header.record_count,
             created_at: header.created_at.clone(),
             state: "available".into(),
+            expires_at: None,
         };
         let info = self.backup_info(&record);
         if let Err(err) = self.commit(vec![CatalogChange::PutBackup(record)]).await {
@@ -335,16 +346,14 @@ impl Vault {
     }
 
     fn find_backup(&self, reference: &str) -> Result<BackupRecord, ServiceError> {
-        let id = reference
-            .rsplit(":backup:")
-            .next()
-            .and_then(|id| Uuid::parse_str(id).ok())
-            .ok_or_else(|| ServiceError::NotFound(format!("no backup {reference:?}")))?;
-        self.read_catalog()
-            .backups
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| ServiceError::NotFound(format!("no backup {reference:?}")))
+        let missing = || ServiceError::NotFound(format!("no backup {reference:?}"));
+        let catalog = self.read_catalog();
+        let id = match catalog.crn_id(reference, "backup") {
+            Some(id) => id,
+            None => Uuid::parse_str(reference).ok(),
+        }
+        .ok_or_else(missing)?;
+        catalog.backups.get(&id).cloned().ok_or_else(missing)
     }
 
     /// One backup.
@@ -363,8 +372,12 @@ impl Vault {
         who: &Principal,
         reference: &str,
     ) -> Result<(), ServiceError> {
+        let target = self
+            .find_backup(reference)
+            .map(|b| self.crn("backup", &b.id))
+            .unwrap_or_else(|_| reference.to_string());
         let result = self.delete_backup_inner(who, reference).await;
-        self.audited(who, "backups.delete", reference, result, None)
+        self.audited(who, "backups.delete", &target, result, None)
     }
 
     pub(super) async fn delete_backup_inner(
@@ -425,14 +438,16 @@ impl Vault {
             &front.header.database.crn,
         )
         .await?;
-        let plain = self.keystore_call(|ks| {
-            ks.open(
-                record.key_id,
-                EnvelopeKind::BackupDek,
-                &backup_dek_context(record.id.as_bytes(), record.key_id.as_bytes()),
-                front.slot.wrapped.clone(),
-            )
-        })?;
+        let plain = self
+            .keystore_call(|ks| {
+                ks.open(
+                    record.key_id,
+                    EnvelopeKind::BackupDek,
+                    &backup_dek_context(record.id.as_bytes(), record.key_id.as_bytes()),
+                    front.slot.wrapped.clone(),
+                )
+            })
+            .map_err(ServiceError::from_stored_open)?;
         let cipher =
             Cipher::new(&SecretKey::from_slice(&plain).map_err(|_| ServiceError::Integrity)?);
         drop(plain);
@@ -465,6 +480,7 @@ impl Vault {
                     name: into.to_string(),
                     key,
                     backup_key: None,
+                    ..Default::default()
                 },
             )
             .await?;
@@ -478,9 +494,8 @@ impl Vault {
         let restored = tokio::task::block_in_place(|| -> Result<u64, ServiceError> {
             let (again, payload) = self.open_backup_payload(&record)?;
             if again.header_bytes != front.header_bytes {
-                return Err(ServiceError::BadRequest(
-                    "the backup object changed during the restore".into(),
-                ));
+                tracing::error!(backup = %record.id, "the backup object changed during the restore");
+                return Err(ServiceError::Integrity);
             }
             let envelope = Envelope(EnvelopeKind::Record);
             Ok(read_payload(payload, &cipher, &front, |k, v| {
@@ -588,9 +603,8 @@ impl Vault {
             || front.header.backup_key_id != record.key_id
             || !meta_matches
         {
-            return Err(ServiceError::BadRequest(
-                "backup file does not match its registration".into(),
-            ));
+            tracing::error!(backup = %record.id, "backup file does not match its registration");
+            return Err(ServiceError::Integrity);
         }
         Ok((front, reader))
     }

@@ -149,9 +149,10 @@ impl Vault {
     /// every cached DEK and seal budget.
     fn reload_catalog(&self) -> Result<(), ServiceError> {
         tracing::warn!("the store's catalog version went back; reloading the whole catalog");
-        let (catalog, version) = self.store_call(|store| Catalog::load_versioned(store))?;
+        let (mut catalog, version) = self.store_call(|store| Catalog::load_versioned(store))?;
         let databases: Vec<Uuid> = {
             let mut current = self.write_catalog();
+            catalog.instance_name = std::mem::take(&mut current.instance_name);
             let mut ids: Vec<Uuid> = current.databases.keys().copied().collect();
             ids.extend(catalog.databases.keys().copied());
             *current = catalog;

@@ -26,13 +26,17 @@ impl Vault {
         request: CreateDatabaseRequest,
     ) -> Result<DatabaseInfo, ServiceError> {
         let name = request.name.clone();
-        let mut result = self.create_database_inner(who, request).await;
+        let mut result = match self.create_missing_authorizations(who, &request).await {
+            Ok(()) => self.create_database_inner(who, request).await,
+            Err(err) => Err(err),
+        };
         if let Ok(info) = &result {
-            if let Some(backup_key) = info
+            let separate = info
                 .backup_key
                 .as_deref()
-                .and_then(|k| Uuid::parse_str(k).ok())
-            {
+                .filter(|k| *k != info.key)
+                .and_then(|k| Uuid::parse_str(k).ok());
+            if let Some(backup_key) = separate {
                 if let Err(err) = self.ensure_delegation(backup_key, &info.crn).await {
                     result = Err(err);
                 }
@@ -40,6 +44,50 @@ impl Vault {
         }
         let target = result.as_ref().map(|d| d.crn.clone()).unwrap_or(name);
         self.audited(who, "databases.create", &target, result, None)
+    }
+
+    /// With `create_authorization`, grants the `databases` authorizations the request's keys
+    /// lack, as the seeds do when they create the service authorization if it is missing:
+    /// `Reader` on the key, `Reader` + `AuthorizationDelegator` on a separate backup key. Keys
+    /// that are missing or provider-managed are left to the creation's own checks.
+    async fn create_missing_authorizations(
+        &self,
+        who: &Principal,
+        request: &CreateDatabaseRequest,
+    ) -> Result<(), ServiceError> {
+        if !request.create_authorization {
+            return Ok(());
+        }
+        who.require_operator()?;
+        let needs: Vec<(Uuid, Vec<&str>)> = {
+            let catalog = self.read_catalog();
+            let customer = |reference: &Option<String>| {
+                reference
+                    .as_deref()
+                    .and_then(|r| catalog.find_key(r))
+                    .filter(|k| k.origin != KeyOrigin::Provider)
+                    .map(|k| k.id)
+            };
+            let key = customer(&request.key);
+            let backup = customer(&request.backup_key).filter(|b| Some(*b) != key);
+            key.map(|k| (k, vec![READER]))
+                .into_iter()
+                .chain(backup.map(|b| (b, vec![READER, DELEGATOR])))
+                .filter(|(k, roles)| !catalog.is_authorized(DATABASES, k, roles))
+                .collect()
+        };
+        for (key, roles) in needs {
+            let grant = super::authz::GrantRequest {
+                source: DATABASES.into(),
+                target: key.to_string(),
+                roles: roles.into_iter().map(String::from).collect(),
+            };
+            match self.grant(who, grant).await {
+                Ok(_) | Err(ServiceError::DuplicatePolicy) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
     }
 
     async fn create_database_inner(
@@ -73,6 +121,10 @@ impl Vault {
             };
             let customer_key = customer(&request.key)?;
             let backup_key = customer(&request.backup_key)?;
+            // The database's own key named as its backup key is no separate backup key: it
+            // needs what the key needs, at creation as at backup time (`check_backup_key`).
+            let same_key =
+                matches!((&customer_key, &backup_key), (Some(k), Some(b)) if k.id == b.id);
             if let Some(key) = &customer_key {
                 if !catalog.is_authorized(DATABASES, &key.id, &[READER]) {
                     return Err(ServiceError::NotAuthorizedForKey(format!(
@@ -81,7 +133,7 @@ impl Vault {
                     )));
                 }
             }
-            if let Some(key) = &backup_key {
+            if let Some(key) = backup_key.as_ref().filter(|_| !same_key) {
                 if !catalog.is_authorized(DATABASES, &key.id, &[READER, DELEGATOR]) {
                     return Err(ServiceError::NotAuthorizedForKey(format!(
                         "backup key {:?} needs a {DATABASES:?} authorization with roles {READER} and {DELEGATOR}",
@@ -105,6 +157,8 @@ impl Vault {
                     version: 1,
                     created_at: now_rfc3339(),
                     owner_database: Some(database_id),
+                    last_rotated_at: None,
+                    destroy_at: None,
                 };
                 self.install_key(provider.clone(), NewKey::Generate).await?;
                 provider
@@ -173,9 +227,37 @@ impl Vault {
 
     /// Every database, by name.
     pub fn list_databases(&self, who: &Principal) -> Result<Vec<DatabaseInfo>, ServiceError> {
+        self.list_databases_in(who, None)
+    }
+
+    /// Every database in `state` (`active`, `deleted`, `disabled`), or in any state, by name.
+    pub fn list_databases_in(
+        &self,
+        who: &Principal,
+        state: Option<&str>,
+    ) -> Result<Vec<DatabaseInfo>, ServiceError> {
         who.require_operator()?;
+        let states = [
+            DatabaseState::Active,
+            DatabaseState::Deleted,
+            DatabaseState::Disabled,
+        ];
+        let wanted = match state {
+            None => None,
+            Some(name) => Some(states.into_iter().find(|s| s.as_str() == name).ok_or_else(
+                || {
+                    ServiceError::BadRequest(format!(
+                        "unknown database state {name:?}: use active, deleted or disabled"
+                    ))
+                },
+            )?),
+        };
         let catalog = self.read_catalog();
-        let mut dbs: Vec<&DatabaseRecord> = catalog.databases.values().collect();
+        let mut dbs: Vec<&DatabaseRecord> = catalog
+            .databases
+            .values()
+            .filter(|db| wanted.is_none_or(|s| db.state == s))
+            .collect();
         dbs.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(dbs
             .into_iter()
@@ -215,6 +297,13 @@ impl Vault {
             key_crn: self.crn("key", &db.key_id),
             key_origin: origin.into(),
             backup_key: db.backup_key_id.map(|id| id.to_string()),
+            backup_key_name: catalog
+                .keys
+                .get(&db.backup_key_id.unwrap_or(db.key_id))
+                .map(|k| match k.origin {
+                    KeyOrigin::Provider => "provider-managed".to_string(),
+                    _ => k.name.clone(),
+                }),
             created_at: db.created_at.clone(),
             deleted_at: db.deleted_at.clone(),
             purge_at: db.purge_at.map(unix_to_rfc3339),
@@ -232,7 +321,7 @@ pub(super) fn find_database<'a>(
         .ok_or_else(|| ServiceError::NotFound(format!("no database named {reference:?}")))
 }
 
-fn unix_to_rfc3339(secs: u64) -> String {
+pub(super) fn unix_to_rfc3339(secs: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs as i64)
         .ok()
         .and_then(|t| {

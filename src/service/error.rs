@@ -15,6 +15,9 @@ pub enum ServiceError {
     /// No or unknown bearer token.
     #[error("missing or invalid bearer token")]
     Unauthenticated,
+    /// The bearer token is known but past its expiry.
+    #[error("the bearer token has expired")]
+    TokenExpired,
     /// The token may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -36,6 +39,9 @@ pub enum ServiceError {
     /// The key is suspended.
     #[error("{0}")]
     KeySuspended(String),
+    /// The key is scheduled for destruction (cancel the deletion to use it again).
+    #[error("{0}")]
+    KeyPendingDestruction(String),
     /// The key was shredded.
     #[error("{0}")]
     KeyDestroyed(String),
@@ -82,10 +88,18 @@ pub enum ServiceError {
     /// and the request may be retried.
     #[error("{0}")]
     KeyBackendUnavailable(String),
+    /// The root-key backend answered and refused the operation (an HSM error, a transit
+    /// server's 4xx); the message names the backend's reason. Nothing changed.
+    #[error("the root-key backend refused: {0}")]
+    KeyBackendRefused(String),
     /// The backup target (directory or S3 bucket) failed or refused; the message
     /// names the target and its answer (never credentials), so the operator can act on it.
     #[error("backup target failure: {0}")]
     BackupTarget(String),
+    /// The daemon refuses to start on this data dir: unsafe (open permissions) or
+    /// incomplete (a missing master key, keystore or store, an activity log cut short).
+    #[error(transparent)]
+    UnsafeDataDir(#[from] super::DataDirError),
 }
 
 impl ServiceError {
@@ -94,9 +108,11 @@ impl ServiceError {
         matches!(
             self,
             ServiceError::Unauthenticated
+                | ServiceError::TokenExpired
                 | ServiceError::Forbidden(_)
                 | ServiceError::NotAuthorizedForKey(_)
                 | ServiceError::KeySuspended(_)
+                | ServiceError::KeyPendingDestruction(_)
                 | ServiceError::KeyDestroyed(_)
                 | ServiceError::DatabaseDeleted(_)
         )
@@ -107,6 +123,7 @@ impl ServiceError {
         match self {
             ServiceError::BadRequest(_) => "bad_request",
             ServiceError::Unauthenticated => "unauthenticated",
+            ServiceError::TokenExpired => "token_expired",
             ServiceError::Forbidden(_) => "forbidden",
             ServiceError::NotFound(_) => "not_found",
             ServiceError::Conflict(_) => "conflict",
@@ -114,11 +131,15 @@ impl ServiceError {
             ServiceError::NotAuthorizedForKey(_) => "not_authorized_for_key",
             ServiceError::KeyInUse(_) => "key_in_use",
             ServiceError::KeySuspended(_) => "key_suspended",
+            ServiceError::KeyPendingDestruction(_) => "key_pending_destruction",
             ServiceError::KeyDestroyed(_) => "key_destroyed",
             ServiceError::DatabaseDeleted(_) => "database_deleted",
             ServiceError::TooLarge(_) => "too_large",
             ServiceError::StorageFull(_) => "storage_full",
             ServiceError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            // Stored bytes that fail their checksum or do not decode: damaged data, answered
+            // like a record that fails to authenticate.
+            ServiceError::Store(StoreError::Corrupt { .. }) => "integrity_error",
             ServiceError::Store(_) => "storage_error",
             ServiceError::Keystore(_) => "keystore_error",
             ServiceError::Integrity => "integrity_error",
@@ -130,7 +151,10 @@ impl ServiceError {
                 "storage_error"
             }
             ServiceError::KeyBackendUnavailable(_) => "key_backend_unavailable",
+            ServiceError::KeyBackendRefused(_) => "key_backend_refused",
             ServiceError::BackupTarget(_) => "backup_target_error",
+            // Start-up only; never answered to a request.
+            ServiceError::UnsafeDataDir(_) => "data_dir_refused",
         }
     }
 }
@@ -150,6 +174,7 @@ impl From<KeystoreError> for ServiceError {
             ),
             KeystoreError::Unavailable(why) => ServiceError::KeyBackendUnavailable(why),
             KeystoreError::Unsupported(why) => ServiceError::BadRequest(why),
+            KeystoreError::Backend(why) => ServiceError::KeyBackendRefused(why),
             other => ServiceError::Keystore(other),
         }
     }
@@ -171,6 +196,7 @@ impl ServiceError {
 fn store_message(err: &StoreError) -> &'static str {
     match err {
         StoreError::Unavailable(_) => "the store is unavailable; retry later",
+        StoreError::Corrupt { .. } => "stored data failed its integrity check",
         _ => "storage failure",
     }
 }

@@ -59,6 +59,17 @@ impl Vault {
         let (material, origin) = match &request.payload {
             Some(payload) => {
                 let bytes = Self::decode_base64("payload", payload)?;
+                // All one byte value (all-zero included): a placeholder or a bug upstream, never
+                // a key. The value itself is not repeated in the answer.
+                if bytes.len() == crate::crypto::secret::KEY_LEN
+                    && bytes.iter().all(|b| *b == bytes[0])
+                {
+                    return Err(ServiceError::BadRequest(
+                        "payload is one byte value repeated 32 times, not key material; import \
+                         a key from a cryptographic random source"
+                            .into(),
+                    ));
+                }
                 let key = SecretKey::from_slice(&bytes).map_err(|_| {
                     ServiceError::BadRequest(format!(
                         "payload must decode to exactly 32 bytes (got {})",
@@ -86,6 +97,8 @@ impl Vault {
             version: 1,
             created_at: now_rfc3339(),
             owner_database: None,
+            last_rotated_at: None,
+            destroy_at: None,
         };
         self.install_key(record, material).await
     }
@@ -196,6 +209,7 @@ impl Vault {
                         "backup_key"
                     }
                     .into(),
+                    purge_at: db.purge_at.map(super::databases::unix_to_rfc3339),
                 })
                 .chain(
                     catalog
@@ -208,6 +222,7 @@ impl Vault {
                             name: format!("backup of {} at {}", b.database_name, b.created_at),
                             state: b.state.clone(),
                             role: "backup_key".into(),
+                            purge_at: b.expires_at.map(super::databases::unix_to_rfc3339),
                         }),
                 )
                 .collect()
@@ -221,6 +236,8 @@ impl Vault {
             version: key.version,
             created_at: key.created_at.clone(),
             description: key.description.clone(),
+            policy: with_registrations.then(|| self.policy_info(catalog, key)),
+            destroy_at: key.destroy_at.map(super::token_lifecycle::rfc3339_of),
             registrations,
         }
     }
@@ -397,6 +414,10 @@ pub(super) fn require_usable(key: &KeyRecord) -> Result<(), ServiceError> {
         ))),
         KeyState::Destroyed => Err(ServiceError::KeyDestroyed(format!(
             "key {:?} was destroyed",
+            key.name
+        ))),
+        KeyState::PendingDestruction => Err(ServiceError::KeyPendingDestruction(format!(
+            "key {:?} is scheduled for destruction",
             key.name
         ))),
     }

@@ -52,6 +52,7 @@ impl Vault {
                 crn: self.crn("database", &db.id),
                 name: db.name.clone(),
                 state: db.state.as_str().into(),
+                state_reason: None,
                 role: if db.key_id == key_id {
                     "key"
                 } else {
@@ -70,6 +71,7 @@ impl Vault {
                 crn: self.crn("backup", &b.id),
                 name: b.id.to_string(),
                 state: b.state.clone(),
+                state_reason: None,
                 role: "backup_key".into(),
                 records: Some(b.record_count),
             })
@@ -145,6 +147,12 @@ impl Vault {
                 key.name
             )));
         }
+        if key.state == KeyState::PendingDestruction {
+            return Err(ServiceError::KeyPendingDestruction(format!(
+                "key {:?} is scheduled for destruction; `key cancel-deletion` restores it",
+                key.name
+            )));
+        }
         let wanted = if enable {
             KeyState::Active
         } else {
@@ -210,39 +218,26 @@ impl Vault {
         }
         let destroyed_versions = self.keystore_call(|ks| ks.versions(key.id))?;
         self.shred(&mut key).await?;
-        let mut affected = impact.databases;
-        affected.extend(impact.backups);
-        let mut receipt = ShredReceipt {
+        let receipt = ShredReceipt {
             key: self.crn("key", &key.id),
             destroyed_versions,
-            affected,
+            affected: self.after_shred(impact),
             time: now_rfc3339(),
             audit_chain_head: String::new(),
         };
         // Logged while the gate is still held, so no request refused because of this shred
         // can be logged before the shred itself.
-        let target = receipt.key.clone();
-        self.audit
-            .append_with(
-                who,
-                "kms.secrets.delete",
-                &target,
-                "success",
-                None,
-                |head| {
-                    receipt.audit_chain_head = head.to_string();
-                    serde_json::to_value(&receipt).ok()
-                },
-            )
-            .map_err(|e| ServiceError::AuditLog(format!("activity log: {e}")))?;
-        Ok(receipt)
+        self.log_shred(who, receipt)
     }
 
     /// Destroys a key: catalog first (durably marks the key destroyed and its databases
     /// disabled), then the material, then the cached DEKs. A crash after the catalog commit
     /// leaves material that the next start destroys (`reconcile_keystore`), so a shred is
     /// never undone. Caller holds the gate and the admin lock.
-    async fn shred(&self, key: &mut crate::store::KeyRecord) -> Result<Vec<Uuid>, ServiceError> {
+    pub(super) async fn shred(
+        &self,
+        key: &mut crate::store::KeyRecord,
+    ) -> Result<Vec<Uuid>, ServiceError> {
         key.state = KeyState::Destroyed;
         let disabled: Vec<DatabaseRecord> = self
             .read_catalog()
@@ -316,20 +311,18 @@ impl Vault {
                     db.name
                 )))
             }
-            DatabaseState::Disabled => {
-                return Err(ServiceError::Conflict(format!(
-                    "database {:?} is disabled (its key was destroyed); it is kept as metadata",
-                    db.name
-                )))
-            }
+            // A shredded database is deleted and purged like any other; its metadata stays
+            // readable until the purge.
+            DatabaseState::Disabled => {}
         }
         let now = unix_now();
         db.state = DatabaseState::Deleted;
         db.deleted_at = Some(now_rfc3339());
         // Rounded up to the next whole second: the period is never shorter than configured.
+        // A shredded database restored after an earlier deletion keeps that purge date.
         let period = self.soft_delete_period;
         let period_secs = period.as_secs() + u64::from(period.subsec_nanos() > 0);
-        db.purge_at = Some(now + period_secs + 1);
+        db.purge_at = Some(db.purge_at.unwrap_or(now + period_secs + 1));
         self.commit(vec![CatalogChange::PutDatabase(db.clone())])
             .await?;
         self.deks.purge_database(db.id);
@@ -367,19 +360,21 @@ impl Vault {
                 db.name
             )));
         }
-        // A database whose key was shredded while it was deleted comes back disabled.
+        // A database whose key was shredded comes back disabled and keeps its purge date: its
+        // data is gone, so the restore only delays nothing.
         let key_destroyed = self
             .read_catalog()
             .keys
             .get(&db.key_id)
             .is_none_or(|k| k.state == KeyState::Destroyed);
-        db.state = if key_destroyed {
-            DatabaseState::Disabled
+        if key_destroyed {
+            db.state = DatabaseState::Disabled;
+            db.state_reason = Some("key_destroyed".into());
         } else {
-            DatabaseState::Active
-        };
+            db.state = DatabaseState::Active;
+            db.purge_at = None;
+        }
         db.deleted_at = None;
-        db.purge_at = None;
         self.commit(vec![CatalogChange::PutDatabase(db.clone())])
             .await?;
         Ok(self.database_info(&self.read_catalog(), &db))
@@ -393,44 +388,48 @@ impl Vault {
             .read_catalog()
             .databases
             .values()
-            .filter(|db| {
-                db.state == DatabaseState::Deleted && db.purge_at.is_some_and(|at| at <= now)
-            })
+            .filter(|db| purge_due(db, now))
             .cloned()
             .collect();
         let mut purged = 0;
         for db in &due {
-            let result = self.purge_database(db.id, now).await;
-            if matches!(result, Ok(false)) {
-                continue; // another node purged it, or it was restored meanwhile
-            }
+            let (result, details) = match self.purge_database(db.id, now).await {
+                // Another node purged it, or it was restored meanwhile.
+                Ok(None) => continue,
+                Ok(Some(details)) => (Ok(()), Some(details)),
+                Err(err) => (Err(err), None),
+            };
             let target = self.crn("database", &db.id);
             self.audited(
                 &Principal::system(),
                 "databases.purge",
                 &target,
                 result,
-                None,
+                details,
             )?;
             purged += 1;
         }
-        Ok(purged)
+        Ok(purged + self.purge_expired_backups().await?)
     }
 
     /// Purges one database if it is still deleted and due once the admin lock is held (on a
     /// shared store every node runs this sweep; the first one purges, the others find nothing).
-    async fn purge_database(&self, id: Uuid, now: u64) -> Result<bool, ServiceError> {
+    /// Its backups go with it (or are kept, `plan_purge`), and so do its delegations. Returns
+    /// the event details, or `None` when there was nothing to purge.
+    async fn purge_database(
+        &self,
+        id: Uuid,
+        now: u64,
+    ) -> Result<Option<serde_json::Value>, ServiceError> {
         let _admin = self.admin().await?;
         let Some(db) = self
             .read_catalog()
             .databases
             .get(&id)
-            .filter(|db| {
-                db.state == DatabaseState::Deleted && db.purge_at.is_some_and(|at| at <= now)
-            })
+            .filter(|db| purge_due(db, now))
             .cloned()
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let db = &db;
         let store = std::sync::Arc::clone(&self.store);
@@ -452,11 +451,15 @@ impl Vault {
             })
             .collect();
         ops.push(CatalogChange::DeleteDatabase(db.id));
+        let plan = self.plan_purge(db, now);
+        // The backups' DEKs and objects go before the registrations that name them.
+        self.destroy_backup_objects(&plan.doomed).await?;
+        ops.extend(plan.changes());
         let provider = self
             .read_catalog()
             .keys
             .get(&db.key_id)
-            .filter(|k| k.origin == KeyOrigin::Provider)
+            .filter(|k| k.origin == KeyOrigin::Provider && !plan.keeps_key(&k.id))
             .cloned();
         if let Some(key) = &provider {
             ops.push(CatalogChange::DeleteKey(key.id));
@@ -468,7 +471,14 @@ impl Vault {
         }
         self.deks.purge_database(db.id);
         self.seal_budgets.remove(db.id);
-        Ok(true)
+        let crns = |list: &[crate::store::BackupRecord]| -> Vec<String> {
+            list.iter().map(|b| self.crn("backup", &b.id)).collect()
+        };
+        Ok(Some(serde_json::json!({
+            "backups_destroyed": crns(&plan.doomed),
+            "backups_kept": crns(&plan.kept),
+            "delegations_removed": plan.delegations.len(),
+        })))
     }
 
     /// The CRN to log: the resolved one, else the key or database the reference names, else
@@ -498,6 +508,13 @@ impl Vault {
             std::time::Duration::from_secs(60),
         )
     }
+}
+
+/// Whether a database is due for purging: soft-deleted, or shredded and restored after a
+/// deletion (which keeps its purge date), with that date passed.
+fn purge_due(db: &DatabaseRecord, now: u64) -> bool {
+    matches!(db.state, DatabaseState::Deleted | DatabaseState::Disabled)
+        && db.purge_at.is_some_and(|at| at <= now)
 }
 
 /// Seconds since the Unix epoch.

@@ -2,44 +2,58 @@
 //! method here each; this layer owns state checks, durability and the DEK cache.
 
 mod audit;
+mod audit_chain;
+mod audit_head;
 mod audit_sync;
 mod authz;
 mod backup_adoption;
 mod backups;
 mod catalog;
 mod cluster;
+mod data_dir;
 mod databases;
 mod dek_cache;
 mod disk_space;
+mod dual_auth;
 mod durability;
 mod error;
 mod keys;
 mod kms_v2;
 mod lifecycle;
+mod policies;
+mod purge_backups;
 mod readiness;
 mod record_batch;
 mod records;
 mod rotation;
+mod scheduled_deletion;
 mod seal_budget;
+mod shred_receipt;
+mod token_lifecycle;
 mod tokens;
 mod transit;
 
-use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use uuid::Uuid;
 
 pub use crate::api::ComponentHealth;
-pub use audit::{AuditEvent, AuditLog, VerifyReport};
+pub use audit::{verify_data_dir, AuditEvent, AuditLog, ChainKey, VerifyReport};
 pub use audit_sync::data_plane;
 pub use authz::{AuthorizationInfo, GrantRequest};
 pub use backups::BackupInfo;
 pub use catalog::Catalog;
+pub use data_dir::DataDirError;
+pub use dual_auth::DeletionApproval;
 pub use error::ServiceError;
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
+pub use policies::{
+    parse_rotate_every, KeyPolicyInfo, SetPolicyRequest, MAX_ROTATE_DAYS, MIN_ROTATE_DAYS,
+};
 pub use record_batch::{BatchOp, BatchOutcome, MAX_BATCH_OPS};
 pub use rotation::RotationStatus;
+pub use token_lifecycle::unix_now;
 pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenInfo};
 pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
 
@@ -91,8 +105,14 @@ pub struct Vault {
     instance_id: Uuid,
     limits: Limits,
     soft_delete_period: Duration,
+    /// How long backups of a purged database are kept (`[backup] keep_after_purge`).
+    keep_after_purge: Duration,
     /// The data dir's free-space floor, checked before record writes.
     disk_space: DiskSpace,
+    /// Token last uses not yet persisted.
+    token_use: token_lifecycle::TokenUse,
+    /// Instance-wide key policies (`[keys] rotate_every`, `[lifecycle] dual_auth_delete`).
+    policy_defaults: policies::PolicyDefaults,
 }
 
 impl Vault {
@@ -100,11 +120,33 @@ impl Vault {
     /// Must run inside a tokio runtime (it starts the flusher task).
     pub fn open(config: &Config) -> Result<Self, ServiceError> {
         let data_dir = &config.data_dir;
-        create_private_dir(data_dir)?;
-        let keystore = crate::keystore::open_backend(config)?;
-        let store = crate::store::open(config, &data_dir.join("store"))?;
-        let audit = AuditLog::open_with(&data_dir.join("audit.log"), config.audit.data_plane_sync)
-            .map_err(|e| ServiceError::AuditLog(format!("cannot open the activity log: {e}")))?;
+        // Checked and opened in this order so that a refusal creates nothing: the data dir's
+        // permissions and the master key first, then the catalog against the keystore file,
+        // and only then the keystore (which creates a master key on first start).
+        data_dir::prepare(config)?;
+        let store_dir = data_dir.join("store");
+        if config.store.backend == "sled" {
+            data_dir::create_private_dir(&store_dir)?;
+        }
+        let store = crate::store::open(config, &store_dir).map_err(|source| {
+            if config.store.backend == "sled" {
+                DataDirError::Store {
+                    path: store_dir.display().to_string(),
+                    source,
+                }
+                .into()
+            } else {
+                ServiceError::Store(source)
+            }
+        })?;
+        let keystore = {
+            let (catalog, _) = Catalog::load_versioned(store.as_ref())?;
+            data_dir::check_keystore_file(config, &catalog)?;
+            let keystore = crate::keystore::open_backend(config)?;
+            data_dir::check_keystore_holds_catalog_keys(keystore.as_ref(), &catalog)?;
+            keystore
+        };
+        let audit = audit::open_in(config, keystore.as_ref(), config.audit.data_plane_sync)?;
         let limits = Limits {
             max_record_size: config.limits.max_record_size,
             max_record_key: config.limits.max_record_key,
@@ -121,6 +163,11 @@ impl Vault {
         .with_dek_cache(config.cache.max_deks, config.cache.dek_ttl);
         vault.disk_space = DiskSpace::new(data_dir.clone(), config.limits.min_free_space);
         vault.backup_target = crate::backup::target::from_config(config)?;
+        vault.keep_after_purge = config.backup.keep_after_purge;
+        vault.policy_defaults = policies::PolicyDefaults {
+            provider_rotate_every_days: config.keys.rotate_every_days,
+            dual_auth_delete: config.lifecycle.dual_auth_delete,
+        };
         Ok(vault)
     }
 
@@ -135,7 +182,8 @@ impl Vault {
         soft_delete_period: Duration,
     ) -> Result<Self, ServiceError> {
         let (catalog, version) = Catalog::load_versioned(store.as_ref())?;
-        let (catalog, instance) = Self::ensure_instance(store.as_ref(), catalog)?;
+        let (mut catalog, instance) = Self::ensure_instance(store.as_ref(), catalog)?;
+        catalog.instance_name = instance_name.clone();
         let flusher = GroupFlusher::start(Arc::clone(&store));
         Ok(Self {
             store,
@@ -159,7 +207,10 @@ impl Vault {
             instance_id: instance.id,
             limits,
             soft_delete_period,
+            keep_after_purge: Duration::ZERO,
             disk_space: DiskSpace::unchecked(),
+            token_use: Default::default(),
+            policy_defaults: Default::default(),
         })
     }
 
@@ -270,6 +321,77 @@ impl Vault {
         )
     }
 
+    /// [`Vault::crn`] for resources whose ids are not UUIDs (tokens, authorizations).
+    pub fn crn_named(&self, kind: &str, id: &str) -> String {
+        format!(
+            "crn:v1:envault:local:a/{}:{}:{kind}:{id}",
+            self.instance_name, self.instance_id
+        )
+    }
+
+    /// Every activity-log target is a CRN: a reference (name, id) that names a resource becomes
+    /// its CRN; one that names nothing (a failed creation, a foreign CRN, a denied route) is
+    /// logged against this instance's CRN (`…:<instance-id>::`), the reference kept in the
+    /// details as `reference`.
+    fn audit_target(&self, target: &str) -> (String, Option<String>) {
+        let own = format!(
+            "crn:v1:envault:local:a/{}:{}:",
+            self.instance_name, self.instance_id
+        );
+        if target.starts_with(&own) {
+            return (target.to_string(), None);
+        }
+        let resolved = {
+            let catalog = self.read_catalog();
+            if let Some(key) = catalog.find_key(target) {
+                Some(self.crn("key", &key.id))
+            } else if let Some(db) = catalog.find_database(target) {
+                Some(self.crn("database", &db.id))
+            } else if let Some(id) = Uuid::parse_str(target)
+                .ok()
+                .filter(|id| catalog.backups.contains_key(id))
+            {
+                Some(self.crn("backup", &id))
+            } else if catalog.authorizations.contains_key(target) {
+                Some(self.crn_named("authorization", target))
+            } else if catalog.tokens_by_hash.values().any(|t| t.id == target) {
+                Some(self.crn_named("token", target))
+            } else {
+                None
+            }
+        };
+        match resolved {
+            Some(crn) => (crn, None),
+            None => (format!("{own}:"), Some(target.to_string())),
+        }
+    }
+
+    /// Appends an event, its target made a CRN first ([`Vault::audit_target`]).
+    pub(crate) fn audit_append(
+        &self,
+        who: &Principal,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        reason: Option<String>,
+        details: Option<serde_json::Value>,
+    ) -> std::io::Result<String> {
+        let (target, reference) = self.audit_target(target);
+        let details = match reference {
+            None => details,
+            Some(reference) => Some(match details {
+                Some(serde_json::Value::Object(mut map)) => {
+                    map.insert("reference".into(), reference.into());
+                    serde_json::Value::Object(map)
+                }
+                None => serde_json::json!({ "reference": reference }),
+                Some(other) => serde_json::json!({ "reference": reference, "details": other }),
+            }),
+        };
+        self.audit
+            .append(who, action, &target, outcome, reason, details)
+    }
+
     /// Appends the outcome of `action` on `target` to the activity log and passes `result`
     /// through. A success whose event cannot be written is reported as a storage failure:
     /// the log must never miss an action that was acknowledged.
@@ -286,10 +408,7 @@ impl Vault {
             Err(err) if err.is_denial() => ("denied", Some(err.code().to_string())),
             Err(err) => ("failure", Some(err.code().to_string())),
         };
-        if let Err(err) = self
-            .audit
-            .append(who, action, target, outcome, reason, details)
-        {
+        if let Err(err) = self.audit_append(who, action, target, outcome, reason, details) {
             tracing::error!(error = %err, action, "cannot append to the activity log");
             return Err(ServiceError::AuditLog(err.to_string()));
         }
@@ -352,16 +471,6 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
-}
-
-/// Creates `dir` (mode 0700) if missing.
-fn create_private_dir(dir: &Path) -> Result<(), ServiceError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| ServiceError::DataDir(format!("cannot create {}: {e}", dir.display())))
 }
 
 /// Names of keys and databases: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.

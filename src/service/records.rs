@@ -69,6 +69,10 @@ impl Vault {
                 "the key of database {:?} was destroyed",
                 db.name
             ))),
+            KeyState::PendingDestruction => Err(ServiceError::KeyPendingDestruction(format!(
+                "the key of database {:?} is scheduled for destruction",
+                db.name
+            ))),
         }
     }
 

@@ -109,7 +109,7 @@ impl Vault {
     }
 
     /// Adds the version and records the job; the caller holds the admin lock and the claim.
-    async fn start_claimed_rotation(
+    pub(super) async fn start_claimed_rotation(
         &self,
         mut key: crate::store::KeyRecord,
         retire_old: bool,
@@ -124,6 +124,8 @@ impl Vault {
             .await
             .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
         key.version = version;
+        // Rotation policies count their period from here.
+        key.last_rotated_at = Some(super::token_lifecycle::unix_now());
         let mut id = [0u8; 6];
         crate::crypto::os_random(&mut id).map_err(|_| ServiceError::Random)?;
         let job = RotationJob {

@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::token_lifecycle::{parse_ttl, rfc3339_of, unix_now};
 use super::{now_rfc3339, ServiceError, Vault};
 use crate::crypto::os_random;
 use crate::store::{TokenRecord, TokenRole};
@@ -67,11 +68,22 @@ fn hex_encode(bytes: &[u8]) -> String {
 }
 
 impl Vault {
-    /// Creates a token and returns (record, secret). The secret is shown once and never stored.
+    /// Creates an unnamed token that never expires and returns (record, secret).
     pub async fn issue_token(
         &self,
         role: TokenRole,
         databases: Vec<Uuid>,
+    ) -> Result<(TokenRecord, Zeroizing<String>), ServiceError> {
+        self.issue_named_token(role, databases, None, None).await
+    }
+
+    /// Creates a token and returns (record, secret). The secret is shown once and never stored.
+    pub async fn issue_named_token(
+        &self,
+        role: TokenRole,
+        databases: Vec<Uuid>,
+        name: Option<String>,
+        ttl: Option<std::time::Duration>,
     ) -> Result<(TokenRecord, Zeroizing<String>), ServiceError> {
         let mut raw = Zeroizing::new([0u8; 32]);
         os_random(raw.as_mut_slice()).map_err(|_| ServiceError::Random)?;
@@ -87,8 +99,23 @@ impl Vault {
             databases,
             hash: hash_hex(&secret),
             created_at: now_rfc3339(),
+            name,
+            expires_at: ttl.map(|ttl| unix_now().saturating_add(ttl.as_secs())),
+            last_used_at: None,
         };
         let _admin = self.admin().await?;
+        if let Some(name) = &record.name {
+            if self
+                .read_catalog()
+                .tokens_by_hash
+                .values()
+                .any(|t| t.name.as_ref() == Some(name))
+            {
+                return Err(ServiceError::Conflict(format!(
+                    "a token named {name:?} already exists"
+                )));
+            }
+        }
         self.commit(vec![CatalogChange::PutToken(record.clone())])
             .await?;
         Ok((record, secret))
@@ -103,6 +130,7 @@ impl Vault {
         if path.exists() {
             return Ok(None);
         }
+        // The first operator token never expires: it is how the operator gets in at all.
         let (record, secret) = self.issue_token(TokenRole::Operator, Vec::new()).await?;
         let io = |e: std::io::Error| {
             ServiceError::TokenFile(format!("cannot write {}: {e}", path.display()))
@@ -137,6 +165,7 @@ impl Vault {
         if !bool::from(record.hash.as_bytes().ct_eq(hash.as_bytes())) {
             return Err(ServiceError::Unauthenticated);
         }
+        self.check_token_alive(record, unix_now())?;
         Ok(Principal {
             token_id: record.id.clone(),
             role: record.role,
@@ -155,6 +184,12 @@ pub struct CreateTokenRequest {
     /// For app tokens: the databases (name, id or CRN) it may use.
     #[serde(default)]
     pub databases: Vec<String>,
+    /// Unique name (same rules as key names).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Time to live, e.g. "30d" (1s to 3650d); none: the token never expires.
+    #[serde(default)]
+    pub ttl: Option<String>,
 }
 
 /// A token as listed (never the secret).
@@ -168,6 +203,18 @@ pub struct TokenInfo {
     pub databases: Vec<String>,
     /// RFC 3339.
     pub created_at: String,
+    /// Name, if given.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// RFC 3339 of the last authenticated request (to about a minute); none: never used.
+    #[serde(default)]
+    pub last_used_at: Option<String>,
+    /// RFC 3339 expiry; none: never.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Whether the expiry has passed.
+    #[serde(default)]
+    pub expired: bool,
 }
 
 /// A new token: the only time its secret is shown.
@@ -181,14 +228,24 @@ pub struct NewToken {
     pub role: TokenRole,
     /// Database ids.
     pub databases: Vec<String>,
+    /// Name, if given.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// RFC 3339 expiry; none: never.
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
-fn token_info(record: &TokenRecord) -> TokenInfo {
+fn token_info(record: &TokenRecord, now: u64) -> TokenInfo {
     TokenInfo {
         id: record.id.clone(),
         role: record.role,
         databases: record.databases.iter().map(Uuid::to_string).collect(),
         created_at: record.created_at.clone(),
+        name: record.name.clone(),
+        last_used_at: record.last_used_at.map(rfc3339_of),
+        expires_at: record.expires_at.map(rfc3339_of),
+        expired: record.expires_at.is_some_and(|at| now >= at),
     }
 }
 
@@ -202,9 +259,13 @@ impl Vault {
         let result = self.create_token_inner(who, request).await;
         let target = result
             .as_ref()
-            .map(|t| t.id.clone())
+            .map(|t| self.crn_named("token", &t.id))
             .unwrap_or_else(|_| "token".into());
-        self.audited(who, "iam.tokens.create", &target, result, None)
+        // Name, role and expiry only: never the secret.
+        let details = result.as_ref().ok().map(
+            |t| serde_json::json!({ "name": t.name, "role": t.role, "expires_at": t.expires_at }),
+        );
+        self.audited(who, "iam.tokens.create", &target, result, details)
     }
 
     async fn create_token_inner(
@@ -213,6 +274,10 @@ impl Vault {
         request: CreateTokenRequest,
     ) -> Result<NewToken, ServiceError> {
         who.require_operator()?;
+        if let Some(name) = &request.name {
+            super::validate_name("token", name)?;
+        }
+        let ttl = request.ttl.as_deref().map(parse_ttl).transpose()?;
         let databases: Vec<Uuid> = {
             let catalog = self.read_catalog();
             request
@@ -239,12 +304,16 @@ impl Vault {
             }
             _ => {}
         }
-        let (record, secret) = self.issue_token(request.role, databases).await?;
+        let (record, secret) = self
+            .issue_named_token(request.role, databases, request.name, ttl)
+            .await?;
         Ok(NewToken {
             id: record.id.clone(),
             token: secret.to_string(),
             role: record.role,
             databases: record.databases.iter().map(Uuid::to_string).collect(),
+            name: record.name.clone(),
+            expires_at: record.expires_at.map(rfc3339_of),
         })
     }
 
@@ -252,30 +321,38 @@ impl Vault {
     pub fn list_tokens(&self, who: &Principal) -> Result<Vec<TokenInfo>, ServiceError> {
         who.require_operator()?;
         let catalog = self.read_catalog();
-        let mut list: Vec<TokenInfo> = catalog.tokens_by_hash.values().map(token_info).collect();
+        let now = unix_now();
+        let mut list: Vec<TokenInfo> = catalog
+            .tokens_by_hash
+            .values()
+            .map(|t| token_info(t, now))
+            .collect();
         list.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(list)
     }
 
-    /// Revokes a token; effective on the next request, also on open connections.
+    /// Revokes a token (by id or name); effective on the next request, also on open
+    /// connections.
     pub async fn revoke_token(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
         let result = self.revoke_token_inner(who, id).await;
-        self.audited(who, "iam.tokens.delete", id, result, None)
+        let target = match &result {
+            Ok(()) => self.crn_named("token", id),
+            Err(_) => id.to_string(),
+        };
+        self.audited(who, "iam.tokens.delete", &target, result, None)
     }
 
     async fn revoke_token_inner(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
         who.require_operator()?;
         let _admin = self.admin().await?;
-        if !self
+        let found = self
             .read_catalog()
             .tokens_by_hash
             .values()
-            .any(|t| t.id == id)
-        {
-            return Err(ServiceError::NotFound(format!("no token {id:?}")));
-        }
-        self.commit(vec![CatalogChange::DeleteToken(id.to_string())])
-            .await?;
+            .find(|t| t.id == id || t.name.as_deref() == Some(id))
+            .map(|t| t.id.clone());
+        let id = found.ok_or_else(|| ServiceError::NotFound(format!("no token {id:?}")))?;
+        self.commit(vec![CatalogChange::DeleteToken(id)]).await?;
         Ok(())
     }
 }

@@ -440,8 +440,7 @@ impl Vault {
             }
             _ => ("success", None),
         };
-        self.audit
-            .append(who, action, target, outcome, reason, details)
+        self.audit_append(who, action, target, outcome, reason, details)
             .map_err(|e| ServiceError::AuditLog(format!("activity log: {e}")))?;
         Ok(items)
     }

@@ -26,6 +26,10 @@ pub enum KeyState {
     Suspended,
     /// Shredded: material destroyed, irreversible.
     Destroyed,
+    /// Scheduled for destruction: nothing under it is readable, and at `destroy_at` it is
+    /// shredded unless the deletion is cancelled first.
+    #[serde(rename = "pending_destruction")]
+    PendingDestruction,
 }
 
 impl KeyOrigin {
@@ -46,6 +50,7 @@ impl KeyState {
             KeyState::Active => "active",
             KeyState::Suspended => "suspended",
             KeyState::Destroyed => "destroyed",
+            KeyState::PendingDestruction => "pending_destruction",
         }
     }
 }
@@ -71,6 +76,39 @@ pub struct KeyRecord {
     /// For provider-managed keys, the database that owns it.
     #[serde(default)]
     pub owner_database: Option<Uuid>,
+    /// Unix seconds of the newest rotation (its version's creation); `None`: never rotated
+    /// since rotations were timed, so rotation policies count from `created_at`.
+    #[serde(default)]
+    pub last_rotated_at: Option<u64>,
+    /// In state `pending_destruction`: Unix seconds at which the key is shredded.
+    #[serde(default)]
+    pub destroy_at: Option<u64>,
+}
+
+/// A key's policies (catalog entry `policy/<key id>`): automatic rotation and dual
+/// authorization of its deletion, with a pending first approval.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPolicyRecord {
+    /// Rotate every this many days (1–2560); `None`: no automatic rotation.
+    #[serde(default)]
+    pub rotate_every_days: Option<u32>,
+    /// Deleting the key needs two different operator tokens.
+    #[serde(default)]
+    pub dual_auth_delete: bool,
+    /// A first operator's approval of the key's deletion, waiting for a second operator.
+    #[serde(default)]
+    pub delete_approval: Option<DeleteApproval>,
+    /// RFC 3339 of the last change.
+    pub updated_at: String,
+}
+
+/// The first approval of a dual-authorized deletion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteApproval {
+    /// Id of the operator token that approved.
+    pub token_id: String,
+    /// Unix seconds after which the approval lapses.
+    pub expires_at: u64,
 }
 
 /// A database's state.
@@ -168,6 +206,16 @@ pub struct TokenRecord {
     pub hash: String,
     /// RFC 3339.
     pub created_at: String,
+    /// Unique operator-chosen name (tokens written before names existed have none).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Unix seconds after which the token is refused with `token_expired`; `None`: never.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    /// Unix seconds of the last authenticated request, persisted coarsely (see
+    /// `service::token_lifecycle`), so it may lag by about a minute.
+    #[serde(default)]
+    pub last_used_at: Option<u64>,
 }
 
 /// Instance identity, created at first start.
@@ -235,4 +283,8 @@ pub struct BackupRecord {
     pub created_at: String,
     /// `available` | `key_destroyed`.
     pub state: String,
+    /// For a backup kept after its database was purged: when it is destroyed (Unix seconds).
+    /// Absent in records written before backups could outlive their database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }

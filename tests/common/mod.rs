@@ -100,6 +100,16 @@ impl Daemon {
         dirs
     }
 
+    /// The value of an `ENVAULT_*` variable this daemon runs with (its own or the store
+    /// matrix's), if set.
+    pub fn env_value(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The temp dir holding socket, data dir and log.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -573,4 +583,43 @@ pub fn cli_exit_status(code: &str) -> i32 {
         "integrity_error" => 7,
         _ => 1,
     }
+}
+
+/// Rewrites one catalog entry (`kind/` + `id`) of a stopped daemon's store (sled, or its
+/// PostgreSQL server under the store matrix) as JSON, the way time passing or another version
+/// would have left it. Panics if the entry does not exist.
+pub async fn edit_catalog_entry(
+    daemon: &Daemon,
+    kind: &str,
+    id: &[u8],
+    edit: impl FnOnce(&mut serde_json::Value) + Send + 'static,
+) {
+    use envault::store::{codec, CatalogKey, CatalogOp};
+    let mut config = envault::config::Config::load(None).expect("default config");
+    config.data_dir = daemon.data_dir.clone();
+    if let Some(backend) = daemon.env_value("ENVAULT_STORE_BACKEND") {
+        config.store.backend = backend.to_string();
+    }
+    if let Some(url) = daemon.env_value("ENVAULT_STORE_URL") {
+        config.store.url = url.to_string();
+    }
+    let key = codec::key(kind, &[id]).0;
+    let sled_dir = daemon.data_dir.join("store");
+    tokio::task::spawn_blocking(move || {
+        let store = envault::store::open(&config, &sled_dir).expect("open the store");
+        let (k, v) = store
+            .catalog_scan(&key)
+            .expect("scan the catalog")
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .expect("the catalog entry exists");
+        let mut value: serde_json::Value = codec::decode(&k, &v).expect("decode the entry");
+        edit(&mut value);
+        store
+            .catalog_apply(vec![CatalogOp::Put(CatalogKey(k), codec::encode(&value))])
+            .expect("apply");
+        store.flush().expect("flush");
+    })
+    .await
+    .expect("edit the catalog");
 }

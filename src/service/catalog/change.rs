@@ -5,13 +5,13 @@ use uuid::Uuid;
 
 use super::{
     authorization_key, backup_key, database_key, dek_key, instance_key, job_key, key_key,
-    token_key, transit_key, Catalog, TransitSettings, AUTHORIZATION, BACKUP, DATABASE, DEK,
-    INSTANCE, JOB, KEY, TOKEN, TRANSIT,
+    policy_key, token_key, transit_key, Catalog, TransitSettings, AUTHORIZATION, BACKUP, DATABASE,
+    DEK, INSTANCE, JOB, KEY, POLICY, TOKEN, TRANSIT,
 };
 use crate::service::ServiceError;
 use crate::store::{
     codec, AuthorizationRecord, BackupRecord, CatalogOp, DatabaseRecord, DatabaseState, DekRecord,
-    InstanceRecord, KeyRecord, KeyState, RotationJob, StoreError, TokenRecord,
+    InstanceRecord, KeyPolicyRecord, KeyRecord, KeyState, RotationJob, StoreError, TokenRecord,
 };
 
 /// One change to one catalog entry.
@@ -58,6 +58,10 @@ pub enum CatalogChange {
     PutTransit(Uuid, TransitSettings),
     /// Remove a root key's transit settings.
     DeleteTransit(Uuid),
+    /// Insert or replace a root key's policies.
+    PutPolicy(Uuid, KeyPolicyRecord),
+    /// Remove a root key's policies.
+    DeletePolicy(Uuid),
 }
 
 /// What an applied change means for the caches beside the catalog (DEKs, seal budgets).
@@ -101,6 +105,8 @@ impl CatalogChange {
             C::DeleteBackup(id) => CatalogOp::Delete(backup_key(id)),
             C::PutTransit(id, s) => CatalogOp::Put(transit_key(id), codec::encode(s)),
             C::DeleteTransit(id) => CatalogOp::Delete(transit_key(id)),
+            C::PutPolicy(id, p) => CatalogOp::Put(policy_key(id), codec::encode(p)),
+            C::DeletePolicy(id) => CatalogOp::Delete(policy_key(id)),
         }
     }
 
@@ -141,6 +147,8 @@ impl CatalogChange {
             (BACKUP, None) => C::DeleteBackup(id()?),
             (TRANSIT, Some(v)) => C::PutTransit(id()?, codec::decode(key, v)?),
             (TRANSIT, None) => C::DeleteTransit(id()?),
+            (POLICY, Some(v)) => C::PutPolicy(id()?, codec::decode(key, v)?),
+            (POLICY, None) => C::DeletePolicy(id()?),
             (other, _) => {
                 tracing::warn!(kind = other, "ignoring a catalog entry of an unknown kind");
                 return Ok(None);
@@ -265,6 +273,14 @@ pub fn apply(catalog: &mut Catalog, change: &CatalogChange) -> Option<Effect> {
         }
         C::DeleteTransit(key) => {
             catalog.transit.remove(key);
+            None
+        }
+        C::PutPolicy(key, policy) => {
+            catalog.policies.insert(*key, policy.clone());
+            None
+        }
+        C::DeletePolicy(key) => {
+            catalog.policies.remove(key);
             None
         }
     }

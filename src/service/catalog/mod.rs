@@ -41,9 +41,11 @@ pub const JOB: &str = "job";
 pub const BACKUP: &str = "backup";
 /// Transit settings, by root key id.
 pub const TRANSIT: &str = "transit";
+/// Key policies (rotation, dual authorization of deletion), by root key id.
+pub const POLICY: &str = "policy";
 
 /// Every entry kind this version of envault reads, in load order.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     KEY,
     DATABASE,
     DEK,
@@ -53,7 +55,13 @@ const KINDS: [&str; 9] = [
     JOB,
     BACKUP,
     TRANSIT,
+    POLICY,
 ];
+
+/// Catalog key of a root key's policies.
+pub fn policy_key(id: &Uuid) -> CatalogKey {
+    codec::key(POLICY, &[id.as_bytes()])
+}
 
 /// Catalog key of the instance identity.
 pub fn instance_key() -> CatalogKey {
@@ -139,6 +147,11 @@ pub struct Catalog {
     pub backups: HashMap<Uuid, BackupRecord>,
     /// Transit settings by root key id.
     pub transit: HashMap<Uuid, TransitSettings>,
+    /// The instance name of this daemon's CRNs (`a/<name>`), from the configuration; the
+    /// Vault sets it whenever it installs a catalog, so references can be checked in full.
+    pub instance_name: String,
+    /// Key policies by key id.
+    pub policies: HashMap<Uuid, crate::store::KeyPolicyRecord>,
 }
 
 impl Catalog {
@@ -156,12 +169,30 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// The id a CRN names when `reference` is a CRN (`crn:v1:…`): `Some(None)` unless it is a
+    /// CRN of this account and instance, for a resource of `kind`, exactly as
+    /// [`super::Vault::crn`] writes it. A CRN of another instance never resolves to a local
+    /// resource that happens to share its id.
+    pub fn crn_id(&self, reference: &str, kind: &str) -> Option<Option<Uuid>> {
+        let rest = reference.strip_prefix("crn:v1:")?;
+        let Some(instance) = &self.instance else {
+            return Some(None);
+        };
+        let prefix = format!(
+            "envault:local:a/{}:{}:{kind}:",
+            self.instance_name, instance.id
+        );
+        Some(
+            rest.strip_prefix(&prefix)
+                .and_then(|id| Uuid::try_parse(id).ok().filter(|u| u.to_string() == id)),
+        )
+    }
+
     /// Finds a key by name, id or CRN (`…:key:<id>`).
     pub fn find_key(&self, reference: &str) -> Option<&KeyRecord> {
         let by_id = |text: &str| Uuid::parse_str(text).ok().and_then(|id| self.keys.get(&id));
-        if let Some(rest) = reference.strip_prefix("crn:v1:") {
-            let id = rest.rsplit_once(":key:").map(|(_, id)| id)?;
-            return by_id(id);
+        if let Some(id) = self.crn_id(reference, "key") {
+            return id.and_then(|id| self.keys.get(&id));
         }
         by_id(reference).or_else(|| {
             self.key_names
@@ -177,9 +208,8 @@ impl Catalog {
                 .ok()
                 .and_then(|id| self.databases.get(&id))
         };
-        if let Some(rest) = reference.strip_prefix("crn:v1:") {
-            let id = rest.rsplit_once(":database:").map(|(_, id)| id)?;
-            return by_id(id);
+        if let Some(id) = self.crn_id(reference, "database") {
+            return id.and_then(|id| self.databases.get(&id));
         }
         by_id(reference).or_else(|| {
             self.database_names

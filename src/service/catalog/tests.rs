@@ -24,7 +24,12 @@ fn id(i: usize) -> Uuid {
 /// One random change: (kind, which entry, which variant of its value, put or delete).
 fn change((kind, i, v, put): (u8, usize, u32, bool)) -> CatalogChange {
     use CatalogChange as C;
-    let key_state = [KeyState::Active, KeyState::Suspended, KeyState::Destroyed][v as usize % 3];
+    let key_state = [
+        KeyState::Active,
+        KeyState::Suspended,
+        KeyState::Destroyed,
+        KeyState::PendingDestruction,
+    ][v as usize % 4];
     let db_state = [
         DatabaseState::Active,
         DatabaseState::Deleted,
@@ -41,6 +46,8 @@ fn change((kind, i, v, put): (u8, usize, u32, bool)) -> CatalogChange {
             version: v + 1,
             created_at: WHEN.into(),
             owner_database: None,
+            last_rotated_at: (v % 2 == 0).then_some(u64::from(v)),
+            destroy_at: (key_state == KeyState::PendingDestruction).then_some(u64::from(v)),
         }),
         (0, false) => C::DeleteKey(id(i)),
         (1, true) => C::PutDatabase(DatabaseRecord {
@@ -78,6 +85,9 @@ fn change((kind, i, v, put): (u8, usize, u32, bool)) -> CatalogChange {
             databases: vec![id(v as usize % 3)],
             hash: format!("hash-{i}-{v}"),
             created_at: WHEN.into(),
+            name: (v % 2 == 0).then(|| format!("name-{i}")),
+            expires_at: (v % 3 == 0).then_some(u64::from(v)),
+            last_used_at: (v % 2 == 1).then_some(u64::from(v)),
         }),
         (3, false) => C::DeleteToken(format!("tok_{i}")),
         (4, true) => C::PutAuthorization(AuthorizationRecord {
@@ -108,6 +118,7 @@ fn change((kind, i, v, put): (u8, usize, u32, bool)) -> CatalogChange {
             record_count: u64::from(v),
             created_at: WHEN.into(),
             state: "available".into(),
+            expires_at: (v % 2 == 0).then_some(u64::from(v) + 1000),
         }),
         (6, false) => C::DeleteBackup(id(i)),
         (7, true) => C::PutTransit(
@@ -119,6 +130,19 @@ fn change((kind, i, v, put): (u8, usize, u32, bool)) -> CatalogChange {
             },
         ),
         (7, false) => C::DeleteTransit(id(i)),
+        (8, true) => C::PutPolicy(
+            id(i),
+            crate::store::KeyPolicyRecord {
+                rotate_every_days: (v % 2 == 0).then_some(v + 1),
+                dual_auth_delete: v % 3 == 0,
+                delete_approval: (v % 2 == 1).then(|| crate::store::DeleteApproval {
+                    token_id: format!("tok_{v}"),
+                    expires_at: u64::from(v),
+                }),
+                updated_at: WHEN.into(),
+            },
+        ),
+        (8, false) => C::DeletePolicy(id(i)),
         (_, true) => C::PutInstance(InstanceRecord {
             id: id(i),
             created_at: WHEN.into(),
@@ -162,6 +186,12 @@ fn canonical(catalog: &Catalog) -> Canonical {
             .iter()
             .map(|(k, s)| C::PutTransit(*k, s.clone())),
     );
+    puts.extend(
+        catalog
+            .policies
+            .iter()
+            .map(|(k, p)| C::PutPolicy(*k, p.clone())),
+    );
     let entries = puts
         .iter()
         .map(|change| match change.to_op() {
@@ -185,7 +215,7 @@ fn stored(store: &dyn Store) -> BTreeMap<Vec<u8>, Vec<u8>> {
 }
 
 fn commits() -> impl Strategy<Value = Vec<Vec<CatalogChange>>> {
-    let one = (0u8..9, 0usize..3, 0u32..6, any::<bool>()).prop_map(change);
+    let one = (0u8..10, 0usize..3, 0u32..6, any::<bool>()).prop_map(change);
     prop::collection::vec(prop::collection::vec(one, 1..5), 1..24)
 }
 

@@ -113,7 +113,11 @@ pub async fn listen(config: &Config, state: Arc<AppState>) -> Result<(), ServerE
                     },
                 );
                 let mut builder = hyper::server::conn::http1::Builder::new();
+                // A client may send its request and then shut its write side (`nc -N`, Go's
+                // `CloseWrite`, some proxies): the EOF then only means no further request, so the
+                // answer must still be written.
                 builder
+                    .half_close(true)
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_timeout)
                     .max_buf_size(64 * 1024);
