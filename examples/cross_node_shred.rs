@@ -1,4 +1,4 @@
-//! Cross-node time-to-effect of a shred (issue 10): node A shreds a key that node B is serving,
+//! Cross-node time-to-effect of a shred: node A shreds a key that node B is serving,
 //! and B is asked again the moment A's call has returned.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! Load generator for a Vault-transit-compatible endpoint (issue 11): the same client against
+//! Load generator for a Vault-transit-compatible endpoint: the same client against
 //! envault (its Unix socket or its `[compat] transit_listen` TCP port) and against
 //! `bao server -dev` (its TCP listener or a `listener "unix"` from a config file).
 //!

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 9: backup and restore throughput and daemon memory to a SeaweedFS S3 bucket vs to the
+# Backup and restore throughput and daemon memory to a SeaweedFS S3 bucket vs to the
 # local backup directory, for the same database.
 #
 #   scripts/bench-backup-s3.sh            # 1024 MiB of record values

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 11 front ends: transit encrypt/decrypt through envault vs through a real OpenBao dev
+# Front ends: transit encrypt/decrypt through envault vs through a real OpenBao dev
 # server with the same load generator (examples/transit_load.rs), each server over a Unix
 # socket and over loopback TCP, and KMS v2 Encrypt/Decrypt through the Python grpcio client
 # (tests/compat_scripts/kms_v2_client.py).

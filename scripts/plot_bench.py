@@ -5,7 +5,7 @@
 
 Reads machine.txt, crypto.csv, records.csv, wrap.csv, lifecycle.csv and memory.json from
 RESULTS_DIR (each optional), writes PNGs into PLOT_DIR, writes RESULTS_DIR/side-by-side.md
-(one row per issue-7 target: envault's figure, the peer's from the same run, the ratio, the
+(one row per target: envault's figure, the peer's from the same run, the ratio, the
 target), and, when BENCHMARKS.md is given, replaces the block between
 `<!-- bench-all:begin -->` and `<!-- bench-all:end -->` with that table.
 """

@@ -344,6 +344,23 @@ pub struct Health {
     /// The value log of the earlier sled store; no store has one now, so it is always absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_log: Option<ValueLogStats>,
+    /// Readiness of each component the daemon needs; any not `ok` makes the answer a 503
+    /// with `status` "unavailable".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<Vec<ComponentHealth>>,
+}
+
+/// One entry of `components` in `GET /v1/health`: the store, the root-key backend or the
+/// activity log, and whether it answered its probe.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ComponentHealth {
+    /// `store`, `key_backend` or `activity_log`.
+    pub component: String,
+    /// Whether it can be used now.
+    pub ok: bool,
+    /// Why not (an error sentence; never key material).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `audit` of `GET /v1/health`: when activity-log lines reach the disk (`[audit]`).

@@ -34,7 +34,7 @@ fn ok_json(output: &Output) -> Value {
 #[track_caller]
 fn fails_with(output: &Output, code: &str) -> String {
     assert!(!output.status.success(), "expected failure ({code})");
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(common::cli_exit_status(code)));
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let line = stderr.trim_end();
     assert!(line.starts_with("error: "), "stderr: {stderr}");
@@ -426,7 +426,7 @@ async fn errors_exit_non_zero_with_the_code() {
     let mut command = daemon.cli_command_on(&daemon.dir().join("absent.sock"));
     command.args(["db", "list"]);
     let output = run_with_input(command, b"", STARTUP_TIMEOUT);
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(6), "unavailable");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.starts_with("error: cannot connect to envault at ")

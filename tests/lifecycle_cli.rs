@@ -34,14 +34,14 @@ fn ok_json(output: &Output) -> Value {
         .unwrap_or_else(|e| panic!("--json output is not JSON ({e}): {text}"))
 }
 
-/// Asserts exit status 1, nothing on stdout, and a last stderr line `error: <message> (<code>)`;
-/// returns stderr.
+/// Asserts the exit status of the code's class, nothing on stdout, and a last stderr line
+/// `error: <message> (<code>)`; returns stderr.
 #[track_caller]
 fn fails_with(output: &Output, code: &str) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(
         output.status.code(),
-        Some(1),
+        Some(common::cli_exit_status(code)),
         "expected failure ({code}); stdout: {}; stderr: {stderr}",
         String::from_utf8_lossy(&output.stdout)
     );
@@ -534,7 +534,7 @@ async fn audit_verify_detects_a_tampered_line() {
 
     daemon.restart().await;
     let output = daemon.cli(&["audit", "verify"]);
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(output.status.code(), Some(7), "integrity: {output:?}");
     let report = String::from_utf8_lossy(&output.stdout);
     assert_eq!(field(&report, "ok"), "false", "{report}");
     assert_eq!(
@@ -550,7 +550,7 @@ async fn audit_verify_detects_a_tampered_line() {
         "{stderr}"
     );
     let output = daemon.cli(&["--json", "audit", "verify"]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(7));
     let json: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
     assert_eq!(json["ok"], false);
     assert_eq!(json["first_broken_line"], broken_line as u64);

@@ -515,6 +515,57 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     );
 }
 
+/// Without envault's own static keys, object_store's credential chain is used: here the
+/// `AWS_*` environment variables (the same chain goes on to web identity, the container
+/// endpoint and instance metadata on a real deployment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_credential_chain_is_used_without_static_keys() {
+    let weed = Weed::start().await;
+    let prefix = "chain/backups";
+    let env: Vec<(String, String)> = weed
+        .daemon_env(prefix, ADMIN_KEY, ADMIN_SECRET)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("ENVAULT_S3_"))
+        .chain([
+            ("AWS_ACCESS_KEY_ID".to_string(), ADMIN_KEY.to_string()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                ADMIN_SECRET.to_string(),
+            ),
+        ])
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let daemon = Daemon::start_with_env(&env).await;
+    let client = daemon.client();
+    let data = records(5, 20, 500);
+    let (db, _) = database_with(&client, &data).await;
+    let info = create_backup(&client, &db).await;
+    let id = id_of(&info);
+    let objects = weed.objects(prefix).await;
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0].0, object_key(prefix, &id));
+
+    // Wrong keys in the chain are refused by the service, and say so.
+    let env: Vec<(String, String)> = weed
+        .daemon_env("chain/denied", ADMIN_KEY, ADMIN_SECRET)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("ENVAULT_S3_"))
+        .chain([
+            ("AWS_ACCESS_KEY_ID".to_string(), "AKIDNOTAKEY".to_string()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                "not-the-secret".to_string(),
+            ),
+        ])
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let denied = Daemon::start_with_env(&env).await;
+    let client = denied.client();
+    let (db, _) = database_with(&client, &data).await;
+    let answer = create_backup_raw(&client, &db).await;
+    assert_json_error(&answer, 500, "backup_target_error");
+}
+
 /// A purge destroys the purged database's objects in the bucket, and its key then deletes
 /// without force.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

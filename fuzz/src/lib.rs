@@ -938,7 +938,7 @@ impl RouterFuzzer {
 
     /// Runs one input (see [`RouterFixture::run`]).
     pub fn run(&mut self, data: &[u8]) -> Option<u16> {
-        if self.runs % ROUTER_RESET_EVERY == 0 {
+        if self.runs.is_multiple_of(ROUTER_RESET_EVERY) {
             // Drop the old vault (and remove its temp dir) before building the next one.
             self.fixture = None;
             self.fixture = Some(RouterFixture::new());

@@ -37,7 +37,7 @@ pub struct AuditArgs {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the activity log's keyed chain and its head file (so that removed lines are
-    /// found); exits 1 naming the first broken line if it fails.
+    /// found); exits 7 naming the first broken line if it fails.
     Verify(VerifyArgs),
 }
 
@@ -177,7 +177,7 @@ fn print_report(report: &crate::api::AuditVerifyReport, json: bool) -> Result<()
     let line = report
         .first_broken_line
         .map_or_else(|| "an unknown line".into(), |l| format!("line {l}"));
-    Err(CliError::Failed(format!(
+    Err(CliError::Integrity(format!(
         "the activity log does not verify: {line} is broken ({})",
         report.problem.as_deref().unwrap_or("no detail")
     )))

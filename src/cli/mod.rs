@@ -1,4 +1,4 @@
-//! The `envault` command line (`shared/API.md`, section CLI): `serve` runs the daemon, every
+//! The `envault` command line: `serve` runs the daemon, every
 //! other verb is a [`Client`] of its socket. One file per verb group; [`output`] prints.
 //!
 //! Defaults: the socket comes from the configuration (`--config`, `ENVAULT_SOCKET`, the file,
@@ -16,6 +16,8 @@ mod audit;
 mod authz;
 mod backup;
 mod db;
+mod docs;
+mod exit;
 mod impact;
 mod key;
 pub mod output;
@@ -53,6 +55,15 @@ pub struct Cli {
     /// Print the API's JSON answers instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log lines on stderr as human text or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "ENVAULT_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: crate::telemetry::logging::LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -98,9 +109,21 @@ pub enum Command {
     /// The data dir's embedded store: `store migrate` upgrades a sled store (daemon stopped).
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page to stdout, or write one page per command into --dir.
+    Man {
+        /// Directory for `envault.1`, `envault-key.1`, `envault-key-create.1`, ...
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
-/// Errors of the command line; `main` prints them as `error: <message>` and exits 1.
+/// Errors of the command line; `main` prints them as `error: <message>` and exits with
+/// [`CliError::exit_code`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CliError {
@@ -125,9 +148,12 @@ pub enum CliError {
     /// Stdout could not be written.
     #[error("cannot write output: {0}")]
     Output(#[source] std::io::Error),
-    /// A check the command ran did not pass (`audit verify`).
+    /// The command could not do its work (a bench run with failed requests, a bad setup).
     #[error("{0}")]
     Failed(String),
+    /// An integrity check did not pass (`audit verify` found a broken chain).
+    #[error("{0}")]
+    Integrity(String),
 }
 
 /// What every client verb needs.
@@ -138,6 +164,11 @@ pub(crate) struct Context {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Completions { shell } => return quiet_broken_pipe(docs::completions(*shell)),
+        Command::Man { dir } => return quiet_broken_pipe(docs::man(dir.as_deref())),
+        _ => {}
+    }
     let config = Config::load(cli.config.as_deref())?;
     let result = match cli.command {
         Command::Serve => serve(config, cli.socket).await,
@@ -159,8 +190,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             dispatch(&ctx, command).await
         }
     };
+    quiet_broken_pipe(result)
+}
+
+/// A reader that stopped reading (`| head`) is not a failure of ours.
+fn quiet_broken_pipe(result: Result<(), CliError>) -> Result<(), CliError> {
     match result {
-        // A reader that stopped reading (`| head`) is not a failure of ours.
         Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
@@ -168,8 +203,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 async fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
     match command {
-        Command::Serve | Command::Store(_) => {
-            unreachable!("serve and store run locally, before a client is built")
+        Command::Serve | Command::Store(_) | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("serve, store, completions and man run locally, before a client is built")
         }
         Command::Key(c) => key::run(ctx, c).await,
         Command::Authz(c) => authz::run(ctx, c).await,

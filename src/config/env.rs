@@ -73,6 +73,7 @@ pub const ENV_VARS: &[(&str, &str, bool)] = &[
         false,
     ),
     ("ENVAULT_AUDIT_SYNC_INTERVAL", "audit.sync_interval", false),
+    ("ENVAULT_METRICS_LISTEN", "metrics.listen", false),
     ("ENVAULT_KEYS_ROTATE_EVERY", "keys.rotate_every", false),
     (
         "ENVAULT_DUAL_AUTH_DELETE",

@@ -92,8 +92,18 @@ pub struct Config {
     pub store: StoreConfig,
     /// When activity-log lines are fsynced.
     pub audit: AuditConfig,
+    /// The Prometheus metrics page.
+    pub metrics: MetricsConfig,
     /// Root-key defaults.
     pub keys: KeysConfig,
+}
+
+/// `[metrics]`: `GET /metrics` is always on the socket; `listen` adds a loopback TCP port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Loopback address serving `GET /metrics`, e.g. "127.0.0.1:9464"; empty = off.
+    pub listen: String,
 }
 
 /// `[keys]`.
@@ -320,6 +330,14 @@ impl Config {
     /// Master key file path.
     pub fn master_key_path(&self) -> PathBuf {
         if self.keystore.master_key_file.as_os_str().is_empty() {
+            // Under systemd, `LoadCredential=master.key:...` hands the key over outside the
+            // data dir; it wins over the default path when present.
+            if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+                let credential = PathBuf::from(dir).join("master.key");
+                if credential.is_file() {
+                    return credential;
+                }
+            }
             self.data_dir.join("master.key")
         } else {
             self.keystore.master_key_file.clone()

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use super::units::{parse_duration, parse_mode, parse_s3_url, parse_size};
 use super::{
     AuditConfig, BackupConfig, CacheConfig, CompatConfig, Config, ConfigError, DataPlaneSync,
-    KeystoreConfig, KmsV2Config, LifecycleConfig, LimitsConfig, Pkcs11Config, RespConfig,
-    StoreConfig, TransitConfig, MAX_AUDIT_SYNC_INTERVAL, MIN_STORE_POOL,
+    KeystoreConfig, KmsV2Config, LifecycleConfig, LimitsConfig, MetricsConfig, Pkcs11Config,
+    RespConfig, StoreConfig, TransitConfig, MAX_AUDIT_SYNC_INTERVAL, MIN_STORE_POOL,
 };
 
 /// Every setting, as text where units apply.
@@ -31,6 +31,7 @@ pub(super) struct RawConfig {
     resp: RespConfig,
     store: RawStore,
     audit: RawAudit,
+    metrics: MetricsConfig,
     #[serde(default)]
     keys: RawKeys,
 }
@@ -165,6 +166,7 @@ struct Overlay {
     resp: Option<toml::Table>,
     store: Option<toml::Table>,
     audit: Option<toml::Table>,
+    metrics: Option<toml::Table>,
     keys: Option<toml::Table>,
 }
 
@@ -282,6 +284,7 @@ impl RawConfig {
             resp: self.resp,
             store,
             audit,
+            metrics: self.metrics,
             keys,
         })
     }

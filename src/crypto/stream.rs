@@ -143,7 +143,7 @@ mod tests {
         let mut sealer = StreamSealer::new(cipher, prefix, b"hdr");
         let mut out = Vec::new();
         let mut chunks = data.chunks(CHUNK_SIZE).peekable();
-        if data.len() % CHUNK_SIZE == 0 {
+        if data.len().is_multiple_of(CHUNK_SIZE) {
             for c in chunks {
                 let mut c = c.to_vec();
                 sealer.seal_next(&mut c).unwrap();

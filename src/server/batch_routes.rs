@@ -1,4 +1,4 @@
-//! `POST /v1/databases/{db}/records:batch`: many record operations in one request (issue 7).
+//! `POST /v1/databases/{db}/records:batch`: many record operations in one request.
 //! The service runs them (`service::record_batch`); this file only converts the wire shapes.
 
 use std::sync::Arc;

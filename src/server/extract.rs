@@ -52,7 +52,7 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             .map(str::trim);
         let peer = parts.extensions.get::<PeerCred>().map(|p| p.uid);
         let uid_allowed = state.peer_allowed(peer);
-        // Issue 10: other nodes' changes (a revoked token, a shredded key) apply before this
+        // Other nodes' changes (a revoked token, a shredded key) apply before this
         // request is checked; a no-op on the embedded store.
         state.vault.refresh_catalog().await?;
         let result = if uid_allowed {

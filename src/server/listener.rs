@@ -94,6 +94,10 @@ pub async fn serve(
     let path = config.socket.clone();
     let header_timeout = config.limits.request_timeout;
     tracing::info!(socket = %path.display(), "envault listening");
+    // The socket is bound and every start-up step is done: tell systemd (Type=notify).
+    if let Err(err) = crate::telemetry::notify::Notifier::from_env().ready("serving") {
+        tracing::warn!(error = %err, "cannot notify the service manager");
+    }
     accept_until_signal(
         listener,
         &path,
@@ -182,6 +186,10 @@ where
         while connections.try_join_next().is_some() {}
     }
     tracing::info!(socket = %path.display(), "shutting down: finishing in-flight requests");
+    // Every front end's loop says so; the service manager takes the first and ignores repeats.
+    if let Err(err) = crate::telemetry::notify::Notifier::from_env().stopping() {
+        tracing::warn!(error = %err, "cannot notify the service manager");
+    }
     drop(listener);
     let _ = shutdown_tx.send(true);
     while connections.join_next().await.is_some() {}

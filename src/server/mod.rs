@@ -15,6 +15,7 @@ mod kms_routes;
 mod kms_tasks;
 mod lifecycle_routes;
 mod listener;
+mod ops_routes;
 pub mod resp;
 mod routes;
 
@@ -129,6 +130,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     spawn_background(Arc::clone(&state));
     if let Some(every) = config.backup.schedule {
         spawn_backup_schedule(Arc::clone(&state), every, config.backup.retention);
+    }
+    crate::telemetry::metrics::install();
+    if let Err(err) = ops_routes::listen_metrics(&config, Arc::clone(&state)).await {
+        let _ = std::fs::remove_file(&config.socket);
+        return Err(err);
     }
     // The transit TCP listener and the KMS v2 socket, when configured.
     if let Err(err) = compat::start(&config, Arc::clone(&state)).await {

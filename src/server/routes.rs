@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, RecordBody};
 use super::AppState;
 use crate::api::{
-    CreateDatabaseRequest, CreateKeyRequest, DatabaseList, DatabaseListQuery, Health, KeyList,
+    CreateDatabaseRequest, CreateKeyRequest, DatabaseList, DatabaseListQuery, KeyList,
     RecordListQuery, UnwrapRequest, WrapRequest,
 };
 use crate::service::{Principal, ServiceError};
@@ -22,7 +22,6 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The `/v1` router.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v1/health", get(health))
         .route("/v1/keys", post(create_key).get(list_keys))
         .route(
             "/v1/keys/{key}",
@@ -45,9 +44,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(super::kms_routes::router())
         .merge(super::backup_routes::router())
         .merge(super::batch_routes::router())
+        .merge(super::ops_routes::router())
         .merge(super::compat::transit::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::telemetry::metrics::track))
         .with_state(state)
 }
 
@@ -63,19 +64,6 @@ async fn method_not_allowed() -> Response {
         },
     };
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
-}
-
-async fn health(s: State) -> Json<Health> {
-    let protection = crate::hardening::status();
-    Json(Health {
-        status: "ok".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        memory_locked: Some(protection.memory_locked),
-        dumpable: Some(protection.dumpable),
-        dek_cache: Some(s.vault.dek_cache_stats()),
-        audit: Some(s.vault.audit_log().sync_stats()),
-        value_log: s.vault.value_log_stats(),
-    })
 }
 
 async fn create_key(

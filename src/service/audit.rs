@@ -228,6 +228,27 @@ impl AuditLog {
         audit_sync::stats(self.policy, &self.durability)
     }
 
+    /// Whether the log can still take events: the open file is still the one named by its
+    /// path (not moved or deleted underneath the daemon, whose events would then go nowhere a
+    /// reader looks) and its filesystem accepts a data sync.
+    pub fn probe(&self) -> AuditResult<()> {
+        use std::os::unix::fs::MetadataExt;
+        let file = {
+            let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+            tail.file.try_clone()?
+        };
+        let open = file.metadata()?;
+        let named = std::fs::metadata(&self.path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+        if (open.dev(), open.ino()) != (named.dev(), named.ino()) {
+            return Err(std::io::Error::other(format!(
+                "{} was moved or replaced while the daemon writes to it",
+                self.path.display()
+            )));
+        }
+        file.sync_data()
+    }
+
     /// The current chain head.
     pub fn head(&self) -> String {
         self.tail

@@ -31,10 +31,15 @@ impl GroupFlusher {
                     waiters.push(more);
                 }
                 let store = Arc::clone(&store);
+                let started = std::time::Instant::now();
                 let result = tokio::task::spawn_blocking(move || store.flush())
                     .await
                     .unwrap_or_else(|join| Err(StoreError::Backend(join.to_string())))
                     .map_err(|err| err.to_string());
+                // Recorded through the `metrics` facade; the daemon's recorder renders them.
+                metrics::histogram!("envault_group_commit_size").record(waiters.len() as f64);
+                metrics::histogram!("envault_group_commit_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 for waiter in waiters {
                     // A writer that gave up (connection closed) no longer listens; fine.
                     let _ = waiter.send(result.clone());

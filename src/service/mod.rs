@@ -22,6 +22,7 @@ mod kms_v2;
 mod lifecycle;
 mod policies;
 mod purge_backups;
+mod readiness;
 mod record_batch;
 mod records;
 mod rotation;
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+pub use crate::api::ComponentHealth;
 pub use audit::{verify_data_dir, AuditEvent, AuditLog, ChainKey, VerifyReport};
 pub use audit_sync::data_plane;
 pub use authz::{AuthorizationInfo, GrantRequest};

@@ -45,6 +45,12 @@ impl RotationProgress {
             .insert(key, status);
     }
 
+    /// Every rotation this node ran or runs, by key (for the metrics page).
+    pub(super) fn snapshot(&self) -> Vec<(Uuid, RotationStatus)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, s)| (*k, s.clone())).collect()
+    }
+
     fn get(&self, key: Uuid) -> Option<RotationStatus> {
         self.0
             .lock()

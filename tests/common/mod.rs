@@ -628,6 +628,20 @@ pub fn read_file(path: &Path) -> Vec<u8> {
     bytes
 }
 
+/// The CLI's exit status for an API error code (the table in docs/operations.md).
+pub fn cli_exit_status(code: &str) -> i32 {
+    match code {
+        "bad_request" | "too_large" => 2,
+        "not_found" => 3,
+        "unauthenticated" | "forbidden" | "not_authorized_for_key" => 4,
+        "conflict" | "duplicate_policy" | "key_in_use" | "database_deleted" | "key_suspended"
+        | "key_destroyed" => 5,
+        "store_unavailable" | "key_backend_unavailable" | "storage_full" => 6,
+        "integrity_error" => 7,
+        _ => 1,
+    }
+}
+
 /// Rewrites one catalog entry (`kind/` + `id`) of a stopped daemon's store (sled, or its
 /// PostgreSQL server under the store matrix) as JSON, the way time passing or another version
 /// would have left it. Panics if the entry does not exist.

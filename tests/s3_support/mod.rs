@@ -218,6 +218,8 @@ impl Weed {
 
     /// A client with the admin identity, for inspecting and tampering.
     pub fn admin(&self) -> AmazonS3 {
+        // The one rustls provider of the build, as the daemon's S3 target installs it.
+        envault::backup::target::s3::install_crypto_provider();
         AmazonS3Builder::new()
             .with_bucket_name(BUCKET)
             .with_region("us-east-1")

@@ -2,10 +2,13 @@
 //! `object_store`. Objects are written with multipart uploads (visible only once complete,
 //! aborted on error) and carry the header's ids as user metadata (`x-amz-meta-envault-*`).
 //!
-//! Credentials come from `ENVAULT_S3_ACCESS_KEY_ID`/`ENVAULT_S3_SECRET_ACCESS_KEY`, else
-//! `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (each with an optional session token), else the
-//! `[backup] credentials_file` (AWS shared-credentials format, profile `ENVAULT_S3_PROFILE`,
-//! `AWS_PROFILE` or `default`). They are held in zeroizing strings here and never logged.
+//! Credentials: static keys from `ENVAULT_S3_ACCESS_KEY_ID`/`ENVAULT_S3_SECRET_ACCESS_KEY`
+//! (optional `ENVAULT_S3_SESSION_TOKEN`), else the `[backup] credentials_file` when one is
+//! configured (AWS shared-credentials format, profile `ENVAULT_S3_PROFILE`, `AWS_PROFILE` or
+//! `default`), else object_store's own chain: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/
+//! `AWS_SESSION_TOKEN`, web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`), the ECS
+//! container endpoint, then EC2 instance metadata, refreshed before they expire. Static keys
+//! are held in zeroizing strings here and never logged.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -123,20 +126,32 @@ fn file_credentials(
     }
 }
 
-fn resolve_credentials(settings: &S3Settings) -> Result<Credentials, TargetError> {
-    if let Some(c) = env_credentials("ENVAULT_S3_").or_else(|| env_credentials("AWS_")) {
-        return Ok(c);
+/// Static credentials when envault is told about them; `None` leaves the choice to
+/// object_store's credential chain (environment, web identity, container, instance metadata).
+fn resolve_credentials(settings: &S3Settings) -> Result<Option<Credentials>, TargetError> {
+    if let Some(c) = env_credentials("ENVAULT_S3_") {
+        return Ok(Some(c));
+    }
+    if settings.credentials_file.as_os_str().is_empty() {
+        return Ok(None);
     }
     let profile = std::env::var("ENVAULT_S3_PROFILE")
         .or_else(|_| std::env::var("AWS_PROFILE"))
         .unwrap_or_else(|_| "default".into());
-    file_credentials(&settings.credentials_file, &profile)?.ok_or_else(|| {
-        TargetError::Config(
-            "no S3 credentials: set ENVAULT_S3_ACCESS_KEY_ID and ENVAULT_S3_SECRET_ACCESS_KEY \
-             (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or [backup] credentials_file"
-                .into(),
-        )
-    })
+    file_credentials(&settings.credentials_file, &profile)?
+        .map(Some)
+        .ok_or_else(|| {
+            TargetError::Config(format!(
+                "no S3 credentials in {} (profile {profile})",
+                settings.credentials_file.display()
+            ))
+        })
+}
+
+/// Installs ring as the process-wide rustls provider, the only one compiled in, which
+/// reqwest (under object_store) uses for HTTPS endpoints. Installing twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Splits `s3://BUCKET/PREFIX` into bucket and prefix (without surrounding slashes).
@@ -157,11 +172,8 @@ impl S3Target {
     pub fn new(settings: &S3Settings) -> Result<Self, TargetError> {
         let (bucket, prefix) = parse_url(&settings.url)?;
         let credentials = resolve_credentials(settings)?;
-        let region = if settings.region.is_empty() {
-            "us-east-1"
-        } else {
-            settings.region.as_str()
-        };
+        // Empty: AWS_REGION / AWS_DEFAULT_REGION, else object_store's us-east-1.
+        let region = (!settings.region.is_empty()).then_some(settings.region.as_str());
         // Fail within seconds when the service is gone instead of retrying for minutes; the
         // request timeout bounds one part or one whole download.
         let retry = RetryConfig {
@@ -177,15 +189,23 @@ impl S3Target {
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(30 * 60))
             .with_allow_http(settings.endpoint.starts_with("http://"));
-        let mut builder = AmazonS3Builder::new()
+        install_crypto_provider();
+        // from_env: the AWS_* variables object_store's credential chain reads (keys, session
+        // token, web identity, container credentials); instance metadata comes last.
+        let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
-            .with_region(region)
-            .with_access_key_id(credentials.access_key_id.as_str())
-            .with_secret_access_key(credentials.secret_access_key.as_str())
             .with_retry(retry)
             .with_client_options(options);
-        if let Some(token) = &credentials.session_token {
-            builder = builder.with_token(token.as_str());
+        if let Some(region) = region {
+            builder = builder.with_region(region);
+        }
+        if let Some(credentials) = &credentials {
+            builder = builder
+                .with_access_key_id(credentials.access_key_id.as_str())
+                .with_secret_access_key(credentials.secret_access_key.as_str());
+            if let Some(token) = &credentials.session_token {
+                builder = builder.with_token(token.as_str());
+            }
         }
         if !settings.endpoint.is_empty() {
             builder = builder.with_endpoint(&settings.endpoint);

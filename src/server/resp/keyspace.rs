@@ -19,7 +19,7 @@ const MAX_CURSOR_DIGITS: usize = 4096;
 /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]`.
 pub async fn scan(session: &Session, args: &Args) -> Reply {
     let args = args.as_slice();
-    if args.len() < 2 || args.len() % 2 != 0 {
+    if args.len() < 2 || !args.len().is_multiple_of(2) {
         return Reply::error("ERR wrong number of arguments for 'scan' command");
     }
     let after = match decode_cursor(&args[1]) {
