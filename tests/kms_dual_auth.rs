@@ -40,7 +40,11 @@ fn ok_json(output: &Output) -> Value {
 #[track_caller]
 fn fails_with(output: &Output, code: &str) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(common::cli_exit_status(code)),
+        "stderr: {stderr}"
+    );
     assert!(
         stderr.trim_end().ends_with(&format!("({code})")),
         "stderr: {stderr}"

@@ -169,6 +169,13 @@ async fn a_migration_killed_midway_is_completed_by_the_next_start() {
         }
         sled.flush().expect("flush");
     }
+    // The earlier release let sled create its directories with the umask (0755 as a rule):
+    // the upgrade tightens them instead of refusing the data dir.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(daemon.data_dir.join("store"), open).expect("chmod store");
+    }
     let status = daemon
         .serve_command()
         .env("ENVAULT_TEST_MIGRATION_ABORT_AFTER", "1000")
@@ -183,6 +190,11 @@ async fn a_migration_killed_midway_is_completed_by_the_next_start() {
 
     daemon.restart().await;
     assert!(!daemon.data_dir.join("fjall.migrating").exists());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let kept = std::fs::metadata(daemon.data_dir.join("store.sled-migrated")).expect("kept");
+        assert_eq!(kept.permissions().mode() & 0o777, 0o700, "tightened");
+    }
     assert_fixture_reads_back(&daemon).await;
     daemon.stop_graceful().await;
     let store = FjallStore::open(&daemon.data_dir.join("fjall"), 8 << 20).expect("open fjall");

@@ -29,7 +29,11 @@ fn ok(output: &Output) -> String {
 #[track_caller]
 fn fails_with(output: &Output, code: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(common::cli_exit_status(code)),
+        "stderr: {stderr}"
+    );
     assert!(
         stderr.trim_end().ends_with(&format!("({code})")),
         "stderr: {stderr}"

@@ -184,6 +184,10 @@ pub fn create_private_dir(dir: &Path) -> Result<(), DataDirError> {
 /// Refuses `root` or any directory below it that group or others can use; tightens files.
 /// Symbolic links are not followed.
 fn check_tree(root: &Path) -> Result<(), DataDirError> {
+    // The earlier sled store created its directories with the process umask (0755 as a rule),
+    // inside a private data dir. Refusing them would stop every upgrade, so they are tightened
+    // like the files of that release, with a warning; any other open directory is refused.
+    let legacy_store_dirs = [root.join("store"), root.join("store.sled-migrated")];
     let mut pending: Vec<PathBuf> = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let mode = std::fs::symlink_metadata(&dir)
@@ -191,7 +195,19 @@ fn check_tree(root: &Path) -> Result<(), DataDirError> {
             .permissions()
             .mode()
             & 0o7777;
-        if mode & 0o077 != 0 {
+        if mode & 0o077 != 0
+            && legacy_store_dirs
+                .iter()
+                .any(|legacy| dir.starts_with(legacy))
+        {
+            tracing::warn!(
+                path = %dir.display(),
+                mode = format!("{mode:04o}"),
+                "directory of the earlier sled store open to group or others; tightening it to 0700"
+            );
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io("tighten", &dir))?;
+        } else if mode & 0o077 != 0 {
             return Err(DataDirError::OpenDirectory {
                 path: dir.display().to_string(),
                 mode,

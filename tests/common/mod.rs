@@ -633,16 +633,21 @@ pub fn cli_exit_status(code: &str) -> i32 {
     match code {
         "bad_request" | "too_large" => 2,
         "not_found" => 3,
-        "unauthenticated" | "forbidden" | "not_authorized_for_key" => 4,
-        "conflict" | "duplicate_policy" | "key_in_use" | "database_deleted" | "key_suspended"
-        | "key_destroyed" => 5,
+        "unauthenticated" | "token_expired" | "forbidden" | "not_authorized_for_key" => 4,
+        "conflict"
+        | "duplicate_policy"
+        | "key_in_use"
+        | "database_deleted"
+        | "key_suspended"
+        | "key_destroyed"
+        | "key_pending_destruction" => 5,
         "store_unavailable" | "key_backend_unavailable" | "storage_full" => 6,
         "integrity_error" => 7,
         _ => 1,
     }
 }
 
-/// Rewrites one catalog entry (`kind/` + `id`) of a stopped daemon's store (sled, or its
+/// Rewrites one catalog entry (`kind/` + `id`) of a stopped daemon's store (the embedded one, or its
 /// PostgreSQL server under the store matrix) as JSON, the way time passing or another version
 /// would have left it. Panics if the entry does not exist.
 pub async fn edit_catalog_entry(
@@ -661,9 +666,10 @@ pub async fn edit_catalog_entry(
         config.store.url = url.to_string();
     }
     let key = codec::key(kind, &[id]).0;
-    let sled_dir = daemon.data_dir.join("store");
+    // The store opens from the data dir, as the daemon opens it (the embedded one in `fjall/`).
+    let data_dir = daemon.data_dir.clone();
     tokio::task::spawn_blocking(move || {
-        let store = envault::store::open(&config, &sled_dir).expect("open the store");
+        let store = envault::store::open(&config, &data_dir).expect("open the store");
         let (k, v) = store
             .catalog_scan(&key)
             .expect("scan the catalog")
