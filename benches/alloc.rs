@@ -1,5 +1,5 @@
 //! Heap allocations and time per operation of the seal/open hot path at 64 B, counted with a
-//! counting global allocator (issue 7: "keep allocation out of the seal/open path").
+//! counting global allocator, to keep allocation out of the seal/open path.
 //!
 //! ```text
 //! cargo bench --bench alloc            # prints a table and one `RESULT {json}` line

@@ -1,4 +1,4 @@
-//! Root-key backends (issue 8): wrap/unwrap latency and throughput per backend, cold-start
+//! Root-key backends: wrap/unwrap latency and throughput per backend, cold-start
 //! unwrap of many databases, and record GET throughput once DEKs are cached.
 //!
 //! `cargo bench --bench backends` starts its own OpenBao (dev mode) and SoftHSM2 token, like

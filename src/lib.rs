@@ -11,7 +11,7 @@
 //! - [`hardening`]: non-dumpable process, no core files, memory locked against swap (the only unsafe code).
 //! - [`keystore`]: root-key material behind `RootKeyBackend`; the file backend sealed by the master key.
 //! - [`service`]: the rules of DESIGN.md: keys, databases, records, tokens, DEK cache, durability.
-//! - [`store`]: the sled catalog and sealed records behind the `Store` trait.
+//! - [`store`]: the catalog and sealed records behind the `Store` trait (fjall or PostgreSQL).
 //! - [`server`]: the daemon: Unix-socket listener, routes, auth.
 //! - [`client`]: typed client of the socket API (HTTP/1.1 over the Unix socket).
 //! - [`cli`]: the `envault` command line: clap verbs, one file per group, table/JSON output.

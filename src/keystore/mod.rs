@@ -11,8 +11,8 @@
 //! service, except for [`BackendInfo::remote`], which tells it that a call may wait on the
 //! network (so it leaves the async worker first).
 //!
-//! Root keys are never stored in sled: sled keeps overwritten values in its log, and a shred must
-//! erase material for good.
+//! Root keys are never stored in the store: its journal and tables keep overwritten values until
+//! compaction, and a shred must erase material for good.
 
 pub mod file;
 mod master;

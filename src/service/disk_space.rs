@@ -1,11 +1,12 @@
 //! The free-space floor of the data dir's filesystem.
 //!
-//! sled does not recover from ENOSPC in place (its flush can block, and the store stays failed
-//! until a restart), so the daemon never lets it meet a full disk: a write that would leave
+//! The embedded store does not recover from ENOSPC in place (once a journal write or sync fails,
+//! fjall refuses every later write until a restart), so the daemon never lets it meet a full
+//! disk: a write that would leave
 //! less than the floor is refused with `storage_full` before it reaches the store. Reads,
 //! deletes and shreds are never refused, and writes resume by themselves once space is freed.
-//! The floor must cover what is written besides the request's own bytes: sled's segment
-//! overhead, the catalog and the activity log, hence a default in MiB rather than bytes.
+//! The floor must cover what is written besides the request's own bytes: the store's journal
+//! and table overhead, the catalog and the activity log, hence a default in MiB rather than bytes.
 
 use std::path::PathBuf;
 
@@ -28,7 +29,7 @@ impl DiskSpace {
     }
 
     /// Fails with `storage_full` when writing `incoming` bytes would leave less than the floor.
-    /// The bytes are counted twice: sled logs a value before it compacts.
+    /// The bytes are counted twice: the store journals a value before it flushes it to a table.
     pub fn ensure_room(&self, incoming: u64) -> Result<(), ServiceError> {
         if self.floor == 0 {
             return Ok(());

@@ -182,8 +182,8 @@ pub trait Store: Send + Sync {
     fn is_shared(&self) -> bool {
         false
     }
-    /// The embedded store's value log (large record values kept beside sled), for
-    /// `GET /v1/health`; `None` for a store without one.
+    /// The earlier sled store's value log, for `GET /v1/health`; no current store has one, so
+    /// every store answers `None`.
     fn value_log_stats(&self) -> Option<ValueLogStats> {
         None
     }

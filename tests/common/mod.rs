@@ -16,8 +16,8 @@ use envault::client::{Client, ClientError, Method};
 #[path = "../pg_support/mod.rs"]
 pub mod pg_support;
 
-/// Set to `postgres` to run a suite's daemons on PostgreSQL instead of the embedded sled store
-/// (issue 10's test matrix): each daemon gets its own server, started and stopped with it.
+/// Set to `postgres` to run a suite's daemons on PostgreSQL instead of the embedded store (the
+/// store test matrix): each daemon gets its own server, started and stopped with it.
 /// Tests that choose their store themselves (`ENVAULT_STORE_BACKEND` in their env) keep it.
 pub const STORE_MATRIX_VAR: &str = "EVT_TEST_STORE";
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -647,7 +647,7 @@ pub fn cli_exit_status(code: &str) -> i32 {
     }
 }
 
-/// Rewrites one catalog entry (`kind/` + `id`) of a stopped daemon's store (the embedded one, or its
+/// Rewrites one catalog entry (`kind/` + `id`) of a stopped daemon's store (fjall, or its
 /// PostgreSQL server under the store matrix) as JSON, the way time passing or another version
 /// would have left it. Panics if the entry does not exist.
 pub async fn edit_catalog_entry(

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A Kubernetes KMS v2 client over a Unix socket, generated with grpcio-tools from the same
-proto/k8s.io/kms/apis/v2/api.proto the plugin is built from (issue 11).
+proto/k8s.io/kms/apis/v2/api.proto the plugin is built from.
 
 Usage: kms_v2_client.py GEN_DIR SOCKET COMMAND [ARGS]
   status

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""One scripted transit session through the real `hvac` client (issue 11).
+"""One scripted transit session through the real `hvac` client.
 
 Usage: transit_session.py URL TOKEN KEY SERVER
   URL: http://127.0.0.1:PORT, or unix:///path/to/socket (sent through requests-unixsocket).
   SERVER: envault | openbao. The one deliberate difference: OpenBao reads `vault:v0:` as v1
-  (compatibility with its first releases); envault refuses v0 (issue 11), step `bad_v0`.
+  (compatibility with its first releases); envault refuses v0 (no key version 0 exists), step `bad_v0`.
 
 Asserts the session's results (round trips, rotation, rewrap, data keys, bad ciphertexts,
 associated data) and prints one JSON object {step: shape} on stdout, where a shape keeps the

@@ -1,4 +1,4 @@
-//! The shared backend (issue 10): the catalog and the sealed records in PostgreSQL, so several
+//! The shared backend: the catalog and the sealed records in PostgreSQL, so several
 //! envault nodes can use one store.
 //!
 //! - Tables: see [`migrations`]. `catalog` keeps a tombstone (`value` NULL) for every removed
