@@ -3,53 +3,11 @@
 
 mod common;
 
-use std::process::Output;
-
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use common::cli_output::{fails_with, ok, ok_json};
 use common::{allow_databases, run_with_input, Daemon, STARTUP_TIMEOUT};
 use serde_json::Value;
-
-/// Asserts success and an empty stderr; returns stdout as text.
-#[track_caller]
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {}; stderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
-}
-
-/// Asserts success and parses stdout as JSON.
-#[track_caller]
-fn ok_json(output: &Output) -> Value {
-    let text = ok(output);
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}): {text}"))
-}
-
-/// Asserts a non-zero exit, nothing on stdout, and `error: <message> (<code>)` on stderr.
-#[track_caller]
-fn fails_with(output: &Output, code: &str) -> String {
-    assert!(!output.status.success(), "expected failure ({code})");
-    assert_eq!(output.status.code(), Some(common::cli_exit_status(code)));
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let line = stderr.trim_end();
-    assert!(line.starts_with("error: "), "stderr: {stderr}");
-    assert!(line.ends_with(&format!("({code})")), "stderr: {stderr}");
-    assert!(
-        line.len() > "error: ".len() + code.len() + 3,
-        "the message is not empty: {stderr}"
-    );
-    assert!(
-        output.stdout.is_empty(),
-        "stdout on failure: {:?}",
-        output.stdout
-    );
-    stderr
-}
 
 /// The lines of a table, header first, split into trimmed cells.
 fn table(text: &str) -> Vec<Vec<String>> {

@@ -9,6 +9,7 @@ mod lifecycle_support;
 
 use std::process::Output;
 
+use common::cli_output::{fails_with, ok_json};
 use common::{unique, Daemon, STARTUP_TIMEOUT};
 use envault::client::Method;
 use lifecycle_support::{call, events, expect_status, usable_key};
@@ -23,33 +24,6 @@ fn cli_as(daemon: &Daemon, token: Option<&str>, args: &[&str]) -> Output {
     }
     command.args(args);
     common::run_with_input(command, b"", STARTUP_TIMEOUT)
-}
-
-#[track_caller]
-fn ok_json(output: &Output) -> Value {
-    assert!(
-        output.status.success(),
-        "exit {}; stdout: {}; stderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("--json output is JSON")
-}
-
-#[track_caller]
-fn fails_with(output: &Output, code: &str) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(
-        output.status.code(),
-        Some(common::cli_exit_status(code)),
-        "stderr: {stderr}"
-    );
-    assert!(
-        stderr.trim_end().ends_with(&format!("({code})")),
-        "stderr: {stderr}"
-    );
-    stderr
 }
 
 /// A second operator token: (id, secret).

@@ -11,9 +11,9 @@
 mod common;
 mod lifecycle_support;
 
-use std::process::Output;
 use std::time::Duration;
 
+use common::cli_output::{fails_with, ok, ok_json};
 use common::{assert_api_error, unique, Daemon};
 use envault::client::Method;
 use envault::store::KeyRecord;
@@ -22,37 +22,6 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 const DAY: u64 = 86_400;
-
-#[track_caller]
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {}; stdout: {}; stderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
-}
-
-#[track_caller]
-fn ok_json(output: &Output) -> Value {
-    serde_json::from_str(&ok(output)).expect("--json output is JSON")
-}
-
-#[track_caller]
-fn fails_with(output: &Output, code: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(common::cli_exit_status(code)),
-        "stderr: {stderr}"
-    );
-    assert!(
-        stderr.trim_end().ends_with(&format!("({code})")),
-        "stderr: {stderr}"
-    );
-}
 
 fn now() -> u64 {
     envault::service::unix_now()

@@ -6,39 +6,13 @@
 mod common;
 mod lifecycle_support;
 
-use std::process::Output;
 use std::time::Duration;
 
+use common::cli_output::{fails_with, ok};
 use common::{assert_error_answer, unique, Daemon};
 use envault::client::Method;
 use lifecycle_support::{call, events, expect_status, poll, usable_key};
 use serde_json::{json, Value};
-
-#[track_caller]
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {}; stdout: {}; stderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
-}
-
-#[track_caller]
-fn fails_with(output: &Output, code: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(common::cli_exit_status(code)),
-        "stderr: {stderr}"
-    );
-    assert!(
-        stderr.trim_end().ends_with(&format!("({code})")),
-        "stderr: {stderr}"
-    );
-}
 
 async fn token_list(daemon: &Daemon) -> Vec<Value> {
     let list = expect_status(

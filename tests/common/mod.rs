@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use envault::client::{Client, ClientError, Method};
 
+pub mod cli_output;
 #[path = "../pg_support/mod.rs"]
 pub mod pg_support;
 
