@@ -22,6 +22,7 @@ mod kms_v2;
 mod lifecycle;
 mod policies;
 mod purge_backups;
+mod purge_databases;
 mod readiness;
 mod record_batch;
 mod records;
