@@ -7,13 +7,15 @@
 #   scripts/bench-store-put.sh                  # 5 s per row, 2 rounds
 #   SECONDS_PER_ROW=10 ROUNDS=3 scripts/bench-store-put.sh
 #
-# Needs target/release/envault (cargo build --release --bin envault), redis-server,
-# redis-benchmark.
+# Needs target/release/envault and target/release/envault-bench (cargo build --release -p envault
+# -p envault-bench; ENVAULT_BIN and ENVAULT_BENCH_BIN name others), redis-server,
+# redis-benchmark, jq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECONDS_PER_ROW:-5}
 ROUNDS=${ROUNDS:-2}
-BIN=target/release/envault
+BIN=${ENVAULT_BIN:-target/release/envault}
+BENCH_BIN=${ENVAULT_BENCH_BIN:-target/release/envault-bench}
 TICK=$(getconf CLK_TCK)
 work=$(mktemp -d)
 redis_pid=; envault_pid=
@@ -46,7 +48,7 @@ for round in $(seq "$ROUNDS"); do
         ops=$(echo "$out" | sed -E 's/^SET: ([0-9.]+) requests per second.*/\1/')
         echo "| $round | redis always | $clients | $ops | $(echo "$before $after $TICK $n" | awk '{ printf "%.1f", ($2-$1)/$3*1e6/$4 }') | $(cut -d' ' -f1 /proc/loadavg) |"
         before=$(cpu_ticks "$envault_pid")
-        json=$("$BIN" bench put --clients "$clients" --duration "${SECS}s" --warmup 0s \
+        json=$("$BENCH_BIN" put --clients "$clients" --duration "${SECS}s" --warmup 0s \
             --value-size 1024 --json)
         after=$(cpu_ticks "$envault_pid")
         eops=$(echo "$json" | jq -r '.ops_per_s')
