@@ -377,7 +377,8 @@ async fn altered_objects_are_refused_and_create_nothing() {
         weed.put(&key, altered, attributes.clone()).await;
         let into = unique("tampered");
         let answer = restore_raw(&client, &id, &into, None).await;
-        assert_json_error(&answer, 400, "bad_request");
+        // The request is fine and the stored object is damaged: the records' integrity error.
+        assert_json_error(&answer, 500, "integrity_error");
         let message = answer.1["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("authenticate"), "{what}: {message}");
         assert_no_database(&client, &into).await;
@@ -399,7 +400,7 @@ async fn altered_objects_are_refused_and_create_nothing() {
     );
     weed.put(&key, original.clone(), wrong).await;
     let answer = restore_raw(&client, &id, &unique("tampered"), None).await;
-    assert_json_error(&answer, 400, "bad_request");
+    assert_json_error(&answer, 500, "integrity_error");
     assert_eq!(database_count(&client).await, count);
 
     // Put back as it was, it restores.
