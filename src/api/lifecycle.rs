@@ -39,6 +39,22 @@ pub struct RotationStatus {
     pub error: Option<String>,
 }
 
+impl RotationStatus {
+    /// A job that exists but has not rewrapped anything yet.
+    pub fn pending(job: String, target_version: u32) -> Self {
+        Self {
+            job,
+            state: "pending".into(),
+            target_version,
+            total: 0,
+            done: 0,
+            retired_versions: Vec::new(),
+            backups_rewrapped: 0,
+            error: None,
+        }
+    }
+}
+
 /// `POST /v1/keys/{key}/rotate` answer: 200 when the job is done, 202 when it was started in
 /// the background.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -67,16 +67,7 @@ impl Vault {
             if !known.iter().any(|(k, _)| k == key) {
                 known.push((
                     *key,
-                    RotationStatus {
-                        job: job.id.clone(),
-                        state: "pending".into(),
-                        target_version: job.target_version,
-                        total: 0,
-                        done: 0,
-                        retired_versions: Vec::new(),
-                        backups_rewrapped: 0,
-                        error: None,
-                    },
+                    RotationStatus::pending(job.id.clone(), job.target_version),
                 ));
             }
         }

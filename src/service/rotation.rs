@@ -147,16 +147,7 @@ impl Vault {
         // it (and not the previous job's final status).
         self.rotations.set(
             job.key_id,
-            RotationStatus {
-                job: job.id.clone(),
-                state: "pending".into(),
-                target_version: job.target_version,
-                total: 0,
-                done: 0,
-                retired_versions: Vec::new(),
-                backups_rewrapped: 0,
-                error: None,
-            },
+            RotationStatus::pending(job.id.clone(), job.target_version),
         );
         Ok(job)
     }
@@ -309,16 +300,7 @@ impl Vault {
             return Ok(status);
         }
         match self.read_catalog().jobs.get(&key.id) {
-            Some(job) => Ok(RotationStatus {
-                job: job.id.clone(),
-                state: "pending".into(),
-                target_version: job.target_version,
-                total: 0,
-                done: 0,
-                retired_versions: Vec::new(),
-                backups_rewrapped: 0,
-                error: None,
-            }),
+            Some(job) => Ok(RotationStatus::pending(job.id.clone(), job.target_version)),
             None => Err(ServiceError::NotFound(format!(
                 "key {:?} has no rotation",
                 key.name
