@@ -76,6 +76,31 @@ pub const ENV_VARS: &[(&str, &str, bool)] = &[
     ("ENVAULT_METRICS_LISTEN", "metrics.listen", false),
     ("ENVAULT_KEYS_ROTATE_EVERY", "keys.rotate_every", false),
     (
+        "ENVAULT_KEYS_IMPORT_TOKEN_TTL",
+        "keys.import_token_ttl",
+        false,
+    ),
+    (
+        "ENVAULT_KEYS_IMPORT_TOKEN_MAX_TTL",
+        "keys.import_token_max_ttl",
+        false,
+    ),
+    (
+        "ENVAULT_KEYS_IMPORT_TOKEN_USES",
+        "keys.import_token_uses",
+        true,
+    ),
+    (
+        "ENVAULT_KEYS_IMPORT_TOKEN_MAX_USES",
+        "keys.import_token_max_uses",
+        true,
+    ),
+    (
+        "ENVAULT_KEYS_PLAINTEXT_IMPORT",
+        "keys.plaintext_import",
+        false,
+    ),
+    (
         "ENVAULT_DUAL_AUTH_DELETE",
         "lifecycle.dual_auth_delete",
         false,
@@ -83,7 +108,7 @@ pub const ENV_VARS: &[(&str, &str, bool)] = &[
 ];
 
 /// Settings that are switches: "true" / "false" are set as booleans.
-const SWITCHES: &[&str] = &["lifecycle.dual_auth_delete"];
+const SWITCHES: &[&str] = &["lifecycle.dual_auth_delete", "keys.plaintext_import"];
 
 /// Sets every setting whose variable `get` returns. An integer setting whose value does not
 /// parse as one is set as text, so the schema check names it.

@@ -107,11 +107,39 @@ pub struct MetricsConfig {
 }
 
 /// `[keys]`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct KeysConfig {
     /// `rotate_every`: rotation period of provider-managed keys in days; `None`: off.
     pub rotate_every_days: Option<u32>,
+    /// `import_token_ttl`: validity of an import token whose request names none.
+    pub import_token_ttl: Duration,
+    /// `import_token_max_ttl`: the longest validity a request may ask for.
+    pub import_token_max_ttl: Duration,
+    /// `import_token_uses`: uses of an import token whose request names none.
+    pub import_token_uses: u32,
+    /// `import_token_max_uses`: the most uses a request may ask for.
+    pub import_token_max_uses: u32,
+    /// `plaintext_import`: whether `POST /v1/keys` still accepts plaintext `payload`.
+    pub plaintext_import: bool,
 }
+
+impl Default for KeysConfig {
+    /// The compiled-in defaults of `config/envault.toml`.
+    fn default() -> Self {
+        KeysConfig {
+            rotate_every_days: None,
+            import_token_ttl: Duration::from_secs(600),
+            import_token_max_ttl: Duration::from_secs(24 * 3600),
+            import_token_uses: 1,
+            import_token_max_uses: 10,
+            plaintext_import: true,
+        }
+    }
+}
+
+/// Most uses `[keys] import_token_max_uses` may allow: each use is one RSA private-key
+/// decryption an importer (or an attacker holding an operator token) can ask for.
+pub const MAX_IMPORT_TOKEN_USES: u32 = 1000;
 
 /// `[audit]`: when the activity log's lines are fsynced (`service::audit_sync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

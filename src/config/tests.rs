@@ -242,3 +242,51 @@ fn a_non_integer_for_an_integer_setting_is_refused() {
         "{loaded:?}"
     );
 }
+
+#[test]
+fn import_token_settings() {
+    let config = Config::load(None).unwrap();
+    assert_eq!(config.keys.import_token_ttl, Duration::from_secs(600));
+    assert_eq!(config.keys.import_token_max_ttl, Duration::from_secs(86_400));
+    assert_eq!(
+        (
+            config.keys.import_token_uses,
+            config.keys.import_token_max_uses
+        ),
+        (1, 10)
+    );
+    assert!(config.keys.plaintext_import);
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    let config = Config::load_with(
+        None,
+        env(&[
+            ("ENVAULT_KEYS_IMPORT_TOKEN_TTL", "2s"),
+            ("ENVAULT_KEYS_IMPORT_TOKEN_MAX_USES", "3"),
+            ("ENVAULT_KEYS_IMPORT_TOKEN_USES", "2"),
+            ("ENVAULT_KEYS_PLAINTEXT_IMPORT", "false"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.keys.import_token_ttl, Duration::from_secs(2));
+    assert_eq!(config.keys.import_token_uses, 2);
+    assert!(!config.keys.plaintext_import);
+    for bad in [
+        &[("ENVAULT_KEYS_IMPORT_TOKEN_TTL", "2d")][..],
+        &[("ENVAULT_KEYS_IMPORT_TOKEN_TTL", "0s")],
+        &[("ENVAULT_KEYS_IMPORT_TOKEN_MAX_USES", "0")],
+        &[("ENVAULT_KEYS_IMPORT_TOKEN_USES", "11")],
+    ] {
+        let loaded = Config::load_with(None, env(bad));
+        assert!(
+            matches!(loaded, Err(ConfigError::Value { .. })),
+            "{bad:?}: {loaded:?}"
+        );
+    }
+}
