@@ -62,10 +62,20 @@ impl Client {
         material: &[u8],
         description: Option<&str>,
     ) -> Result<KeyInfo, ClientError> {
+        check_material(material)?; // before a token is made for nothing
         let token = self.create_import_token(None, Some(1)).await?;
         let sealed = seal_for_import(&token, material)?;
         self.create_key_sealed(name, sealed, description).await
     }
+}
+
+fn check_material(material: &[u8]) -> Result<SecretKey, ClientError> {
+    SecretKey::from_slice(material).map_err(|_| {
+        ClientError::InvalidInput(format!(
+            "key material to import must be exactly 32 bytes (got {})",
+            material.len()
+        ))
+    })
 }
 
 /// The client's half of a secure import: `material` (exactly 32 bytes) wrapped with
@@ -76,17 +86,14 @@ pub fn seal_for_import(
     material: &[u8],
 ) -> Result<SecureImportFields, ClientError> {
     use rsa::pkcs8::DecodePublicKey as _;
-    let key = SecretKey::from_slice(material).map_err(|_| {
-        ClientError::InvalidInput(format!(
-            "key material to import must be exactly 32 bytes (got {})",
-            material.len()
-        ))
-    })?;
+    let key = check_material(material)?;
     let der = BASE64
         .decode(&token.public_key)
         .map_err(|_| ClientError::Protocol("the import token's public key is not base64".into()))?;
     let public = rsa::PublicKey::from_public_key_der(&der).map_err(|e| {
-        ClientError::Protocol(format!("the import token's public key does not decode: {e}"))
+        ClientError::Protocol(format!(
+            "the import token's public key does not decode: {e}"
+        ))
     })?;
     let encrypted_payload = public
         .oaep_encrypt::<rsa::sha2::Sha256>(key.expose_secret())
@@ -96,8 +103,8 @@ pub fn seal_for_import(
             .decode(&token.nonce)
             .map_err(|_| ClientError::Protocol("the import token's nonce is not base64".into()))?,
     );
-    let iv = random_nonce()
-        .map_err(|_| ClientError::Protocol("the random generator failed".into()))?;
+    let iv =
+        random_nonce().map_err(|_| ClientError::Protocol("the random generator failed".into()))?;
     let tag = Cipher::new(&key)
         .seal_in_place(&iv, &[], &mut nonce)
         .map_err(|_| ClientError::Protocol("AES-GCM seal failed".into()))?;

@@ -247,7 +247,10 @@ fn a_non_integer_for_an_integer_setting_is_refused() {
 fn import_token_settings() {
     let config = Config::load(None).unwrap();
     assert_eq!(config.keys.import_token_ttl, Duration::from_secs(600));
-    assert_eq!(config.keys.import_token_max_ttl, Duration::from_secs(86_400));
+    assert_eq!(
+        config.keys.import_token_max_ttl,
+        Duration::from_secs(86_400)
+    );
     assert_eq!(
         (
             config.keys.import_token_uses,

@@ -282,8 +282,9 @@ impl SealedImport {
         let length_ok = material.is_some();
         let check_key = match material {
             Some(key) => key,
-            None => SecretKey::generate()
-                .map_err(|_| ImportError::Rejected(RejectCause::Ciphertext))?,
+            None => {
+                SecretKey::generate().map_err(|_| ImportError::Rejected(RejectCause::Ciphertext))?
+            }
         };
         let (sealed, tag) = self.encrypted_nonce.split_at(IMPORT_NONCE_LEN);
         let mut opened = Zeroizing::new(sealed.to_vec());

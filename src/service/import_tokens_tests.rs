@@ -17,7 +17,9 @@ fn seal(info: &ImportTokenInfo, material: &[u8], nonce: &[u8]) -> crate::api::Se
     };
     let iv = [3u8; IV_LEN];
     let mut sealed = nonce.to_vec();
-    let tag = Cipher::new(&key).seal_in_place(&iv, &[], &mut sealed).unwrap();
+    let tag = Cipher::new(&key)
+        .seal_in_place(&iv, &[], &mut sealed)
+        .unwrap();
     sealed.extend_from_slice(&tag);
     crate::api::SecureImportFields {
         import_token: info.id.clone(),
@@ -29,14 +31,19 @@ fn seal(info: &ImportTokenInfo, material: &[u8], nonce: &[u8]) -> crate::api::Se
 
 fn token(tokens: &ImportTokens, ttl: Duration, uses: u32) -> ImportTokenInfo {
     let key = NewImportKey::generate().unwrap();
-    tokens.insert(key, ttl, uses, |id| format!("crn:{id}")).unwrap()
+    tokens
+        .insert(key, ttl, uses, |id| format!("crn:{id}"))
+        .unwrap()
 }
 
 fn material() -> Vec<u8> {
     (1u8..=32).collect()
 }
 
-fn attempt(tokens: &ImportTokens, fields: &crate::api::SecureImportFields) -> Result<SecretKey, ImportError> {
+fn attempt(
+    tokens: &ImportTokens,
+    fields: &crate::api::SecureImportFields,
+) -> Result<SecretKey, ImportError> {
     let sealed = SealedImport::decode(fields).unwrap();
     let taken = tokens.take_use(&sealed.token)?;
     sealed.open(&taken)
@@ -67,10 +74,16 @@ fn every_rejection_takes_a_use_and_answers_alike() {
     // The nonce sealed under other material.
     let mut other_key = seal(&info, &material(), &nonce);
     other_key.encrypted_nonce = seal(&info, &[9u8; 32], &nonce).encrypted_nonce;
-    assert_eq!(cause(attempt(&tokens, &other_key)), RejectCause::NonceMismatch);
+    assert_eq!(
+        cause(attempt(&tokens, &other_key)),
+        RejectCause::NonceMismatch
+    );
     // Another nonce than the token's.
     let wrong_nonce = seal(&info, &material(), &[0u8; IMPORT_NONCE_LEN]);
-    assert_eq!(cause(attempt(&tokens, &wrong_nonce)), RejectCause::NonceMismatch);
+    assert_eq!(
+        cause(attempt(&tokens, &wrong_nonce)),
+        RejectCause::NonceMismatch
+    );
     // One repeated byte.
     let weak = seal(&info, &[0x42u8; 32], &nonce);
     assert_eq!(cause(attempt(&tokens, &weak)), RejectCause::WeakMaterial);
@@ -95,8 +108,15 @@ fn every_rejection_takes_a_use_and_answers_alike() {
     let good = seal(&info, &material(), &nonce);
     let key = attempt(&tokens, &good).unwrap();
     assert_eq!(key.expose_secret().as_slice(), material().as_slice());
-    assert_eq!(tokens.live_count(), 0, "the private key is gone with the last use");
-    assert!(matches!(attempt(&tokens, &good), Err(ImportError::UsedUp(_))));
+    assert_eq!(
+        tokens.live_count(),
+        0,
+        "the private key is gone with the last use"
+    );
+    assert!(matches!(
+        attempt(&tokens, &good),
+        Err(ImportError::UsedUp(_))
+    ));
     assert!(matches!(tokens.show(&info.id), Err(ImportError::UsedUp(_))));
     assert!(matches!(
         tokens.take_use("no-such-token"),
@@ -112,7 +132,10 @@ fn expired_tokens_are_destroyed_by_the_sweep() {
     std::thread::sleep(Duration::from_millis(80));
     assert_eq!(tokens.sweep(), 1);
     assert_eq!(tokens.live_count(), 0);
-    assert!(matches!(tokens.take_use(&info.id), Err(ImportError::Expired(_))));
+    assert!(matches!(
+        tokens.take_use(&info.id),
+        Err(ImportError::Expired(_))
+    ));
 }
 
 #[test]
@@ -126,7 +149,13 @@ fn requests_are_bounded_by_the_settings() {
         tokens.resolve(Some("2h"), Some(10)).unwrap(),
         (Duration::from_secs(7200), 10)
     );
-    for (ttl, uses) in [(Some("2d"), None), (Some("0s"), None), (Some("soon"), None), (None, Some(0)), (None, Some(11))] {
+    for (ttl, uses) in [
+        (Some("2d"), None),
+        (Some("0s"), None),
+        (Some("soon"), None),
+        (None, Some(0)),
+        (None, Some(11)),
+    ] {
         assert!(matches!(
             tokens.resolve(ttl, uses),
             Err(ServiceError::BadRequest(_))
@@ -142,11 +171,17 @@ fn malformed_fields_are_refused_before_a_use() {
         encrypted_nonce: B64.encode([1u8; SEALED_NONCE_LEN]),
         iv: B64.encode([1u8; IV_LEN]),
     };
-    assert!(matches!(SealedImport::decode(&fields), Err(ServiceError::BadRequest(_))));
+    assert!(matches!(
+        SealedImport::decode(&fields),
+        Err(ServiceError::BadRequest(_))
+    ));
     let bad_iv = crate::api::SecureImportFields {
         encrypted_payload: B64.encode([1u8; RSA_CIPHERTEXT_LEN]),
         iv: "not base64!".into(),
         ..fields
     };
-    assert!(matches!(SealedImport::decode(&bad_iv), Err(ServiceError::BadRequest(_))));
+    assert!(matches!(
+        SealedImport::decode(&bad_iv),
+        Err(ServiceError::BadRequest(_))
+    ));
 }

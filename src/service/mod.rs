@@ -51,13 +51,13 @@ pub use data_dir::DataDirError;
 pub use dual_auth::DeletionApproval;
 pub use error::ServiceError;
 pub use import_tokens::{ImportError, ImportSettings, ImportTokens, RejectCause};
-pub use secure_import::{import_settings, IMPORT_TOKEN_CREATE, IMPORT_TOKEN_READ};
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
 pub use policies::{
     parse_rotate_every, KeyPolicyInfo, SetPolicyRequest, MAX_ROTATE_DAYS, MIN_ROTATE_DAYS,
 };
 pub use record_batch::{BatchOp, BatchOutcome, MAX_BATCH_OPS};
 pub use rotation::RotationStatus;
+pub use secure_import::{import_settings, IMPORT_TOKEN_CREATE, IMPORT_TOKEN_READ};
 pub use token_lifecycle::unix_now;
 pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenInfo};
 pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};

@@ -6,8 +6,8 @@ use crate::config::{ConfigError, KeysConfig, MAX_IMPORT_TOKEN_USES};
 
 impl RawKeys {
     pub(super) fn check(self) -> Result<KeysConfig, ConfigError> {
-        let rotate_every_days =
-            crate::config::units::parse_rotate_every(&self.rotate_every).map_err(|_| {
+        let rotate_every_days = crate::config::units::parse_rotate_every(&self.rotate_every)
+            .map_err(|_| {
                 value(
                     "keys.rotate_every",
                     &self.rotate_every,
