@@ -2,9 +2,9 @@
 //! `envault key import-token`), key material wrapped with RSA-OAEP-SHA-256 under a token's
 //! RSA-4096 key with the token's nonce sealed under it (AES-256-GCM), `envault key create
 //! --import FILE --secure`, and what fails: a replay after the token is used up, an expired
-//! token, a nonce sealed under other material, an unknown token, plaintext import when
-//! `[keys] plaintext_import = false`. The activity log records token creation and secure
-//! imports, and never the material.
+//! token, a nonce sealed under other material, an unknown token (one made before a restart),
+//! plaintext import when `[keys] plaintext_import = false`. The activity log records token
+//! creation and secure imports, and never the material.
 //!
 //! RSA-4096 key generation takes seconds in debug builds: each test creates few tokens.
 
@@ -354,7 +354,7 @@ async fn cli_secure_import_and_import_tokens() {
 
 #[tokio::test]
 async fn secure_import_only_and_expiry() {
-    let daemon = Daemon::start_with_env(&[
+    let mut daemon = Daemon::start_with_env(&[
         ("ENVAULT_KEYS_PLAINTEXT_IMPORT", "false"),
         ("ENVAULT_KEYS_IMPORT_TOKEN_TTL", "2s"),
     ])
@@ -407,6 +407,14 @@ async fn secure_import_only_and_expiry() {
     ]));
     assert_eq!(key["origin"], "imported");
     records_work_under(&daemon, &name).await;
+
+    // Tokens live in the daemon's memory only: a restart forgets them.
+    let token = new_token(&daemon, json!({ "ttl": "1h" })).await;
+    let sealed = seal(&token, &material, &nonce_of(&token), &material);
+    daemon.stop_graceful().await;
+    daemon.restart().await;
+    let forgotten = create_key(&daemon, with_name(&sealed, &unique("after-restart"))).await;
+    assert_json_error(&forgotten, 404, "import_token_not_found");
 
     let denied = events(&daemon.client(), Some("kms.secrets.create")).await;
     assert!(
