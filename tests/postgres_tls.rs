@@ -169,7 +169,7 @@ async fn verify_full_with_the_right_ca_carries_every_session_over_tls() {
     let daemon = start_daemon(&env).await;
     round_trip(&daemon).await;
     assert!(
-        daemon.log().contains("ssl_mode=VerifyFull"),
+        daemon.log().contains("ssl_mode=verify-full"),
         "{}",
         daemon.log()
     );

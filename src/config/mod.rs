@@ -203,6 +203,17 @@ impl PgSslMode {
         }
     }
 
+    /// The libpq name, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+
     /// Whether the server's certificate is checked against trusted CAs.
     pub fn verifies(self) -> bool {
         matches!(self, Self::VerifyCa | Self::VerifyFull)

@@ -176,6 +176,7 @@ fn store_tls_settings() {
         })
         .unwrap();
         assert_eq!(config.store.ssl_mode, Some(mode));
+        assert_eq!(mode.as_str(), text);
     }
 
     let dir = tempfile::tempdir().unwrap();

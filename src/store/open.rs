@@ -25,7 +25,7 @@ pub fn open(config: &Config, data_dir: &Path) -> Result<Arc<dyn Store>, StoreErr
             tracing::info!(
                 url = %super::postgres::redact(&config.store.url),
                 pool_size = config.store.pool_size,
-                ssl_mode = ?store.ssl_mode(),
+                ssl_mode = %store.ssl_mode().as_str(),
                 "store: PostgreSQL"
             );
             Ok(Arc::new(store))

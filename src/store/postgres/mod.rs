@@ -13,6 +13,8 @@
 //!   connections and opens new ones, so a restarted server is used again without a restart of
 //!   envault.
 //! - The connection URL may hold a password: it never reaches a log or an error ([`redact`]).
+//! - TLS follows `[store] ssl_mode` and `ssl_root_cert` (`tls.rs`); by default none to a
+//!   local host, `verify-full` to any other.
 
 mod catalog;
 mod conn;
@@ -66,8 +68,8 @@ impl PostgresStore {
         Self::connect_with_tls(url, pool_size, timeout, None, None)
     }
 
-    /// [`PostgresStore::connect`] with TLS set as `[store] ssl_mode` (`None` = by host) and
-    /// `ssl_root_cert` (`None` = the system's CAs) set it.
+    /// [`PostgresStore::connect`] with TLS as `[store] ssl_mode` (`None` = chosen by host)
+    /// and `ssl_root_cert` (`None` = the system's CAs) configure it.
     pub fn connect_with_tls(
         url: &str,
         pool_size: usize,
