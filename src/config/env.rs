@@ -67,6 +67,8 @@ pub const ENV_VARS: &[(&str, &str, bool)] = &[
     ("ENVAULT_STORE_POOL_SIZE", "store.pool_size", true),
     ("ENVAULT_STORE_TIMEOUT", "store.timeout", false),
     ("ENVAULT_STORE_CACHE_SIZE", "store.cache_size", false),
+    ("ENVAULT_STORE_SSL_MODE", "store.ssl_mode", false),
+    ("ENVAULT_STORE_SSL_ROOT_CERT", "store.ssl_root_cert", false),
     (
         "ENVAULT_AUDIT_DATA_PLANE_SYNC",
         "audit.data_plane_sync",

@@ -181,6 +181,71 @@ pub struct StoreConfig {
     /// How long a store call may wait for a connection or a statement; past it the request
     /// fails with 503 `store_unavailable`.
     pub timeout: Duration,
+    /// TLS to PostgreSQL; `None` = by host (see [`PgSslMode::for_hosts`]).
+    pub ssl_mode: Option<PgSslMode>,
+    /// PEM file of the CA certificates `verify-ca` and `verify-full` trust; `None` = the
+    /// system's trust store.
+    pub ssl_root_cert: Option<PathBuf>,
+}
+
+/// `[store] ssl_mode`: libpq's `sslmode` values, with libpq's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgSslMode {
+    /// Plain TCP (or a Unix socket): nothing is encrypted.
+    Disable,
+    /// TLS when the server offers it, plain otherwise; the certificate is not checked.
+    Prefer,
+    /// TLS or no connection; the certificate is not checked (encryption only).
+    Require,
+    /// TLS, and the server's certificate chains to a trusted CA.
+    VerifyCa,
+    /// TLS, the certificate chains to a trusted CA and names the host connected to.
+    VerifyFull,
+}
+
+impl PgSslMode {
+    /// The names `[store] ssl_mode` accepts, as the error message lists them.
+    pub const EXPECTED: &'static str =
+        "\"disable\", \"prefer\", \"require\", \"verify-ca\" or \"verify-full\" (or empty)";
+
+    /// Parses a libpq `sslmode` name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "disable" => Self::Disable,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    /// The default when `ssl_mode` is empty: `disable` when every host is a Unix socket or a
+    /// loopback address (the traffic never leaves the machine), else `verify-full`, so that a
+    /// password never crosses a network in the clear nor goes to an impostor.
+    pub fn for_hosts(all_local: bool) -> Self {
+        if all_local {
+            Self::Disable
+        } else {
+            Self::VerifyFull
+        }
+    }
+
+    /// The libpq name, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether the server's certificate is checked against trusted CAs.
+    pub fn verifies(self) -> bool {
+        matches!(self, Self::VerifyCa | Self::VerifyFull)
+    }
 }
 
 // By hand, so the URL (and its password) never reaches a log through `{:?}` of the config.
@@ -197,6 +262,8 @@ impl std::fmt::Debug for StoreConfig {
             .field("url", &url)
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
             .finish()
     }
 }

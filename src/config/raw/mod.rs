@@ -105,6 +105,8 @@ struct RawStore {
     url: String,
     pool_size: usize,
     timeout: String,
+    ssl_mode: String,
+    ssl_root_cert: PathBuf,
 }
 
 // By hand: the URL may hold a password.
