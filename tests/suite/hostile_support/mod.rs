@@ -173,11 +173,15 @@ pub const LISTINGS: &[&str] = &[
 pub async fn snapshot(daemon: &Daemon, databases: &[&str]) -> Snapshot {
     let mut listings = BTreeMap::new();
     for path in LISTINGS {
-        let value = expect(
+        let mut value = expect(
             json_call(&daemon.socket, &daemon.token, "GET", path, None).await,
             200,
             path,
         );
+        // A token's last use is bookkeeping the snapshot itself moves (it calls with the
+        // operator token, and the daemon saves last uses in the background), not state a
+        // refused request could have changed.
+        drop_field(&mut value, "last_used_at");
         listings.insert(path.to_string(), value);
     }
     let mut records = BTreeMap::new();
@@ -185,6 +189,18 @@ pub async fn snapshot(daemon: &Daemon, databases: &[&str]) -> Snapshot {
         records.insert(db.to_string(), all_records(daemon, db).await);
     }
     Snapshot { listings, records }
+}
+
+/// Removes `field` from every object inside `value`.
+fn drop_field(value: &mut Value, field: &str) {
+    match value {
+        Value::Object(map) => {
+            map.remove(field);
+            map.values_mut().for_each(|v| drop_field(v, field));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| drop_field(v, field)),
+        _ => {}
+    }
 }
 
 /// Every record of `db`, following pages.
