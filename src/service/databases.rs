@@ -1,6 +1,7 @@
 //! Databases: create (under a customer key or a provider-managed one), list, show.
 
 use super::catalog::CatalogChange;
+use crate::service::Action;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -26,10 +27,103 @@ impl Vault {
         request: CreateDatabaseRequest,
     ) -> Result<DatabaseInfo, ServiceError> {
         let name = request.name.clone();
-        let mut result = match self.create_missing_authorizations(who, &request).await {
-            Ok(()) => self.create_database_inner(who, request).await,
-            Err(err) => Err(err),
-        };
+        let authorized = self.create_missing_authorizations(who, &request).await;
+        let mut result: Result<DatabaseInfo, ServiceError> = async {
+            authorized?;
+            who.require_operator()?;
+            validate_name("database", &request.name)?;
+            let _admin = self.admin().await?;
+            let (customer_key, backup_key) = {
+                let catalog = self.read_catalog();
+                if catalog.database_names.contains_key(&request.name) {
+                    return Err(ServiceError::Conflict(format!(
+                        "a database named {:?} already exists",
+                        request.name
+                    )));
+                }
+                let customer = |reference: &Option<String>| -> Result<Option<KeyRecord>, ServiceError> {
+                    let Some(reference) = reference else {
+                        return Ok(None);
+                    };
+                    let key = find_key(&catalog, reference)?;
+                    if key.origin == KeyOrigin::Provider {
+                        return Err(ServiceError::BadRequest(
+                            "a provider-managed key belongs to its own database".into(),
+                        ));
+                    }
+                    require_usable(key)?;
+                    Ok(Some(key.clone()))
+                };
+                let customer_key = customer(&request.key)?;
+                let backup_key = customer(&request.backup_key)?;
+                // The database's own key named as its backup key is no separate backup key: it
+                // needs what the key needs, at creation as at backup time (`check_backup_key`).
+                let same_key =
+                    matches!((&customer_key, &backup_key), (Some(k), Some(b)) if k.id == b.id);
+                if let Some(key) = &customer_key {
+                    if !catalog.is_authorized(DATABASES, &key.id, &[READER]) {
+                        return Err(ServiceError::NotAuthorizedForKey(format!(
+                            "no {DATABASES:?} authorization with role {READER} exists for key {:?}",
+                            key.name
+                        )));
+                    }
+                }
+                if let Some(key) = backup_key.as_ref().filter(|_| !same_key) {
+                    if !catalog.is_authorized(DATABASES, &key.id, &[READER, DELEGATOR]) {
+                        return Err(ServiceError::NotAuthorizedForKey(format!(
+                            "backup key {:?} needs a {DATABASES:?} authorization with roles {READER} and {DELEGATOR}",
+                            key.name
+                        )));
+                    }
+                }
+                (customer_key, backup_key)
+            };
+            let database_id = Uuid::new_v4();
+            let mut ops = Vec::new();
+            let root = match customer_key {
+                Some(key) => key,
+                None => {
+                    let provider = KeyRecord {
+                        id: Uuid::new_v4(),
+                        name: format!("provider-{database_id}"),
+                        description: Some(format!("provider-managed key of database {}", request.name)),
+                        origin: KeyOrigin::Provider,
+                        state: KeyState::Active,
+                        version: 1,
+                        created_at: now_rfc3339(),
+                        owner_database: Some(database_id),
+                        last_rotated_at: None,
+                        destroy_at: None,
+                    };
+                    self.install_key(provider.clone(), NewKey::Generate).await?;
+                    provider
+                }
+            };
+            let record = DatabaseRecord {
+                id: database_id,
+                name: request.name,
+                key_id: root.id,
+                backup_key_id: backup_key.map(|k| k.id),
+                state: DatabaseState::Active,
+                state_reason: None,
+                created_at: now_rfc3339(),
+                deleted_at: None,
+                purge_at: None,
+                generation: 1,
+            };
+            let (dek_record, cipher) = self.new_dek(&record, &root, 1)?;
+            ops.push(CatalogChange::PutDatabase(record.clone()));
+            ops.push(CatalogChange::PutDek(dek_record));
+            if let Err(err) = self.commit(ops).await {
+                if root.origin == KeyOrigin::Provider {
+                    self.drop_provider_key(&root).await;
+                }
+                return Err(err);
+            }
+            self.deks.insert(record.id, 1, root.id, cipher);
+            Ok(self.database_info(&self.read_catalog(), &record))
+        }
+        .await;
         if let Ok(info) = &result {
             let separate = info
                 .backup_key
@@ -43,7 +137,7 @@ impl Vault {
             }
         }
         let target = result.as_ref().map(|d| d.crn.clone()).unwrap_or(name);
-        self.audited(who, "databases.create", &target, result, None)
+        self.audited(who, Action::DatabasesCreate, &target, result, None)
     }
 
     /// With `create_authorization`, grants the `databases` authorizations the request's keys
@@ -88,105 +182,6 @@ impl Vault {
             }
         }
         Ok(())
-    }
-
-    async fn create_database_inner(
-        &self,
-        who: &Principal,
-        request: CreateDatabaseRequest,
-    ) -> Result<DatabaseInfo, ServiceError> {
-        who.require_operator()?;
-        validate_name("database", &request.name)?;
-        let _admin = self.admin().await?;
-        let (customer_key, backup_key) = {
-            let catalog = self.read_catalog();
-            if catalog.database_names.contains_key(&request.name) {
-                return Err(ServiceError::Conflict(format!(
-                    "a database named {:?} already exists",
-                    request.name
-                )));
-            }
-            let customer = |reference: &Option<String>| -> Result<Option<KeyRecord>, ServiceError> {
-                let Some(reference) = reference else {
-                    return Ok(None);
-                };
-                let key = find_key(&catalog, reference)?;
-                if key.origin == KeyOrigin::Provider {
-                    return Err(ServiceError::BadRequest(
-                        "a provider-managed key belongs to its own database".into(),
-                    ));
-                }
-                require_usable(key)?;
-                Ok(Some(key.clone()))
-            };
-            let customer_key = customer(&request.key)?;
-            let backup_key = customer(&request.backup_key)?;
-            // The database's own key named as its backup key is no separate backup key: it
-            // needs what the key needs, at creation as at backup time (`check_backup_key`).
-            let same_key =
-                matches!((&customer_key, &backup_key), (Some(k), Some(b)) if k.id == b.id);
-            if let Some(key) = &customer_key {
-                if !catalog.is_authorized(DATABASES, &key.id, &[READER]) {
-                    return Err(ServiceError::NotAuthorizedForKey(format!(
-                        "no {DATABASES:?} authorization with role {READER} exists for key {:?}",
-                        key.name
-                    )));
-                }
-            }
-            if let Some(key) = backup_key.as_ref().filter(|_| !same_key) {
-                if !catalog.is_authorized(DATABASES, &key.id, &[READER, DELEGATOR]) {
-                    return Err(ServiceError::NotAuthorizedForKey(format!(
-                        "backup key {:?} needs a {DATABASES:?} authorization with roles {READER} and {DELEGATOR}",
-                        key.name
-                    )));
-                }
-            }
-            (customer_key, backup_key)
-        };
-        let database_id = Uuid::new_v4();
-        let mut ops = Vec::new();
-        let root = match customer_key {
-            Some(key) => key,
-            None => {
-                let provider = KeyRecord {
-                    id: Uuid::new_v4(),
-                    name: format!("provider-{database_id}"),
-                    description: Some(format!("provider-managed key of database {}", request.name)),
-                    origin: KeyOrigin::Provider,
-                    state: KeyState::Active,
-                    version: 1,
-                    created_at: now_rfc3339(),
-                    owner_database: Some(database_id),
-                    last_rotated_at: None,
-                    destroy_at: None,
-                };
-                self.install_key(provider.clone(), NewKey::Generate).await?;
-                provider
-            }
-        };
-        let record = DatabaseRecord {
-            id: database_id,
-            name: request.name,
-            key_id: root.id,
-            backup_key_id: backup_key.map(|k| k.id),
-            state: DatabaseState::Active,
-            state_reason: None,
-            created_at: now_rfc3339(),
-            deleted_at: None,
-            purge_at: None,
-            generation: 1,
-        };
-        let (dek_record, cipher) = self.new_dek(&record, &root, 1)?;
-        ops.push(CatalogChange::PutDatabase(record.clone()));
-        ops.push(CatalogChange::PutDek(dek_record));
-        if let Err(err) = self.commit(ops).await {
-            if root.origin == KeyOrigin::Provider {
-                self.drop_provider_key(&root).await;
-            }
-            return Err(err);
-        }
-        self.deks.insert(record.id, 1, root.id, cipher);
-        Ok(self.database_info(&self.read_catalog(), &record))
     }
 
     /// Generates a DEK for `generation`, wrapped by the root key's newest version.

@@ -2,12 +2,12 @@
 //! (wrap / unwrap / rewrap of application-held material).
 
 use super::catalog::CatalogChange;
+use crate::service::Action;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::audit_sync::data_plane;
 use super::{now_rfc3339, validate_name, Principal, ServiceError, Vault};
 use crate::api::{
     CreateKeyRequest, KeyInfo, Registration, RewrapResponse, UnwrapRequest, UnwrapResponse,
@@ -39,68 +39,63 @@ impl Vault {
         request: CreateKeyRequest,
     ) -> Result<KeyInfo, ServiceError> {
         let name = request.name.clone();
-        let result = self.create_key_inner(who, request).await;
-        let target = result.as_ref().map(|k| k.crn.clone()).unwrap_or(name);
-        self.audited(who, "kms.secrets.create", &target, result, None)
-    }
-
-    async fn create_key_inner(
-        &self,
-        who: &Principal,
-        request: CreateKeyRequest,
-    ) -> Result<KeyInfo, ServiceError> {
-        who.require_operator()?;
-        validate_name("key", &request.name)?;
-        if request.description.as_ref().is_some_and(|d| d.len() > 1024) {
-            return Err(ServiceError::BadRequest(
-                "description is longer than 1024 bytes".into(),
-            ));
-        }
-        let (material, origin) = match &request.payload {
-            Some(payload) => {
-                let bytes = Self::decode_base64("payload", payload)?;
-                // All one byte value (all-zero included): a placeholder or a bug upstream, never
-                // a key. The value itself is not repeated in the answer.
-                if bytes.len() == crate::crypto::secret::KEY_LEN
-                    && bytes.iter().all(|b| *b == bytes[0])
-                {
-                    return Err(ServiceError::BadRequest(
-                        "payload is one byte value repeated 32 times, not key material; import \
-                         a key from a cryptographic random source"
-                            .into(),
-                    ));
-                }
-                let key = SecretKey::from_slice(&bytes).map_err(|_| {
-                    ServiceError::BadRequest(format!(
-                        "payload must decode to exactly 32 bytes (got {})",
-                        bytes.len()
-                    ))
-                })?;
-                (NewKey::Import(key), KeyOrigin::Imported)
+        let result: Result<KeyInfo, ServiceError> = async {
+            who.require_operator()?;
+            validate_name("key", &request.name)?;
+            if request.description.as_ref().is_some_and(|d| d.len() > 1024) {
+                return Err(ServiceError::BadRequest(
+                    "description is longer than 1024 bytes".into(),
+                ));
             }
-            // Generated inside the backend: with an HSM or transit server it never exists here.
-            None => (NewKey::Generate, KeyOrigin::Generated),
-        };
-        let _admin = self.admin().await?;
-        if self.read_catalog().key_names.contains_key(&request.name) {
-            return Err(ServiceError::Conflict(format!(
-                "a key named {:?} already exists",
-                request.name
-            )));
+            let (material, origin) = match &request.payload {
+                Some(payload) => {
+                    let bytes = Self::decode_base64("payload", payload)?;
+                    // All one byte value (all-zero included): a placeholder or a bug upstream, never
+                    // a key. The value itself is not repeated in the answer.
+                    if bytes.len() == crate::crypto::secret::KEY_LEN
+                        && bytes.iter().all(|b| *b == bytes[0])
+                    {
+                        return Err(ServiceError::BadRequest(
+                            "payload is one byte value repeated 32 times, not key material; import \
+                             a key from a cryptographic random source"
+                                .into(),
+                        ));
+                    }
+                    let key = SecretKey::from_slice(&bytes).map_err(|_| {
+                        ServiceError::BadRequest(format!(
+                            "payload must decode to exactly 32 bytes (got {})",
+                            bytes.len()
+                        ))
+                    })?;
+                    (NewKey::Import(key), KeyOrigin::Imported)
+                }
+                // Generated inside the backend: with an HSM or transit server it never exists here.
+                None => (NewKey::Generate, KeyOrigin::Generated),
+            };
+            let _admin = self.admin().await?;
+            if self.read_catalog().key_names.contains_key(&request.name) {
+                return Err(ServiceError::Conflict(format!(
+                    "a key named {:?} already exists",
+                    request.name
+                )));
+            }
+            let record = KeyRecord {
+                id: Uuid::new_v4(),
+                name: request.name,
+                description: request.description,
+                origin,
+                state: KeyState::Active,
+                version: 1,
+                created_at: now_rfc3339(),
+                owner_database: None,
+                last_rotated_at: None,
+                destroy_at: None,
+            };
+            self.install_key(record, material).await
         }
-        let record = KeyRecord {
-            id: Uuid::new_v4(),
-            name: request.name,
-            description: request.description,
-            origin,
-            state: KeyState::Active,
-            version: 1,
-            created_at: now_rfc3339(),
-            owner_database: None,
-            last_rotated_at: None,
-            destroy_at: None,
-        };
-        self.install_key(record, material).await
+        .await;
+        let target = result.as_ref().map(|k| k.crn.clone()).unwrap_or(name);
+        self.audited(who, Action::SecretsCreate, &target, result, None)
     }
 
     /// Stores material then metadata. A crash between the two leaves orphan material that the
@@ -262,52 +257,45 @@ impl Vault {
         reference: &str,
         request: WrapRequest,
     ) -> Result<WrapResponse, ServiceError> {
-        let result = self.wrap_inner(who, reference, request);
-        let target = self.reference_crn(reference);
-        self.audited(who, data_plane::WRAP, &target, result, None)
-    }
-
-    fn wrap_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-        request: WrapRequest,
-    ) -> Result<WrapResponse, ServiceError> {
-        who.require_operator()?;
-        let key = self.wrap_key(reference)?;
-        let aad = request.aad.unwrap_or_default();
-        let (plaintext, generated) = match &request.plaintext {
-            Some(text) => {
-                let bytes = Self::decode_base64("plaintext", text)?;
-                if bytes.is_empty() || bytes.len() > MAX_WRAP_PLAINTEXT {
-                    return Err(ServiceError::BadRequest(format!(
-                        "plaintext must be 1 to {MAX_WRAP_PLAINTEXT} bytes"
-                    )));
+        let result: Result<WrapResponse, ServiceError> = (|| {
+            who.require_operator()?;
+            let key = self.wrap_key(reference)?;
+            let aad = request.aad.unwrap_or_default();
+            let (plaintext, generated) = match &request.plaintext {
+                Some(text) => {
+                    let bytes = Self::decode_base64("plaintext", text)?;
+                    if bytes.is_empty() || bytes.len() > MAX_WRAP_PLAINTEXT {
+                        return Err(ServiceError::BadRequest(format!(
+                            "plaintext must be 1 to {MAX_WRAP_PLAINTEXT} bytes"
+                        )));
+                    }
+                    (bytes, false)
                 }
-                (bytes, false)
-            }
-            None => {
-                let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
-                (Zeroizing::new(dek.expose_secret().to_vec()), true)
-            }
-        };
-        let key_ref = RootKeyRef {
-            key_id: key.id,
-            version: key.version,
-        };
-        let sealed = self.keystore_call(|ks| {
-            ks.seal(
-                key_ref,
-                EnvelopeKind::AppWrap,
-                &app_wrap_context(key.id.as_bytes(), &aad),
-                &plaintext,
-            )
-        })?;
-        Ok(WrapResponse {
-            ciphertext: B64.encode(sealed),
-            key_version: key.version,
-            plaintext: generated.then(|| B64.encode(plaintext.as_slice())),
-        })
+                None => {
+                    let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
+                    (Zeroizing::new(dek.expose_secret().to_vec()), true)
+                }
+            };
+            let key_ref = RootKeyRef {
+                key_id: key.id,
+                version: key.version,
+            };
+            let sealed = self.keystore_call(|ks| {
+                ks.seal(
+                    key_ref,
+                    EnvelopeKind::AppWrap,
+                    &app_wrap_context(key.id.as_bytes(), &aad),
+                    &plaintext,
+                )
+            })?;
+            Ok(WrapResponse {
+                ciphertext: B64.encode(sealed),
+                key_version: key.version,
+                plaintext: generated.then(|| B64.encode(plaintext.as_slice())),
+            })
+        })();
+        let target = self.reference_crn(reference);
+        self.audited(who, Action::SecretsWrap, &target, result, None)
     }
 
     fn unwrap_material(
@@ -334,23 +322,16 @@ impl Vault {
         reference: &str,
         request: UnwrapRequest,
     ) -> Result<UnwrapResponse, ServiceError> {
-        let result = self.unwrap_inner(who, reference, request);
+        let result: Result<UnwrapResponse, ServiceError> = (|| {
+            who.require_operator()?;
+            let key = self.wrap_key(reference)?;
+            let plain = self.unwrap_material(&key, &request)?;
+            Ok(UnwrapResponse {
+                plaintext: B64.encode(plain.as_slice()),
+            })
+        })();
         let target = self.reference_crn(reference);
-        self.audited(who, data_plane::UNWRAP, &target, result, None)
-    }
-
-    fn unwrap_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-        request: UnwrapRequest,
-    ) -> Result<UnwrapResponse, ServiceError> {
-        who.require_operator()?;
-        let key = self.wrap_key(reference)?;
-        let plain = self.unwrap_material(&key, &request)?;
-        Ok(UnwrapResponse {
-            plaintext: B64.encode(plain.as_slice()),
-        })
+        self.audited(who, Action::SecretsUnwrap, &target, result, None)
     }
 
     /// Re-wraps app-held material under the key's newest version.
@@ -360,37 +341,30 @@ impl Vault {
         reference: &str,
         request: UnwrapRequest,
     ) -> Result<RewrapResponse, ServiceError> {
-        let result = self.rewrap_inner(who, reference, request);
+        let result: Result<RewrapResponse, ServiceError> = (|| {
+            who.require_operator()?;
+            let key = self.wrap_key(reference)?;
+            let plain = self.unwrap_material(&key, &request)?;
+            let aad = request.aad.unwrap_or_default();
+            let key_ref = RootKeyRef {
+                key_id: key.id,
+                version: key.version,
+            };
+            let sealed = self.keystore_call(|ks| {
+                ks.seal(
+                    key_ref,
+                    EnvelopeKind::AppWrap,
+                    &app_wrap_context(key.id.as_bytes(), &aad),
+                    &plain,
+                )
+            })?;
+            Ok(RewrapResponse {
+                ciphertext: B64.encode(sealed),
+                key_version: key.version,
+            })
+        })();
         let target = self.reference_crn(reference);
-        self.audited(who, data_plane::REWRAP, &target, result, None)
-    }
-
-    fn rewrap_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-        request: UnwrapRequest,
-    ) -> Result<RewrapResponse, ServiceError> {
-        who.require_operator()?;
-        let key = self.wrap_key(reference)?;
-        let plain = self.unwrap_material(&key, &request)?;
-        let aad = request.aad.unwrap_or_default();
-        let key_ref = RootKeyRef {
-            key_id: key.id,
-            version: key.version,
-        };
-        let sealed = self.keystore_call(|ks| {
-            ks.seal(
-                key_ref,
-                EnvelopeKind::AppWrap,
-                &app_wrap_context(key.id.as_bytes(), &aad),
-                &plain,
-            )
-        })?;
-        Ok(RewrapResponse {
-            ciphertext: B64.encode(sealed),
-            key_version: key.version,
-        })
+        self.audited(who, Action::SecretsRewrap, &target, result, None)
     }
 }
 

@@ -7,9 +7,9 @@
 //! routes nor as any other kind. `key_id` is `<key CRN>/v<version>`: a rotation changes it,
 //! which is how the API server learns to rewrite its data.
 
+use crate::service::Action;
 use zeroize::Zeroizing;
 
-use super::audit_sync::data_plane;
 use super::keys::{find_key, require_usable};
 use super::{Principal, ServiceError, Vault};
 use crate::crypto::bindings::kms_v2_context;
@@ -88,7 +88,7 @@ impl Vault {
             Ok((sealed, self.kms_v2_key_id(&key, key.version)))
         })();
         let target = self.reference_crn(reference);
-        self.audited(who, data_plane::KMS_V2_ENCRYPT, &target, result, None)
+        self.audited(who, Action::KmsV2Encrypt, &target, result, None)
     }
 
     /// `Decrypt`: opens a ciphertext of [`Vault::kms_v2_encrypt`]. `key_id` must be the one
@@ -119,6 +119,6 @@ impl Vault {
             )?)
         })();
         let target = self.reference_crn(reference);
-        self.audited(who, data_plane::KMS_V2_DECRYPT, &target, result, None)
+        self.audited(who, Action::KmsV2Decrypt, &target, result, None)
     }
 }

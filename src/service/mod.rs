@@ -2,6 +2,7 @@
 //! method here each; this layer owns state checks, durability and the DEK cache.
 
 mod audit;
+mod audit_action;
 mod audit_chain;
 mod audit_head;
 mod audit_sync;
@@ -41,6 +42,7 @@ use uuid::Uuid;
 
 pub use crate::api::ComponentHealth;
 pub use audit::{verify_data_dir, AuditEvent, AuditLog, ChainKey, VerifyReport};
+pub use audit_action::Action;
 pub use audit_sync::data_plane;
 pub use authz::{AuthorizationInfo, GrantRequest};
 pub use backups::BackupInfo;
@@ -369,7 +371,7 @@ impl Vault {
     pub(crate) fn audit_append(
         &self,
         who: &Principal,
-        action: &str,
+        action: Action,
         target: &str,
         outcome: &str,
         reason: Option<String>,
@@ -388,7 +390,7 @@ impl Vault {
             }),
         };
         self.audit
-            .append(who, action, &target, outcome, reason, details)
+            .append(who, action.as_str(), &target, outcome, reason, details)
     }
 
     /// Appends the outcome of `action` on `target` to the activity log and passes `result`
@@ -397,7 +399,7 @@ impl Vault {
     pub(crate) fn audited<T>(
         &self,
         who: &Principal,
-        action: &str,
+        action: Action,
         target: &str,
         result: Result<T, ServiceError>,
         details: Option<serde_json::Value>,
@@ -408,7 +410,7 @@ impl Vault {
             Err(err) => ("failure", Some(err.code().to_string())),
         };
         if let Err(err) = self.audit_append(who, action, target, outcome, reason, details) {
-            tracing::error!(error = %err, action, "cannot append to the activity log");
+            tracing::error!(error = %err, action = action.as_str(), "cannot append to the activity log");
             return Err(ServiceError::AuditLog(err.to_string()));
         }
         result
@@ -418,7 +420,7 @@ impl Vault {
     pub(crate) fn audit_denial<T>(
         &self,
         who: &Principal,
-        action: &str,
+        action: Action,
         target: &str,
         result: Result<T, ServiceError>,
     ) -> Result<T, ServiceError> {

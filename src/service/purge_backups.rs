@@ -9,6 +9,7 @@
 //! unit. The registration goes last, so a crash in between leaves a registration whose object
 //! is already gone, which the next sweep finishes.
 
+use crate::service::Action;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -169,7 +170,7 @@ impl Vault {
             });
             self.audited(
                 &Principal::system(),
-                "backups.purge",
+                Action::BackupsPurge,
                 &self.crn("backup", &b.id),
                 Ok(()),
                 Some(details),

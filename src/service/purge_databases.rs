@@ -1,6 +1,7 @@
 //! Purge of soft-deleted databases whose period has ended: records, DEKs, registration, and a
 //! provider-managed key with them; and how often the purge task looks.
 
+use crate::service::Action;
 use uuid::Uuid;
 
 use super::catalog::CatalogChange;
@@ -31,7 +32,7 @@ impl Vault {
             let target = self.crn("database", &db.id);
             self.audited(
                 &Principal::system(),
-                "databases.purge",
+                Action::DatabasesPurge,
                 &target,
                 result,
                 details,

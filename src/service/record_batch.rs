@@ -9,6 +9,7 @@
 //! - the answer comes once every write in it is durable (one flush for the batch), so a
 //!   reported success is acknowledged exactly like a single `PUT`.
 
+use crate::service::Action;
 use uuid::Uuid;
 
 use super::{Principal, ServiceError, Vault};
@@ -68,7 +69,7 @@ impl Vault {
         ops: Vec<BatchOp>,
     ) -> Result<Vec<BatchOutcome>, ServiceError> {
         let result = self.record_batch_inner(who, database, ops).await;
-        self.audit_denial(who, "databases.records.batch", database, result)
+        self.audit_denial(who, Action::RecordsBatch, database, result)
     }
 
     async fn record_batch_inner(

@@ -2,6 +2,7 @@
 //! cache, and (for writes) returns only once the change is durable. Which DEK generation seals
 //! a record, and its nonce budget, is `seal_budget`'s.
 
+use crate::service::Action;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -284,7 +285,7 @@ impl Vault {
         value: &[u8],
     ) -> Result<(), ServiceError> {
         let result = self.put_record_inner(who, database, key, value).await;
-        self.audit_denial(who, "databases.records.write", database, result)
+        self.audit_denial(who, Action::RecordsWrite, database, result)
     }
 
     /// Reads and opens a record. Denials are logged.
@@ -295,7 +296,7 @@ impl Vault {
         key: &str,
     ) -> Result<Vec<u8>, ServiceError> {
         let result = self.get_record_inner(who, database, key).await;
-        self.audit_denial(who, "databases.records.read", database, result)
+        self.audit_denial(who, Action::RecordsRead, database, result)
     }
 
     /// Deletes a record; `not_found` if it did not exist. Denials are logged.
@@ -306,7 +307,7 @@ impl Vault {
         key: &str,
     ) -> Result<(), ServiceError> {
         let result = self.delete_record_inner(who, database, key).await;
-        self.audit_denial(who, "databases.records.delete", database, result)
+        self.audit_denial(who, Action::RecordsDelete, database, result)
     }
 
     /// Lists record keys by prefix, in pages. Denials are logged.
@@ -317,7 +318,7 @@ impl Vault {
         query: RecordListQuery,
     ) -> Result<RecordPage, ServiceError> {
         let result = self.list_records_inner(who, database, query).await;
-        self.audit_denial(who, "databases.records.list", database, result)
+        self.audit_denial(who, Action::RecordsList, database, result)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Shred receipts (DESIGN.md rule 4): what a cryptoshred touched, as it is after the shred,
 //! and the `kms.secrets.delete` event whose own hash the receipt names.
 
-use super::{Principal, ServiceError, Vault};
+use super::{Action, Principal, ServiceError, Vault};
 use crate::api::{AffectedResource, Impact, ShredReceipt};
 
 impl Vault {
@@ -44,7 +44,14 @@ impl Vault {
         }
         receipt.audit_chain_head = self
             .audit
-            .append(who, "kms.secrets.delete", &target, "success", None, details)
+            .append(
+                who,
+                Action::SecretsDelete.as_str(),
+                &target,
+                "success",
+                None,
+                details,
+            )
             .map_err(|e| ServiceError::AuditLog(format!("activity log: {e}")))?;
         Ok(receipt)
     }

@@ -1,6 +1,7 @@
 //! Registered backups: listing (adopting a shared target's objects), showing, deleting,
 //! rewrapping headers on rotation, and cleaning the local directory.
 
+use crate::service::Action;
 use uuid::Uuid;
 
 use super::BackupInfo;
@@ -44,24 +45,19 @@ impl Vault {
             .find_backup(reference)
             .map(|b| self.crn("backup", &b.id))
             .unwrap_or_else(|_| reference.to_string());
-        let result = self.delete_backup_inner(who, reference).await;
-        self.audited(who, "backups.delete", &target, result, None)
-    }
-
-    pub(in crate::service) async fn delete_backup_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-    ) -> Result<(), ServiceError> {
-        who.require_operator()?;
-        let record = self.find_backup_adopting(reference).await?;
-        // Adoption takes `admin` too: it cannot re-register the object being deleted.
-        let _admin = self.admin().await?;
-        // The object first: if the target refuses, the backup stays registered and listed.
-        tokio::task::block_in_place(|| self.backup_target.delete(&record.file))?;
-        self.commit(vec![CatalogChange::DeleteBackup(record.id)])
-            .await?;
-        Ok(())
+        let result: Result<(), ServiceError> = async {
+            who.require_operator()?;
+            let record = self.find_backup_adopting(reference).await?;
+            // Adoption takes `admin` too: it cannot re-register the object being deleted.
+            let _admin = self.admin().await?;
+            // The object first: if the target refuses, the backup stays registered and listed.
+            tokio::task::block_in_place(|| self.backup_target.delete(&record.file))?;
+            self.commit(vec![CatalogChange::DeleteBackup(record.id)])
+                .await?;
+            Ok(())
+        }
+        .await;
+        self.audited(who, Action::BackupsDelete, &target, result, None)
     }
 
     /// Rewraps every backup header under `key_id` to `version` (rotation). Flat in backup
