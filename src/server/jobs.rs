@@ -201,3 +201,36 @@ async fn policy_pass(state: &AppState) -> Option<u64> {
         (a, b) => a.or(b),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Jobs;
+    use std::sync::Arc;
+
+    /// A task that never ends on its own is stopped by `shutdown`, which returns only once
+    /// it is gone; nothing starts after that.
+    #[tokio::test]
+    async fn shutdown_stops_every_task_and_waits_for_it() {
+        let jobs = Jobs::default();
+        let held = Arc::new(());
+        for _ in 0..3 {
+            let held = Arc::clone(&held);
+            jobs.spawn(async move {
+                let _held = held;
+                std::future::pending::<()>().await;
+            });
+        }
+        assert_eq!(Arc::strong_count(&held), 4);
+        jobs.shutdown().await;
+        assert_eq!(Arc::strong_count(&held), 1, "a task outlived the shutdown");
+        let late = Arc::clone(&held);
+        jobs.spawn(async move {
+            let _late = late;
+        });
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "a task started after the shutdown"
+        );
+    }
+}

@@ -175,7 +175,7 @@ impl Vault {
                     .collect()
             };
             for key in lost {
-                self.deks.purge_root_key(key);
+                self.keys.deks().purge_root_key(key);
             }
             Ok((record, orphans))
         }

@@ -159,7 +159,7 @@ impl Vault {
             ids
         };
         for id in databases {
-            self.deks.purge_database(id);
+            self.keys.deks().purge_database(id);
             self.seal_budgets.remove(id);
         }
         self.cluster.version.store(version, Ordering::Release);

@@ -120,7 +120,7 @@ impl Vault {
                 }
                 return Err(err);
             }
-            self.deks.insert(record.id, 1, root.id, cipher);
+            self.keys.deks().insert(record.id, 1, root.id, cipher);
             Ok(self.database_info(&self.read_catalog(), &record))
         }
         .await;
@@ -192,7 +192,7 @@ impl Vault {
         generation: u32,
     ) -> Result<(DekRecord, Arc<Cipher>), ServiceError> {
         let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
-        let wrapped = self.keystore_call(|ks| {
+        let wrapped = self.keys.call(|ks| {
             ks.seal(
                 RootKeyRef {
                     key_id: root.id,
@@ -216,7 +216,7 @@ impl Vault {
 
     /// Undoes a provider key whose database never became durable.
     async fn drop_provider_key(&self, key: &KeyRecord) {
-        let _ = self.keystore_call(|ks| ks.destroy(key.id, None));
+        let _ = self.keys.call(|ks| ks.destroy(key.id, None));
         let _ = self.commit(vec![CatalogChange::DeleteKey(key.id)]).await;
     }
 

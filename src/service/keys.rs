@@ -107,7 +107,7 @@ impl Vault {
         material: NewKey,
     ) -> Result<KeyInfo, ServiceError> {
         let key_id = record.id;
-        let keystore = std::sync::Arc::clone(&self.keystore);
+        let keystore = std::sync::Arc::clone(self.keys.backend());
         tokio::task::spawn_blocking(move || keystore.create(key_id, material))
             .await
             .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
@@ -115,7 +115,7 @@ impl Vault {
             .commit(vec![CatalogChange::PutKey(record.clone())])
             .await
         {
-            let _ = self.keystore_call(|ks| ks.destroy(record.id, None));
+            let _ = self.keys.call(|ks| ks.destroy(record.id, None));
             return Err(err);
         }
         Ok(self.key_info(&self.read_catalog(), &record, false))
@@ -128,7 +128,7 @@ impl Vault {
         let _admin = self.admin().await?;
         // (key, versions to destroy; None = all)
         let mut doomed: Vec<(Uuid, Option<Vec<u32>>)> = Vec::new();
-        let key_ids = self.keystore_call(|ks| ks.key_ids())?;
+        let key_ids = self.keys.call(|ks| ks.key_ids())?;
         {
             let catalog = self.read_catalog();
             for id in key_ids {
@@ -140,7 +140,8 @@ impl Vault {
                     // A version added by a rotation that crashed before its commit.
                     Some(key) => {
                         let extra: Vec<u32> = self
-                            .keystore_call(|ks| ks.versions(id))?
+                            .keys
+                            .call(|ks| ks.versions(id))?
                             .into_iter()
                             .filter(|v| *v > key.version)
                             .collect();
@@ -153,7 +154,7 @@ impl Vault {
         }
         for (id, versions) in doomed {
             tracing::warn!(key_id = %id, ?versions, "destroying keystore material the catalog does not keep");
-            match self.keystore_call(|ks| ks.destroy(id, versions.as_deref())) {
+            match self.keys.call(|ks| ks.destroy(id, versions.as_deref())) {
                 // A backend that cannot drop a newer unused version (transit) keeps it; the
                 // next rotation of this key adopts it. Not a reason to refuse to start.
                 Err(KeystoreError::Unsupported(why)) => tracing::warn!(key_id = %id, "{why}"),
@@ -280,7 +281,7 @@ impl Vault {
                 key_id: key.id,
                 version: key.version,
             };
-            let sealed = self.keystore_call(|ks| {
+            let sealed = self.keys.call(|ks| {
                 ks.seal(
                     key_ref,
                     EnvelopeKind::AppWrap,
@@ -305,7 +306,7 @@ impl Vault {
     ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
         let sealed = Self::decode_base64("ciphertext", &request.ciphertext)?;
         let aad = request.aad.clone().unwrap_or_default();
-        Ok(self.keystore_call(|ks| {
+        Ok(self.keys.call(|ks| {
             ks.open(
                 key.id,
                 EnvelopeKind::AppWrap,
@@ -350,7 +351,7 @@ impl Vault {
                 key_id: key.id,
                 version: key.version,
             };
-            let sealed = self.keystore_call(|ks| {
+            let sealed = self.keys.call(|ks| {
                 ks.seal(
                     key_ref,
                     EnvelopeKind::AppWrap,

@@ -45,7 +45,7 @@ impl Vault {
             let mut probe = Zeroizing::new([0u8; 32]);
             crate::crypto::os_random(probe.as_mut()).map_err(|_| ServiceError::Random)?;
             let sealed = self.kms_v2_seal(&key, probe.as_ref())?;
-            let opened = self.keystore.open(
+            let opened = self.keys.backend().open(
                 key.id,
                 EnvelopeKind::Transit,
                 &kms_v2_context(key.id.as_bytes()),
@@ -63,7 +63,7 @@ impl Vault {
     }
 
     fn kms_v2_seal(&self, key: &KeyRecord, plaintext: &[u8]) -> Result<Vec<u8>, ServiceError> {
-        Ok(self.keystore.seal(
+        Ok(self.keys.backend().seal(
             RootKeyRef {
                 key_id: key.id,
                 version: key.version,
@@ -111,7 +111,7 @@ impl Vault {
                     "key_id {key_id:?} does not name the key and version this ciphertext was sealed with"
                 )));
             }
-            Ok(self.keystore.open(
+            Ok(self.keys.backend().open(
                 key.id,
                 EnvelopeKind::Transit,
                 &kms_v2_context(key.id.as_bytes()),

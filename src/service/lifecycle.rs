@@ -155,7 +155,7 @@ impl Vault {
                 self.commit(vec![CatalogChange::PutKey(key.clone())])
                     .await?;
                 if !enable {
-                    self.deks.purge_root_key(key.id);
+                    self.keys.deks().purge_root_key(key.id);
                 }
             }
             Ok(self.key_info(&self.read_catalog(), &key, false))
@@ -199,7 +199,7 @@ impl Vault {
                     names.join(", ")
                 )));
             }
-            let destroyed_versions = self.keystore_call(|ks| ks.versions(key.id))?;
+            let destroyed_versions = self.keys.call(|ks| ks.versions(key.id))?;
             self.shred(&mut key).await?;
             let receipt = ShredReceipt {
                 key: self.crn("key", &key.id),
@@ -260,14 +260,14 @@ impl Vault {
             .collect();
         ops.extend(dead_backups.into_iter().map(CatalogChange::PutBackup));
         self.commit(ops).await?;
-        let keystore = std::sync::Arc::clone(&self.keystore);
+        let keystore = std::sync::Arc::clone(self.keys.backend());
         let key_id = key.id;
         tokio::task::spawn_blocking(move || keystore.destroy(key_id, None))
             .await
             .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
-        self.deks.purge_root_key(key.id);
+        self.keys.deks().purge_root_key(key.id);
         for db in &disabled {
-            self.deks.purge_database(db.id);
+            self.keys.deks().purge_database(db.id);
             self.seal_budgets.remove(db.id);
         }
         Ok(disabled.into_iter().map(|db| db.id).collect())
@@ -306,7 +306,7 @@ impl Vault {
             db.purge_at = Some(db.purge_at.unwrap_or(now + period_secs + 1));
             self.commit(vec![CatalogChange::PutDatabase(db.clone())])
                 .await?;
-            self.deks.purge_database(db.id);
+            self.keys.deks().purge_database(db.id);
             Ok(self.database_info(&self.read_catalog(), &db))
         }
         .await;

@@ -1,6 +1,7 @@
 //! The rules of DESIGN.md: root keys, databases, records, tokens. Route handlers call one
 //! method here each; this layer owns state checks, durability and the DEK cache.
 
+mod activity;
 mod audit;
 mod audit_action;
 mod audit_chain;
@@ -18,6 +19,7 @@ mod disk_space;
 mod dual_auth;
 mod durability;
 mod error;
+mod keyring;
 mod keys;
 mod kms_v2;
 mod lifecycle;
@@ -80,18 +82,13 @@ pub struct Limits {
 /// The daemon's state: catalog, keystore, store and caches.
 pub struct Vault {
     store: Arc<dyn Store>,
-    keystore: Arc<dyn RootKeyBackend>,
-    /// Whether keystore calls may wait on a device or the network (see `keystore_call`).
-    keystore_remote: bool,
+    /// The keys part: the keystore and the DEK cache.
+    keys: keyring::Keyring,
     catalog: RwLock<Catalog>,
-    deks: DekCache,
     seal_budgets: seal_budget::SealBudgets,
     database_locks: records::DatabaseLocks,
-    /// Where backups are written (a local directory or an S3 bucket).
-    backup_target: Arc<dyn crate::backup::target::BackupTarget>,
-    /// Objects in a shared backup target that did not verify, by name and size, so that
-    /// listing does not fetch them again.
-    unadoptable_backups: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
+    /// The backups part: where backups are written and what it keeps about that target.
+    backups: backups::Backups,
     rotations: rotation::RotationProgress,
     flusher: GroupFlusher,
     /// Serializes catalog mutations (create, delete, state changes) so each computes its
@@ -103,13 +100,10 @@ pub struct Vault {
     /// disable, shred and purge take it exclusively. So once one of those returns, no write
     /// can still be acknowledged under the old state.
     gate: tokio::sync::RwLock<()>,
-    audit: AuditLog,
-    instance_name: String,
-    instance_id: Uuid,
+    /// The audit part: the activity log and this instance's CRNs.
+    activity: activity::Activity,
     limits: Limits,
     soft_delete_period: Duration,
-    /// How long backups of a purged database are kept (`[backup] keep_after_purge`).
-    keep_after_purge: Duration,
     /// The data dir's free-space floor, checked before record writes.
     disk_space: DiskSpace,
     /// Token last uses not yet persisted.
@@ -163,8 +157,10 @@ impl Vault {
         )?
         .with_dek_cache(config.cache.max_deks, config.cache.dek_ttl);
         vault.disk_space = DiskSpace::new(data_dir.clone(), config.limits.min_free_space);
-        vault.backup_target = crate::backup::target::from_config(config)?;
-        vault.keep_after_purge = config.backup.keep_after_purge;
+        vault.backups = backups::Backups::new(
+            crate::backup::target::from_config(config)?,
+            config.backup.keep_after_purge,
+        );
         vault.policy_defaults = policies::PolicyDefaults {
             provider_rotate_every_days: config.keys.rotate_every_days,
             dual_auth_delete: config.lifecycle.dual_auth_delete,
@@ -188,27 +184,24 @@ impl Vault {
         let flusher = GroupFlusher::start(Arc::clone(&store));
         Ok(Self {
             store,
-            keystore_remote: keystore.describe().remote,
-            keystore,
+            keys: keyring::Keyring::new(keystore),
             catalog: RwLock::new(catalog),
-            deks: DekCache::default(),
             seal_budgets: seal_budget::SealBudgets::default(),
             database_locks: records::DatabaseLocks::default(),
-            backup_target: Arc::new(crate::backup::target::local::LocalDirTarget::new(
-                backup_dir,
-            )),
-            unadoptable_backups: Default::default(),
+            backups: backups::Backups::new(
+                Arc::new(crate::backup::target::local::LocalDirTarget::new(
+                    backup_dir,
+                )),
+                Duration::ZERO,
+            ),
             rotations: rotation::RotationProgress::default(),
             flusher,
             admin: tokio::sync::Mutex::new(()),
             cluster: cluster::ClusterState::at_version(version),
             gate: tokio::sync::RwLock::new(()),
-            audit,
-            instance_name,
-            instance_id: instance.id,
+            activity: activity::Activity::new(audit, instance_name, instance.id),
             limits,
             soft_delete_period,
-            keep_after_purge: Duration::ZERO,
             disk_space: DiskSpace::unchecked(),
             token_use: Default::default(),
             policy_defaults: Default::default(),
@@ -240,23 +233,9 @@ impl Vault {
         Ok((catalog, instance))
     }
 
-    /// Runs a keystore call. A remote backend (HSM, transit server) may wait up to its timeout,
-    /// so the call then leaves the async worker (`block_in_place`) and the runtime keeps
-    /// serving other requests, including those answered from the DEK cache; the file backend is
-    /// called inline. (Which backend it is does not matter here, only whether it may block.)
-    fn keystore_call<T>(&self, call: impl FnOnce(&dyn RootKeyBackend) -> T) -> T {
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if self.keystore_remote && multi_thread {
-            tokio::task::block_in_place(|| call(self.keystore.as_ref()))
-        } else {
-            call(self.keystore.as_ref())
-        }
-    }
-
     /// The keystore backend's description (for start-up logs).
     pub fn keystore_info(&self) -> crate::keystore::BackendInfo {
-        self.keystore.describe()
+        self.keys.backend().describe()
     }
 
     fn read_catalog(&self) -> RwLockReadGuard<'_, Catalog> {
@@ -296,12 +275,12 @@ impl Vault {
         for effect in effects {
             match effect {
                 catalog::Effect::KeyUnusable(key) => {
-                    self.deks.purge_root_key(key);
+                    self.keys.deks().purge_root_key(key);
                 }
                 catalog::Effect::Database { id, unusable } => {
                     self.seal_budgets.remove(id);
                     if unusable {
-                        self.deks.purge_database(id);
+                        self.keys.deks().purge_database(id);
                     }
                 }
             }
@@ -316,18 +295,12 @@ impl Vault {
 
     /// `crn:v1:envault:local:a/<instance>:<instance-id>:<kind>:<id>`.
     pub fn crn(&self, kind: &str, id: &Uuid) -> String {
-        format!(
-            "crn:v1:envault:local:a/{}:{}:{kind}:{id}",
-            self.instance_name, self.instance_id
-        )
+        self.activity.crn(kind, id)
     }
 
     /// [`Vault::crn`] for resources whose ids are not UUIDs (tokens, authorizations).
     pub fn crn_named(&self, kind: &str, id: &str) -> String {
-        format!(
-            "crn:v1:envault:local:a/{}:{}:{kind}:{id}",
-            self.instance_name, self.instance_id
-        )
+        self.activity.crn_named(kind, id)
     }
 
     /// Every activity-log target is a CRN: a reference (name, id) that names a resource becomes
@@ -335,11 +308,7 @@ impl Vault {
     /// logged against this instance's CRN (`…:<instance-id>::`), the reference kept in the
     /// details as `reference`.
     fn audit_target(&self, target: &str) -> (String, Option<String>) {
-        let own = format!(
-            "crn:v1:envault:local:a/{}:{}:",
-            self.instance_name, self.instance_id
-        );
-        if target.starts_with(&own) {
+        if target.starts_with(&self.activity.own_prefix()) {
             return (target.to_string(), None);
         }
         let resolved = {
@@ -363,7 +332,7 @@ impl Vault {
         };
         match resolved {
             Some(crn) => (crn, None),
-            None => (format!("{own}:"), Some(target.to_string())),
+            None => (self.activity.instance_crn(), Some(target.to_string())),
         }
     }
 
@@ -378,24 +347,12 @@ impl Vault {
         details: Option<serde_json::Value>,
     ) -> std::io::Result<String> {
         let (target, reference) = self.audit_target(target);
-        let details = match reference {
-            None => details,
-            Some(reference) => Some(match details {
-                Some(serde_json::Value::Object(mut map)) => {
-                    map.insert("reference".into(), reference.into());
-                    serde_json::Value::Object(map)
-                }
-                None => serde_json::json!({ "reference": reference }),
-                Some(other) => serde_json::json!({ "reference": reference, "details": other }),
-            }),
-        };
-        self.audit
-            .append(who, action.as_str(), &target, outcome, reason, details)
+        self.activity
+            .append(who, action, &target, reference, outcome, reason, details)
     }
 
     /// Appends the outcome of `action` on `target` to the activity log and passes `result`
-    /// through. A success whose event cannot be written is reported as a storage failure:
-    /// the log must never miss an action that was acknowledged.
+    /// through ([`activity::Activity::record`]), the target made a CRN first.
     pub(crate) fn audited<T>(
         &self,
         who: &Principal,
@@ -404,16 +361,8 @@ impl Vault {
         result: Result<T, ServiceError>,
         details: Option<serde_json::Value>,
     ) -> Result<T, ServiceError> {
-        let (outcome, reason) = match &result {
-            Ok(_) => ("success", None),
-            Err(err) if err.is_denial() => ("denied", Some(err.code().to_string())),
-            Err(err) => ("failure", Some(err.code().to_string())),
-        };
-        if let Err(err) = self.audit_append(who, action, target, outcome, reason, details) {
-            tracing::error!(error = %err, action = action.as_str(), "cannot append to the activity log");
-            return Err(ServiceError::AuditLog(err.to_string()));
-        }
-        result
+        self.activity
+            .record(who, action, self.audit_target(target), result, details)
     }
 
     /// Logs a denied request only (record traffic is not logged when it succeeds).
@@ -432,7 +381,7 @@ impl Vault {
 
     /// The activity log.
     pub fn audit_log(&self) -> &AuditLog {
-        &self.audit
+        self.activity.log()
     }
 
     /// Makes everything written so far durable (used at shutdown).
@@ -447,12 +396,12 @@ impl Vault {
 
     /// Number of DEKs currently unwrapped in memory.
     pub fn cached_dek_count(&self) -> usize {
-        self.deks.len()
+        self.keys.deks().len()
     }
 
     /// Size and counters of the DEK cache (`GET /v1/health`).
     pub fn dek_cache_stats(&self) -> crate::api::DekCacheStats {
-        self.deks.stats()
+        self.keys.deks().stats()
     }
 
     /// The store's value-log counters, when it has one (`GET /v1/health`).
@@ -462,7 +411,7 @@ impl Vault {
 
     /// Replaces the (still empty) DEK cache by one with the configured cap and lifetime.
     pub fn with_dek_cache(mut self, max_deks: usize, ttl: Option<Duration>) -> Self {
-        self.deks = DekCache::new(max_deks, ttl);
+        self.keys.set_dek_cache(DekCache::new(max_deks, ttl));
         self
     }
 }

@@ -96,10 +96,10 @@ impl Vault {
         }
         self.commit(ops).await?;
         if let Some(key) = &provider {
-            self.keystore_call(|ks| ks.destroy(key.id, None))?;
-            self.deks.purge_root_key(key.id);
+            self.keys.call(|ks| ks.destroy(key.id, None))?;
+            self.keys.deks().purge_root_key(key.id);
         }
-        self.deks.purge_database(db.id);
+        self.keys.deks().purge_database(db.id);
         self.seal_budgets.remove(db.id);
         let crns = |list: &[crate::store::BackupRecord]| -> Vec<String> {
             list.iter().map(|b| self.crn("backup", &b.id)).collect()

@@ -36,10 +36,11 @@ impl Vault {
             Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
         };
         let backend = self
-            .keystore_call(|k| k.key_ids())
+            .keys
+            .call(|k| k.key_ids())
             .map(|_| ())
             .map_err(|err| err.to_string());
-        let audit = self.audit.probe().map_err(|err| err.to_string());
+        let audit = self.activity.log().probe().map_err(|err| err.to_string());
         vec![
             component("store", store),
             component("key_backend", backend),

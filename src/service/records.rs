@@ -94,7 +94,7 @@ impl Vault {
 
     /// The DEK of (database, generation): from the cache, else unwrapped once and cached.
     pub(super) fn dek(&self, database: Uuid, generation: u32) -> Result<Arc<Cipher>, ServiceError> {
-        if let Some(cipher) = self.deks.get(database, generation) {
+        if let Some(cipher) = self.keys.deks().get(database, generation) {
             return Ok(cipher);
         }
         let record = {
@@ -112,7 +112,8 @@ impl Vault {
             .decode(&record.wrapped)
             .map_err(|_| ServiceError::Integrity)?;
         let plain = self
-            .keystore_call(|ks| {
+            .keys
+            .call(|ks| {
                 ks.open(
                     record.key_id,
                     EnvelopeKind::WrappedDek,
@@ -123,7 +124,8 @@ impl Vault {
             .map_err(ServiceError::from_stored_open)?;
         let dek = SecretKey::from_slice(&plain).map_err(|_| ServiceError::Integrity)?;
         let cipher = Arc::new(Cipher::new(&dek));
-        self.deks
+        self.keys
+            .deks()
             .insert(database, generation, record.key_id, Arc::clone(&cipher));
         Ok(cipher)
     }

@@ -110,7 +110,7 @@ impl Vault {
         retire_old: bool,
     ) -> Result<RotationJob, ServiceError> {
         let version = key.version + 1;
-        let keystore = std::sync::Arc::clone(&self.keystore);
+        let keystore = std::sync::Arc::clone(self.keys.backend());
         let key_ref = RootKeyRef {
             key_id: key.id,
             version,
@@ -216,12 +216,14 @@ impl Vault {
             let mut retired = Vec::new();
             if job.retire_old {
                 retired = self
-                    .keystore_call(|ks| ks.versions(job.key_id))?
+                    .keys
+                    .call(|ks| ks.versions(job.key_id))?
                     .into_iter()
                     .filter(|v| *v < job.target_version)
                     .collect();
                 if !retired.is_empty() {
-                    self.keystore_call(|ks| ks.destroy(job.key_id, Some(&retired)))?;
+                    self.keys
+                        .call(|ks| ks.destroy(job.key_id, Some(&retired)))?;
                 }
             }
             self.commit(vec![CatalogChange::DeleteJob(job.key_id)])
@@ -264,9 +266,10 @@ impl Vault {
             .decode(&dek.wrapped)
             .map_err(|_| ServiceError::Integrity)?;
         let plain = self
-            .keystore_call(|ks| ks.open(dek.key_id, EnvelopeKind::WrappedDek, &context, wrapped))
+            .keys
+            .call(|ks| ks.open(dek.key_id, EnvelopeKind::WrappedDek, &context, wrapped))
             .map_err(ServiceError::from_stored_open)?;
-        let rewrapped = self.keystore_call(|ks| {
+        let rewrapped = self.keys.call(|ks| {
             ks.seal(
                 RootKeyRef {
                     key_id: dek.key_id,

@@ -211,7 +211,7 @@ impl Vault {
             return Ok(false);
         }
         let impact = self.impact("delete", key.id, false)?;
-        let destroyed_versions = self.keystore_call(|ks| ks.versions(key.id))?;
+        let destroyed_versions = self.keys.call(|ks| ks.versions(key.id))?;
         let target = self.crn("key", &key.id);
         if let Err(err) = self.shred(&mut key).await {
             return self.audited(&initiator, Action::SecretsDelete, &target, Err(err), None);
@@ -225,7 +225,8 @@ impl Vault {
             time: now_rfc3339(),
             audit_chain_head: String::new(),
         };
-        self.audit
+        self.activity
+            .log()
             .append_with(
                 &initiator,
                 Action::SecretsDelete.as_str(),

@@ -148,7 +148,9 @@ impl Vault {
             CatalogChange::PutDatabase(next_db),
         ])
         .await?;
-        self.deks.insert(database, generation, root.id, cipher);
+        self.keys
+            .deks()
+            .insert(database, generation, root.id, cipher);
         self.seal_budgets.set(
             database,
             SealBudget {

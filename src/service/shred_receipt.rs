@@ -43,11 +43,12 @@ impl Vault {
             map.remove("audit_chain_head");
         }
         receipt.audit_chain_head = self
-            .audit
+            .activity
             .append(
                 who,
-                Action::SecretsDelete.as_str(),
+                Action::SecretsDelete,
                 &target,
+                None,
                 "success",
                 None,
                 details,

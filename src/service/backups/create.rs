@@ -53,7 +53,7 @@ impl Vault {
             self.check_backup_key(&key, db.key_id, &db_crn).await?;
             let backup_id = Uuid::new_v4();
             let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
-            let wrapped = self.keystore_call(|ks| {
+            let wrapped = self.keys.call(|ks| {
                 ks.seal(
                     RootKeyRef {
                         key_id: key.id,
@@ -91,7 +91,7 @@ impl Vault {
                         .map(|b| format!("{b:02x}"))
                         .collect(),
                 };
-                let mut out = self.backup_target.create(
+                let mut out = self.backups.target().create(
                     &file_name,
                     &BackupObjectMeta {
                         backup_id,
@@ -126,7 +126,7 @@ impl Vault {
             };
             let info = self.backup_info(&record);
             if let Err(err) = self.commit(vec![CatalogChange::PutBackup(record)]).await {
-                let _ = tokio::task::block_in_place(|| self.backup_target.delete(&file_name));
+                let _ = tokio::task::block_in_place(|| self.backups.target().delete(&file_name));
                 return Err(err);
             }
             Ok(info)

@@ -51,7 +51,7 @@ impl Vault {
             // Adoption takes `admin` too: it cannot re-register the object being deleted.
             let _admin = self.admin().await?;
             // The object first: if the target refuses, the backup stays registered and listed.
-            tokio::task::block_in_place(|| self.backup_target.delete(&record.file))?;
+            tokio::task::block_in_place(|| self.backups.target().delete(&record.file))?;
             self.commit(vec![CatalogChange::DeleteBackup(record.id)])
                 .await?;
             Ok(())
@@ -80,7 +80,7 @@ impl Vault {
             drop(payload);
             let context = backup_dek_context(record.id.as_bytes(), key_id.as_bytes());
             if front.slot.key_version < version {
-                let plain = self.keystore_call(|ks| {
+                let plain = self.keys.call(|ks| {
                     ks.open(
                         key_id,
                         EnvelopeKind::BackupDek,
@@ -88,7 +88,7 @@ impl Vault {
                         front.slot.wrapped.clone(),
                     )
                 })?;
-                let wrapped = self.keystore_call(|ks| {
+                let wrapped = self.keys.call(|ks| {
                     ks.seal(
                         RootKeyRef { key_id, version },
                         EnvelopeKind::BackupDek,
@@ -107,7 +107,8 @@ impl Vault {
                     key_version: version,
                     wrapped,
                 };
-                self.backup_target
+                self.backups
+                    .target()
                     .write_slot(&record.file, 1 - front.slot_index, &slot)?;
             }
             record.key_version = version;
@@ -125,6 +126,6 @@ impl Vault {
             .values()
             .map(|b| b.file.clone())
             .collect();
-        Ok(self.backup_target.clean(&known)?)
+        Ok(self.backups.target().clean(&known)?)
     }
 }

@@ -38,7 +38,8 @@ impl Vault {
             )
             .await?;
             let plain = self
-                .keystore_call(|ks| {
+                .keys
+                .call(|ks| {
                     ks.open(
                         record.key_id,
                         EnvelopeKind::BackupDek,

@@ -61,7 +61,7 @@ impl Vault {
             }
             Some(v) => v,
         };
-        let mut sealed = self.keystore_call(|keystore| {
+        let mut sealed = self.keys.call(|keystore| {
             keystore.seal(
                 RootKeyRef {
                     key_id: key.id,
@@ -77,7 +77,7 @@ impl Vault {
         let expected = header(EnvelopeKind::Transit, version);
         if sealed.len() < HEADER_LEN
             || sealed[..4] != expected[..4]
-            || sealed[4] != self.keystore.envelope_version()
+            || sealed[4] != self.keys.backend().envelope_version()
             || sealed[5..HEADER_LEN] != expected[5..]
         {
             return Err(ServiceError::Internal(
@@ -122,9 +122,9 @@ impl Vault {
         }
         let mut sealed = Vec::with_capacity(HEADER_LEN + item.body.len());
         sealed.extend_from_slice(&header(EnvelopeKind::Transit, v));
-        sealed[4] = self.keystore.envelope_version();
+        sealed[4] = self.keys.backend().envelope_version();
         sealed.extend_from_slice(&item.body);
-        Ok(self.keystore_call(|keystore| {
+        Ok(self.keys.call(|keystore| {
             keystore.open(
                 key.id,
                 EnvelopeKind::Transit,

@@ -119,7 +119,8 @@ impl Vault {
         let min = settings.min_decryption_version.max(1);
         let created = unix_time(&key.created_at);
         let versions = self
-            .keystore
+            .keys
+            .backend()
             .versions(key.id)?
             .into_iter()
             .filter(|v| *v >= min && *v <= key.version)
