@@ -205,7 +205,7 @@ impl Vault {
                         "backup_key"
                     }
                     .into(),
-                    purge_at: db.purge_at.map(super::databases::unix_to_rfc3339),
+                    purge_at: db.purge_at.map(super::unix_to_rfc3339),
                 })
                 .chain(
                     catalog
@@ -218,7 +218,7 @@ impl Vault {
                             name: format!("backup of {} at {}", b.database_name, b.created_at),
                             state: b.state.clone(),
                             role: "backup_key".into(),
-                            purge_at: b.expires_at.map(super::databases::unix_to_rfc3339),
+                            purge_at: b.expires_at.map(super::unix_to_rfc3339),
                         }),
                 )
                 .collect()

@@ -62,7 +62,7 @@ impl Vault {
 
     /// Rotations this node ran or runs, and jobs in the catalog nobody runs here yet.
     pub fn rotation_snapshot(&self) -> Vec<(Uuid, RotationStatus)> {
-        let mut known = self.rotations.snapshot();
+        let mut known = self.jobs.rotations().snapshot();
         let catalog = self.read_catalog();
         for (key, job) in &catalog.jobs {
             if !known.iter().any(|(k, _)| k == key) {
