@@ -4,7 +4,7 @@
 //! `Vault` is a facade over what every part shares (the store and its group-commit flusher,
 //! the in-memory catalog, the admin mutex, the cluster state) and five parts that own the rest
 //! of the state, each reached only through its methods: `keyring::Keyring` (keys and
-//! keystore: the root-key backend, the DEK cache), `record_state::RecordState` (databases and
+//! keystore: the root-key backend, the DEK cache, the import tokens), `record_state::RecordState` (databases and
 //! records: the gate, the per-database locks, the seal budgets, free space, limits),
 //! `backups::Backups` (the backup target and what is known of its objects), `jobs::JobState`
 //! (rotation progress, token last uses, instance-wide key policies) and `activity::Activity`
@@ -48,6 +48,7 @@ mod disk_space;
 mod dual_auth;
 mod durability;
 mod error;
+mod import_tokens;
 mod jobs;
 mod keyring;
 mod keys;
@@ -63,6 +64,7 @@ mod records;
 mod rotation;
 mod scheduled_deletion;
 mod seal_budget;
+mod secure_import;
 mod shred_receipt;
 mod token_lifecycle;
 mod tokens;
@@ -83,12 +85,14 @@ pub use catalog::Catalog;
 pub use data_dir::DataDirError;
 pub use dual_auth::DeletionApproval;
 pub use error::ServiceError;
+pub use import_tokens::{ImportError, ImportSettings, ImportTokens, RejectCause};
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
 pub use policies::{
     parse_rotate_every, KeyPolicyInfo, SetPolicyRequest, MAX_ROTATE_DAYS, MIN_ROTATE_DAYS,
 };
 pub use record_batch::{BatchOp, BatchOutcome, MAX_BATCH_OPS};
 pub use rotation::RotationStatus;
+pub use secure_import::{import_settings, IMPORT_TOKEN_CREATE, IMPORT_TOKEN_READ};
 pub use token_lifecycle::unix_now;
 pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenInfo};
 pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
@@ -122,7 +126,7 @@ pub struct Vault {
     admin: tokio::sync::Mutex<()>,
     /// Following other nodes' catalog changes on a shared store.
     cluster: cluster::ClusterState,
-    /// Keys and keystore: the root-key backend and the DEK cache.
+    /// Keys and keystore: the root-key backend, the DEK cache, the import tokens.
     keys: keyring::Keyring,
     /// Databases and records: the gate, database locks, seal budgets, free space, limits.
     records: record_state::RecordState,
@@ -190,6 +194,9 @@ impl Vault {
             provider_rotate_every_days: config.keys.rotate_every_days,
             dual_auth_delete: config.lifecycle.dual_auth_delete,
         });
+        vault
+            .keys
+            .set_import_tokens(ImportTokens::new(import_settings(&config.keys)));
         Ok(vault)
     }
 
