@@ -3,12 +3,16 @@
 //!
 //! `Vault` is a facade over what every part shares (the store and its group-commit flusher,
 //! the in-memory catalog, the admin mutex, the cluster state) and five parts that own the rest
-//! of the state, each reached only through its methods: `keyring::Keyring` (keys and
-//! keystore: the root-key backend, the DEK cache, the import tokens), `record_state::RecordState` (databases and
-//! records: the gate, the per-database locks, the seal budgets, free space, limits),
-//! `backups::Backups` (the backup target and what is known of its objects), `jobs::JobState`
-//! (rotation progress, token last uses, instance-wide key policies) and `activity::Activity`
-//! (the activity log and this instance's CRNs; every event is a typed [`Action`]).
+//! of the state, each reached only through its methods:
+//!
+//! - `keyring::Keyring`, keys and keystore: the root-key backend, the DEK cache, the import
+//!   tokens;
+//! - `record_state::RecordState`, databases and records: the gate, the per-database locks,
+//!   the seal budgets, free space, limits;
+//! - `backups::Backups`: the backup target and what is known of its objects;
+//! - `jobs::JobState`: rotation progress, token last uses, instance-wide key policies;
+//! - `activity::Activity`, audit: the activity log and this instance's CRNs; every event is
+//!   a typed [`Action`].
 //!
 //! # Lock order
 //!
