@@ -52,18 +52,7 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             })
             .map(str::trim);
         let peer = parts.extensions.get::<PeerCred>().map(|p| p.uid);
-        let uid_allowed = state.peer_allowed(peer);
-        // Other nodes' changes (a revoked token, a shredded key) apply before this
-        // request is checked; a no-op on the embedded store.
-        state.vault.refresh_catalog().await?;
-        let result = if uid_allowed {
-            state.vault.authenticate(bearer, peer)
-        } else {
-            Err(ServiceError::Forbidden(format!(
-                "peer uid {} is not in allowed_uids",
-                peer.map_or_else(|| "unknown".to_string(), |u| u.to_string())
-            )))
-        };
+        let result = state.authenticate(bearer, peer).await;
         if result.is_err() {
             let anonymous = Principal {
                 token_id: "anonymous".into(),
@@ -78,6 +67,31 @@ impl FromRequestParts<Arc<AppState>> for Principal {
                 .map_or_else(ApiError::from, |_| ApiError(ServiceError::Unauthenticated)));
         }
         Ok(result?)
+    }
+}
+
+impl AppState {
+    /// Who is calling: the one authentication of every token-carrying front end (the socket
+    /// API, transit on the socket and over TCP, the Redis protocol). The peer uid must be in
+    /// `allowed_uids`; other nodes' changes (a revoked token, a shredded key) apply first;
+    /// then [`crate::service::Vault::authenticate`] resolves the token. Authorization per key
+    /// and database is the service's, on each call with this principal. Each front end audits
+    /// a refusal in its own terms (route or command).
+    pub async fn authenticate(
+        &self,
+        bearer: Option<&str>,
+        peer_uid: Option<u32>,
+    ) -> Result<Principal, ServiceError> {
+        let uid_allowed = self.peer_allowed(peer_uid);
+        // A no-op on the embedded store.
+        self.vault.refresh_catalog().await?;
+        if !uid_allowed {
+            return Err(ServiceError::Forbidden(format!(
+                "peer uid {} is not in allowed_uids",
+                peer_uid.map_or_else(|| "unknown".to_string(), |u| u.to_string())
+            )));
+        }
+        self.vault.authenticate(bearer, peer_uid)
     }
 }
 

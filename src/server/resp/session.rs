@@ -121,15 +121,9 @@ impl Session {
 
     /// Resolves a token as the socket API does: peer uid allowed, catalog fresh.
     async fn resolve(&self, secret: &str) -> Result<Principal, ServiceError> {
-        let uid = self.peer.map(|p| p.uid);
-        if !self.state.peer_allowed(uid) {
-            return Err(ServiceError::Forbidden(format!(
-                "peer uid {} is not in allowed_uids",
-                uid.map_or_else(|| "unknown".to_string(), |u| u.to_string())
-            )));
-        }
-        self.state.vault.refresh_catalog().await?;
-        self.state.vault.authenticate(Some(secret), uid)
+        self.state
+            .authenticate(Some(secret), self.peer.map(|p| p.uid))
+            .await
     }
 
     /// Before each round of commands: is the token still valid?
