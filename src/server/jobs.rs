@@ -7,6 +7,7 @@
 //! | purge sweep | `purge_interval` | purges soft-deleted databases past their period, and their expired backups |
 //! | policy scheduler | when due, at most 60 s | runs scheduled key destructions and rotations due by policy; a policy change runs a pass at once |
 //! | token last use | 10 s | persists the noted last uses of tokens |
+//! | import-token sweep | 1 s | destroys expired import tokens' private keys even when nobody asks for them |
 //! | backup schedule | `[backup] schedule` | backs up every active database and applies retention |
 //!
 //! At shutdown ([`Jobs::shutdown`]) every task is dropped at its next await, as the end of the
@@ -34,6 +35,8 @@ use crate::config::Config;
 const ORPHAN_SWEEP: Duration = Duration::from_secs(2);
 /// How often noted token last uses are written to the store.
 const TOKEN_USE_PERSIST: Duration = Duration::from_secs(10);
+/// How often expired import tokens are looked for (each access also destroys them).
+const IMPORT_TOKEN_SWEEP: Duration = Duration::from_secs(1);
 /// Longest sleep of the policy scheduler: policies set or changed elsewhere (another node,
 /// the instance default) are noticed within this time.
 const POLICY_PASS: Duration = Duration::from_secs(60);
@@ -71,6 +74,12 @@ impl Jobs {
         jobs.every(state, TOKEN_USE_PERSIST, |state| async move {
             if let Err(err) = state.vault.persist_token_use().await {
                 tracing::warn!(error = %err, "cannot persist token last uses; retrying");
+            }
+        });
+        jobs.every(state, IMPORT_TOKEN_SWEEP, |state| async move {
+            let destroyed = state.vault.import_tokens().sweep();
+            if destroyed > 0 {
+                tracing::info!(tokens = destroyed, "destroyed expired import tokens");
             }
         });
         jobs.policy_scheduler(state);

@@ -11,6 +11,7 @@ pub mod compat;
 mod connection;
 mod error;
 mod extract;
+mod import_routes;
 mod jobs;
 mod kms_routes;
 mod lifecycle_routes;

@@ -27,6 +27,10 @@ pub enum Action {
     SecretsUnsetKeyForDeletion,
     /// Setting a key's rotation and deletion policies.
     SecretsSetKeyPolicies,
+    /// `POST /v1/import_token`: a new import token for secure import.
+    ImportTokenCreate,
+    /// `GET /v1/import_token/{id}`.
+    ImportTokenRead,
     /// `POST /v1/keys/{key}/wrap`.
     SecretsWrap,
     /// `POST /v1/keys/{key}/unwrap`.
@@ -105,6 +109,8 @@ impl Action {
             Action::SecretsSetKeyForDeletion => "kms.secrets.setkeyfordeletion",
             Action::SecretsUnsetKeyForDeletion => "kms.secrets.unsetkeyfordeletion",
             Action::SecretsSetKeyPolicies => "kms.secrets.setkeypolicies",
+            Action::ImportTokenCreate => "kms.import-token.create",
+            Action::ImportTokenRead => "kms.import-token.read",
             Action::SecretsWrap => "kms.secrets.wrap",
             Action::SecretsUnwrap => "kms.secrets.unwrap",
             Action::SecretsRewrap => "kms.secrets.rewrap",
@@ -157,6 +163,7 @@ mod tests {
             (Action::SecretsCreate, "kms.secrets.create"),
             (Action::SecretsDelete, "kms.secrets.delete"),
             (Action::SecretsRotate, "kms.secrets.rotate"),
+            (Action::ImportTokenCreate, "kms.import-token.create"),
             (Action::SecretsWrap, "kms.secrets.wrap"),
             (Action::TransitDatakey, "kms.transit.datakey"),
             (Action::KmsV2Decrypt, "kms.kmsv2.decrypt"),

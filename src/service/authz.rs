@@ -146,7 +146,7 @@ impl Vault {
     pub async fn revoke(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
         let result: Result<(AuthorizationRecord, Vec<AuthorizationRecord>), ServiceError> = async {
             who.require_operator()?;
-            let _gate = self.gate.write().await;
+            let _gate = self.records.gate().write().await;
             let _admin = self.admin().await?;
             let record = self
                 .read_catalog()

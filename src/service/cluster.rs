@@ -160,7 +160,7 @@ impl Vault {
         };
         for id in databases {
             self.keys.deks().purge_database(id);
-            self.seal_budgets.remove(id);
+            self.records.seal_budgets().remove(id);
         }
         self.cluster.version.store(version, Ordering::Release);
         Ok(())

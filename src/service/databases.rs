@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::authz::{DATABASES, DELEGATOR, READER};
 use super::keys::{find_key, require_usable};
-use super::{now_rfc3339, validate_name, Principal, ServiceError, Vault};
+use super::{now_rfc3339, unix_to_rfc3339, validate_name, Principal, ServiceError, Vault};
 use crate::api::{CreateDatabaseRequest, DatabaseInfo};
 use crate::crypto::bindings::dek_context;
 use crate::crypto::{Cipher, EnvelopeKind, SecretKey};
@@ -314,14 +314,4 @@ pub(super) fn find_database<'a>(
     catalog
         .find_database(reference)
         .ok_or_else(|| ServiceError::NotFound(format!("no database named {reference:?}")))
-}
-
-pub(super) fn unix_to_rfc3339(secs: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }

@@ -1,19 +1,22 @@
-//! The keys part's own state: the root-key backend (the keystore) and the cache of unwrapped
-//! DEKs. Key and DEK operations run on the facade (they read the catalog and commit), but
+//! The keys part's own state: the root-key backend (the keystore), the cache of unwrapped
+//! DEKs and this node's import tokens. Key and DEK operations run on the facade (they read the catalog and commit), but
 //! every keystore call goes through [`Keyring::call`] and every cached DEK through
 //! [`Keyring::deks`].
 
 use std::sync::Arc;
 
 use super::dek_cache::DekCache;
+use super::import_tokens::ImportTokens;
 use crate::keystore::RootKeyBackend;
 
-/// The keystore and the DEK cache.
+/// The keystore, the DEK cache and the import tokens.
 pub(crate) struct Keyring {
     backend: Arc<dyn RootKeyBackend>,
     /// Whether keystore calls may wait on a device or the network (see [`Keyring::call`]).
     remote: bool,
     deks: DekCache,
+    /// This node's import tokens (in memory only; `[keys] import_token_*`).
+    import_tokens: ImportTokens,
 }
 
 impl Keyring {
@@ -22,6 +25,7 @@ impl Keyring {
             remote: backend.describe().remote,
             backend,
             deks: DekCache::default(),
+            import_tokens: ImportTokens::default(),
         }
     }
 
@@ -54,5 +58,15 @@ impl Keyring {
     /// Replaces the (still empty) DEK cache, with the configured cap and lifetime.
     pub(crate) fn set_dek_cache(&mut self, deks: DekCache) {
         self.deks = deks;
+    }
+
+    /// This node's import tokens.
+    pub(crate) fn import_tokens(&self) -> &ImportTokens {
+        &self.import_tokens
+    }
+
+    /// Replaces the (still empty) import tokens, with the configured settings.
+    pub(crate) fn set_import_tokens(&mut self, tokens: ImportTokens) {
+        self.import_tokens = tokens;
     }
 }

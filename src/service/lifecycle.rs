@@ -130,7 +130,7 @@ impl Vault {
         };
         let result: Result<KeyInfo, ServiceError> = async {
             who.require_operator()?;
-            let _gate = self.gate.write().await;
+            let _gate = self.records.gate().write().await;
             let _admin = self.admin().await?;
             let mut key = self.lifecycle_key(reference)?;
             if key.state == KeyState::Destroyed {
@@ -174,7 +174,7 @@ impl Vault {
     ) -> Result<ShredReceipt, ServiceError> {
         let result: Result<ShredReceipt, ServiceError> = async {
             who.require_operator()?;
-            let _gate = self.gate.write().await;
+            let _gate = self.records.gate().write().await;
             let _admin = self.admin().await?;
             let mut key = self.lifecycle_key(reference)?;
             if key.state == KeyState::Destroyed {
@@ -268,7 +268,7 @@ impl Vault {
         self.keys.deks().purge_root_key(key.id);
         for db in &disabled {
             self.keys.deks().purge_database(db.id);
-            self.seal_budgets.remove(db.id);
+            self.records.seal_budgets().remove(db.id);
         }
         Ok(disabled.into_iter().map(|db| db.id).collect())
     }
@@ -281,7 +281,7 @@ impl Vault {
     ) -> Result<DatabaseInfo, ServiceError> {
         let result: Result<DatabaseInfo, ServiceError> = async {
             who.require_operator()?;
-            let _gate = self.gate.write().await;
+            let _gate = self.records.gate().write().await;
             let _admin = self.admin().await?;
             let mut db = find_database(&self.read_catalog(), reference)?.clone();
             match db.state {
@@ -301,7 +301,7 @@ impl Vault {
             db.deleted_at = Some(now_rfc3339());
             // Rounded up to the next whole second: the period is never shorter than configured.
             // A shredded database restored after an earlier deletion keeps that purge date.
-            let period = self.soft_delete_period;
+            let period = self.records.soft_delete_period();
             let period_secs = period.as_secs() + u64::from(period.subsec_nanos() > 0);
             db.purge_at = Some(db.purge_at.unwrap_or(now + period_secs + 1));
             self.commit(vec![CatalogChange::PutDatabase(db.clone())])

@@ -1,5 +1,38 @@
 //! The rules of DESIGN.md: root keys, databases, records, tokens. Route handlers call one
-//! method here each; this layer owns state checks, durability and the DEK cache.
+//! method of [`Vault`] each; this layer owns state checks, durability and the DEK cache.
+//!
+//! `Vault` is a facade over what every part shares (the store and its group-commit flusher,
+//! the in-memory catalog, the admin mutex, the cluster state) and five parts that own the rest
+//! of the state, each reached only through its methods:
+//!
+//! - `keyring::Keyring`, keys and keystore: the root-key backend, the DEK cache, the import
+//!   tokens;
+//! - `record_state::RecordState`, databases and records: the gate, the per-database locks,
+//!   the seal budgets, free space, limits;
+//! - `backups::Backups`: the backup target and what is known of its objects;
+//! - `jobs::JobState`: rotation progress, token last uses, instance-wide key policies;
+//! - `activity::Activity`, audit: the activity log and this instance's CRNs; every event is
+//!   a typed [`Action`].
+//!
+//! # Lock order
+//!
+//! Locks are taken in this order, never the reverse: a lock further down may be taken while
+//! one above it is held, not the other way round.
+//!
+//! | # | Lock | Kind | Taken by |
+//! |---|------|------|----------|
+//! | 1 | `RecordState::gate` | tokio `RwLock` | record operations and batches (shared, for their whole duration); disable, shred, revoke, scheduled deletion (exclusive, before 3) |
+//! | 2 | a database lock (`Vault::database_lock`) | tokio `RwLock` per database | record writes and deletes (shared); a backup's snapshot (exclusive) |
+//! | 3 | the admin mutex (`Vault::admin`) | tokio `Mutex` | every catalog mutation, held until its commit is applied; a record write reserving seal budget takes it under 1 and 2 |
+//! | 4 | the cluster admin lock | PostgreSQL advisory lock | with 3, on a shared store only |
+//! | 5 | `ClusterState::refresh` | tokio `Mutex` | with 3 while the catalog is brought up to date; alone when a request refreshes it |
+//! | 6 | the catalog (`Vault::catalog`) | std `RwLock` | short reads and the one writer `catalog::apply`; never held across an `.await` |
+//! | 7 | the database-lock map, the seal budgets, the DEK cache's shards, rotation progress, token last uses, the backup rejects (`Backups::rejected`, under 6's read lock) | std `Mutex`/`RwLock` | single lookups or updates, never across an `.await`, never while taking another lock |
+//! | 8 | the activity log (its tail and fsync state) | std `Mutex` | `AuditLog::append`; never with 6 held (the target is resolved first) |
+//!
+//! The group-commit flusher and the keystore are no locks here: they are awaited (or called)
+//! with at most 1–5 held. A shred takes 1 exclusively and then 3, so no record operation is
+//! between its check and its acknowledgement while the key's state changes.
 
 mod activity;
 mod audit;
@@ -19,6 +52,8 @@ mod disk_space;
 mod dual_auth;
 mod durability;
 mod error;
+mod import_tokens;
+mod jobs;
 mod keyring;
 mod keys;
 mod kms_v2;
@@ -28,10 +63,12 @@ mod purge_backups;
 mod purge_databases;
 mod readiness;
 mod record_batch;
+mod record_state;
 mod records;
 mod rotation;
 mod scheduled_deletion;
 mod seal_budget;
+mod secure_import;
 mod shred_receipt;
 mod token_lifecycle;
 mod tokens;
@@ -52,12 +89,14 @@ pub use catalog::Catalog;
 pub use data_dir::DataDirError;
 pub use dual_auth::DeletionApproval;
 pub use error::ServiceError;
+pub use import_tokens::{ImportError, ImportSettings, ImportTokens, RejectCause};
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
 pub use policies::{
     parse_rotate_every, KeyPolicyInfo, SetPolicyRequest, MAX_ROTATE_DAYS, MIN_ROTATE_DAYS,
 };
 pub use record_batch::{BatchOp, BatchOutcome, MAX_BATCH_OPS};
 pub use rotation::RotationStatus;
+pub use secure_import::{import_settings, IMPORT_TOKEN_CREATE, IMPORT_TOKEN_READ};
 pub use token_lifecycle::unix_now;
 pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenInfo};
 pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
@@ -79,37 +118,28 @@ pub struct Limits {
     pub max_record_key: usize,
 }
 
-/// The daemon's state: catalog, keystore, store and caches.
+/// The daemon's state: what every part shares (store, catalog, admin mutex, cluster state)
+/// and the parts (see the module doc).
 pub struct Vault {
     store: Arc<dyn Store>,
-    /// The keys part: the keystore and the DEK cache.
-    keys: keyring::Keyring,
-    catalog: RwLock<Catalog>,
-    seal_budgets: seal_budget::SealBudgets,
-    database_locks: records::DatabaseLocks,
-    /// The backups part: where backups are written and what it keeps about that target.
-    backups: backups::Backups,
-    rotations: rotation::RotationProgress,
     flusher: GroupFlusher,
+    catalog: RwLock<Catalog>,
     /// Serializes catalog mutations (create, delete, state changes) so each computes its
-    /// change from a state no other mutation is changing. Record traffic never takes it.
+    /// change from a state no other mutation is changing. Record traffic takes it only to
+    /// reserve seal budget.
     admin: tokio::sync::Mutex<()>,
     /// Following other nodes' catalog changes on a shared store.
     cluster: cluster::ClusterState,
-    /// Record operations hold it shared for their whole duration, acknowledgement included;
-    /// disable, shred and purge take it exclusively. So once one of those returns, no write
-    /// can still be acknowledged under the old state.
-    gate: tokio::sync::RwLock<()>,
-    /// The audit part: the activity log and this instance's CRNs.
+    /// Keys and keystore: the root-key backend, the DEK cache, the import tokens.
+    keys: keyring::Keyring,
+    /// Databases and records: the gate, database locks, seal budgets, free space, limits.
+    records: record_state::RecordState,
+    /// Backups: the backup target and what is known of its objects.
+    backups: backups::Backups,
+    /// Jobs: rotation progress, token last uses, instance-wide key policies.
+    jobs: jobs::JobState,
+    /// Audit: the activity log and this instance's CRNs.
     activity: activity::Activity,
-    limits: Limits,
-    soft_delete_period: Duration,
-    /// The data dir's free-space floor, checked before record writes.
-    disk_space: DiskSpace,
-    /// Token last uses not yet persisted.
-    token_use: token_lifecycle::TokenUse,
-    /// Instance-wide key policies (`[keys] rotate_every`, `[lifecycle] dual_auth_delete`).
-    policy_defaults: policies::PolicyDefaults,
 }
 
 impl Vault {
@@ -156,15 +186,21 @@ impl Vault {
             config.lifecycle.soft_delete_period,
         )?
         .with_dek_cache(config.cache.max_deks, config.cache.dek_ttl);
-        vault.disk_space = DiskSpace::new(data_dir.clone(), config.limits.min_free_space);
+        vault.records.set_disk_space(DiskSpace::new(
+            data_dir.clone(),
+            config.limits.min_free_space,
+        ));
         vault.backups = backups::Backups::new(
             crate::backup::target::from_config(config)?,
             config.backup.keep_after_purge,
         );
-        vault.policy_defaults = policies::PolicyDefaults {
+        vault.jobs.set_policy_defaults(policies::PolicyDefaults {
             provider_rotate_every_days: config.keys.rotate_every_days,
             dual_auth_delete: config.lifecycle.dual_auth_delete,
-        };
+        });
+        vault
+            .keys
+            .set_import_tokens(ImportTokens::new(import_settings(&config.keys)));
         Ok(vault)
     }
 
@@ -186,25 +222,18 @@ impl Vault {
             store,
             keys: keyring::Keyring::new(keystore),
             catalog: RwLock::new(catalog),
-            seal_budgets: seal_budget::SealBudgets::default(),
-            database_locks: records::DatabaseLocks::default(),
             backups: backups::Backups::new(
                 Arc::new(crate::backup::target::local::LocalDirTarget::new(
                     backup_dir,
                 )),
                 Duration::ZERO,
             ),
-            rotations: rotation::RotationProgress::default(),
             flusher,
             admin: tokio::sync::Mutex::new(()),
             cluster: cluster::ClusterState::at_version(version),
-            gate: tokio::sync::RwLock::new(()),
             activity: activity::Activity::new(audit, instance_name, instance.id),
-            limits,
-            soft_delete_period,
-            disk_space: DiskSpace::unchecked(),
-            token_use: Default::default(),
-            policy_defaults: Default::default(),
+            records: record_state::RecordState::new(limits, soft_delete_period),
+            jobs: jobs::JobState::default(),
         })
     }
 
@@ -278,7 +307,7 @@ impl Vault {
                     self.keys.deks().purge_root_key(key);
                 }
                 catalog::Effect::Database { id, unusable } => {
-                    self.seal_budgets.remove(id);
+                    self.records.seal_budgets().remove(id);
                     if unusable {
                         self.keys.deks().purge_database(id);
                     }
@@ -391,7 +420,7 @@ impl Vault {
 
     /// The configured limits.
     pub fn limits(&self) -> Limits {
-        self.limits
+        self.records.limits()
     }
 
     /// Number of DEKs currently unwrapped in memory.
@@ -421,6 +450,17 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}
+
+/// A Unix time, RFC 3339 UTC (empty if out of range).
+pub(crate) fn unix_to_rfc3339(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 /// Names of keys and databases: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.

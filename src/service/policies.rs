@@ -42,7 +42,8 @@ impl Vault {
     fn rotation_period(&self, catalog: &Catalog, key: &KeyRecord) -> Option<(u32, &'static str)> {
         if key.origin == KeyOrigin::Provider {
             return self
-                .policy_defaults
+                .jobs
+                .policy_defaults()
                 .provider_rotate_every_days
                 .map(|d| (d, "instance"));
         }
@@ -61,7 +62,8 @@ impl Vault {
             .is_some_and(|p| p.dual_auth_delete)
         {
             Some("key")
-        } else if self.policy_defaults.dual_auth_delete && key.origin != KeyOrigin::Provider {
+        } else if self.jobs.policy_defaults().dual_auth_delete && key.origin != KeyOrigin::Provider
+        {
             Some("instance")
         } else {
             None

@@ -100,7 +100,7 @@ impl Vault {
             self.keys.deks().purge_root_key(key.id);
         }
         self.keys.deks().purge_database(db.id);
-        self.seal_budgets.remove(db.id);
+        self.records.seal_budgets().remove(db.id);
         let crns = |list: &[crate::store::BackupRecord]| -> Vec<String> {
             list.iter().map(|b| self.crn("backup", &b.id)).collect()
         };
@@ -113,7 +113,7 @@ impl Vault {
 
     /// How often the purge task should look for expired soft deletions.
     pub fn purge_interval(&self) -> std::time::Duration {
-        (self.soft_delete_period / 4).clamp(
+        (self.records.soft_delete_period() / 4).clamp(
             std::time::Duration::from_millis(250),
             std::time::Duration::from_secs(60),
         )

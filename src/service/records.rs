@@ -78,7 +78,7 @@ impl Vault {
     }
 
     pub(super) fn validate_record_key(&self, key: &str) -> Result<(), ServiceError> {
-        let max = self.limits.max_record_key;
+        let max = self.records.limits().max_record_key;
         if key.is_empty() || key.len() > max {
             return Err(ServiceError::BadRequest(format!(
                 "record key must be 1 to {max} bytes"
@@ -138,18 +138,19 @@ impl Vault {
         key: &str,
         value: &[u8],
     ) -> Result<(), ServiceError> {
-        let _gate = self.gate.read().await;
+        let _gate = self.records.gate().read().await;
         let db = self.usable_database(who, database)?;
         let lock = self.database_lock(db);
         let _writing = lock.read().await;
         self.validate_record_key(key)?;
-        if value.len() > self.limits.max_record_size {
+        if value.len() > self.records.limits().max_record_size {
             return Err(ServiceError::TooLarge(format!(
                 "record value exceeds {} bytes",
-                self.limits.max_record_size
+                self.records.limits().max_record_size
             )));
         }
-        self.disk_space
+        self.records
+            .disk_space()
             .ensure_room((key.len() + value.len()) as u64)?;
         self.seal_and_store(db, key, value).await?;
         self.flusher.durable().await
@@ -186,7 +187,7 @@ impl Vault {
         database: &str,
         key: &str,
     ) -> Result<Vec<u8>, ServiceError> {
-        let _gate = self.gate.read().await;
+        let _gate = self.records.gate().read().await;
         let db = self.usable_database(who, database)?;
         self.validate_record_key(key)?;
         self.load_and_open(db, key).await
@@ -221,7 +222,7 @@ impl Vault {
         database: &str,
         key: &str,
     ) -> Result<(), ServiceError> {
-        let _gate = self.gate.read().await;
+        let _gate = self.records.gate().read().await;
         let db = self.usable_database(who, database)?;
         let lock = self.database_lock(db);
         let _writing = lock.read().await;
@@ -251,7 +252,7 @@ impl Vault {
         database: &str,
         query: RecordListQuery,
     ) -> Result<RecordPage, ServiceError> {
-        let _gate = self.gate.read().await;
+        let _gate = self.records.gate().read().await;
         let db = self.usable_database(who, database)?;
         let limit = query.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
@@ -333,7 +334,8 @@ impl Vault {
     /// The write lock of a database.
     pub(super) fn database_lock(&self, database: Uuid) -> Arc<tokio::sync::RwLock<()>> {
         let mut locks = self
-            .database_locks
+            .records
+            .locks()
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner());

@@ -140,7 +140,7 @@ impl Vault {
         .await?;
         // Progress of this job from the moment it exists, so a caller that does not wait sees
         // it (and not the previous job's final status).
-        self.rotations.set(
+        self.jobs.rotations().set(
             job.key_id,
             RotationStatus::pending(job.id.clone(), job.target_version),
         );
@@ -167,7 +167,7 @@ impl Vault {
                     .collect()
             };
             let total = pending(&self.read_catalog()).len() as u64;
-            self.rotations.set(
+            self.jobs.rotations().set(
                 job.key_id,
                 RotationStatus {
                     job: job.id.clone(),
@@ -202,7 +202,7 @@ impl Vault {
                 let n = rewrapped.len() as u64;
                 self.commit(rewrapped.into_iter().map(CatalogChange::PutDek).collect())
                     .await?;
-                self.rotations.update(job.key_id, |s| s.done += n);
+                self.jobs.rotations().update(job.key_id, |s| s.done += n);
             }
             let _admin = self.admin().await?;
             let backups = tokio::task::block_in_place(|| {
@@ -228,21 +228,24 @@ impl Vault {
             }
             self.commit(vec![CatalogChange::DeleteJob(job.key_id)])
                 .await?;
-            self.rotations.update(job.key_id, |s| {
+            self.jobs.rotations().update(job.key_id, |s| {
                 s.state = "completed".into();
                 s.retired_versions = retired.clone();
                 s.backups_rewrapped = backups_rewrapped;
             });
-            self.rotations.get(job.key_id).ok_or(ServiceError::Internal(
-                "a finished rotation has no progress entry",
-            ))
+            self.jobs
+                .rotations()
+                .get(job.key_id)
+                .ok_or(ServiceError::Internal(
+                    "a finished rotation has no progress entry",
+                ))
         }
         .await;
         self.release_rotation(job.key_id);
         if let Err(err) = &result {
             // Visible in `GET …/rotation`; the job stays in the catalog and resumes at start.
             let reason = format!("{} ({})", err, err.code());
-            self.rotations.update(job.key_id, |s| {
+            self.jobs.rotations().update(job.key_id, |s| {
                 s.state = "failed".into();
                 s.error = Some(reason);
             });
@@ -295,7 +298,7 @@ impl Vault {
     ) -> Result<RotationStatus, ServiceError> {
         who.require_operator()?;
         let key = self.lifecycle_key(reference)?;
-        if let Some(status) = self.rotations.get(key.id) {
+        if let Some(status) = self.jobs.rotations().get(key.id) {
             return Ok(status);
         }
         match self.read_catalog().jobs.get(&key.id) {

@@ -55,7 +55,7 @@ impl Vault {
         let result: Result<KeyInfo, ServiceError> = async {
             who.require_operator()?;
             let wait = parse_deletion_wait(after)?;
-            let _gate = self.gate.write().await;
+            let _gate = self.records.gate().write().await;
             let _admin = self.admin().await?;
             let mut key = self.lifecycle_key(reference)?;
             match key.state {
@@ -138,7 +138,7 @@ impl Vault {
     ) -> Result<KeyInfo, ServiceError> {
         let result: Result<KeyInfo, ServiceError> = async {
             let mut key = key.clone();
-            let _gate = self.gate.write().await;
+            let _gate = self.records.gate().write().await;
             let _admin = self.admin().await?;
             // Re-read under the locks: the shred may have run meanwhile.
             let current = self.lifecycle_key(&key.id.to_string())?;
@@ -202,7 +202,7 @@ impl Vault {
             databases: Vec::new(),
             peer_uid: None,
         };
-        let _gate = self.gate.write().await;
+        let _gate = self.records.gate().write().await;
         let _admin = self.admin().await?;
         let Some(mut key) = self.read_catalog().keys.get(&key_id).cloned() else {
             return Ok(false);

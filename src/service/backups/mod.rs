@@ -98,7 +98,7 @@ impl Vault {
             created_at: b.created_at.clone(),
             state: b.state.clone(),
             path: self.backups.target().location(&b.file),
-            expires_at: b.expires_at.map(super::databases::unix_to_rfc3339),
+            expires_at: b.expires_at.map(super::unix_to_rfc3339),
         }
     }
 
