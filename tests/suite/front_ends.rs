@@ -2,7 +2,7 @@
 //! listener drains on SIGTERM like the socket API (every request already started is answered,
 //! new connections are refused, then the daemon exits 0).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
