@@ -22,7 +22,6 @@ use axum::body::Body;
 use bytes::Bytes;
 use hyper::body::Frame;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
-use tokio::net::UnixStream;
 use tokio::sync::watch;
 
 /// How long a connection must have been idle before pressure closes it: a client that just
@@ -145,27 +144,32 @@ impl hyper::body::Body for TrackedBody {
 }
 
 /// The accepted socket, noting reads in [`Activity`] and lingering when dropped.
-pub struct TrackedStream {
-    inner: Option<UnixStream>,
+pub struct TrackedStream<S: Stream> {
+    inner: Option<S>,
     activity: Arc<Activity>,
 }
 
-impl TrackedStream {
-    pub fn new(stream: UnixStream, activity: Arc<Activity>) -> Self {
+/// What an accepted connection is: a Unix or a TCP stream.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for S {}
+
+impl<S: Stream> TrackedStream<S> {
+    pub fn new(stream: S, activity: Arc<Activity>) -> Self {
         Self {
             inner: Some(stream),
             activity,
         }
     }
 
-    fn stream(&mut self) -> io::Result<&mut UnixStream> {
+    fn stream(&mut self) -> io::Result<&mut S> {
         self.inner
             .as_mut()
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 }
 
-impl AsyncRead for TrackedStream {
+impl<S: Stream> AsyncRead for TrackedStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -184,7 +188,7 @@ impl AsyncRead for TrackedStream {
     }
 }
 
-impl AsyncWrite for TrackedStream {
+impl<S: Stream> AsyncWrite for TrackedStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -211,7 +215,7 @@ impl AsyncWrite for TrackedStream {
     }
 }
 
-impl Drop for TrackedStream {
+impl<S: Stream> Drop for TrackedStream<S> {
     fn drop(&mut self) {
         let Some(stream) = self.inner.take() else {
             return;
@@ -232,7 +236,7 @@ impl Drop for TrackedStream {
 
 /// Reads and discards until the client closes its side or [`LINGER_BYTES`] have been read.
 /// Our side is shut for writing first, so the client sees the end of the answer.
-async fn drain(mut stream: UnixStream) {
+async fn drain<S: Stream>(mut stream: S) {
     use tokio::io::AsyncWriteExt as _;
     let _ = stream.shutdown().await;
     let mut buf = vec![0u8; 64 * 1024];

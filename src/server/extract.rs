@@ -52,23 +52,14 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             })
             .map(str::trim);
         let peer = parts.extensions.get::<PeerCred>().map(|p| p.uid);
-        let uid_allowed = state.peer_allowed(peer);
-        // Other nodes' changes (a revoked token, a shredded key) apply before this
-        // request is checked; a no-op on the embedded store.
-        state.vault.refresh_catalog().await?;
-        let result = if uid_allowed {
-            match (bearer, parts.extensions.get::<Arc<TokenMemo>>()) {
-                (Some(bearer), Some(memo)) => {
-                    state.vault.authenticate_hashed(&memo.hash(bearer), peer)
-                }
-                _ => state.vault.authenticate(bearer, peer),
-            }
-        } else {
-            Err(ServiceError::Forbidden(format!(
-                "peer uid {} is not in allowed_uids",
-                peer.map_or_else(|| "unknown".to_string(), |u| u.to_string())
-            )))
+        let memo = parts.extensions.get::<Arc<TokenMemo>>();
+        let hashed = bearer.zip(memo).map(|(bearer, memo)| memo.hash(bearer));
+        let credential = match (&hashed, bearer) {
+            (Some(hash), _) => Bearer::Hashed(hash),
+            (None, Some(token)) => Bearer::Token(token),
+            (None, None) => Bearer::Missing,
         };
+        let result = state.authenticate(credential, peer).await;
         if result.is_err() {
             let anonymous = Principal {
                 token_id: "anonymous".into(),
@@ -107,6 +98,45 @@ impl TokenMemo {
         let hash = TokenHash::of(bearer);
         *last = Some((zeroize::Zeroizing::new(bearer.to_owned()), hash.clone()));
         hash
+    }
+}
+
+/// A bearer token as a front end holds it when it asks who is calling.
+pub enum Bearer<'a> {
+    /// No token was sent.
+    Missing,
+    /// The token as sent.
+    Token(&'a str),
+    /// The hash of a token, remembered from an earlier request or command of the connection.
+    Hashed(&'a TokenHash),
+}
+
+impl AppState {
+    /// Who is calling: the one authentication of every token-carrying front end (the socket
+    /// API, transit on the socket and over TCP, the Redis protocol). The peer uid must be in
+    /// `allowed_uids`; other nodes' changes (a revoked token, a shredded key) apply first;
+    /// then [`crate::service::Vault::authenticate`] resolves the token. Authorization per key
+    /// and database is the service's, on each call with this principal. Each front end audits
+    /// a refusal in its own terms (route or command).
+    pub async fn authenticate(
+        &self,
+        bearer: Bearer<'_>,
+        peer_uid: Option<u32>,
+    ) -> Result<Principal, ServiceError> {
+        let uid_allowed = self.peer_allowed(peer_uid);
+        // A no-op on the embedded store.
+        self.vault.refresh_catalog().await?;
+        if !uid_allowed {
+            return Err(ServiceError::Forbidden(format!(
+                "peer uid {} is not in allowed_uids",
+                peer_uid.map_or_else(|| "unknown".to_string(), |u| u.to_string())
+            )));
+        }
+        match bearer {
+            Bearer::Missing => self.vault.authenticate(None, peer_uid),
+            Bearer::Token(token) => self.vault.authenticate(Some(token), peer_uid),
+            Bearer::Hashed(hash) => self.vault.authenticate_hashed(hash, peer_uid),
+        }
     }
 }
 

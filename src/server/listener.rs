@@ -1,4 +1,7 @@
-//! Accept loop, per-connection tasks, peer credentials and graceful shutdown.
+//! The one listener layer of every front end: socket safety checks ([`bind`]), the accept loop
+//! with connection permits, idle shedding, peer credentials and graceful shutdown
+//! ([`accept_until_signal`], over a Unix or a loopback TCP listener), and the per-connection
+//! HTTP/1.1 ([`serve_http`]) and HTTP/2 ([`serve_http2`]) drivers.
 
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt};
 use std::path::Path;
@@ -6,13 +9,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{UnixListener, UnixStream};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use super::connection::{track_body, Activity, Pressure, TrackedStream, IDLE_GRACE};
+use super::connection::{track_body, Activity, Pressure, Stream, TrackedStream, IDLE_GRACE};
 use super::extract::{PeerCred, TokenMemo};
 use super::{AppState, ServerError};
 use crate::config::Config;
@@ -90,6 +93,7 @@ pub async fn serve(
     listener: UnixListener,
     app: Router,
     state: Arc<AppState>,
+    others: Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<(), ServerError> {
     let path = config.socket.clone();
     let header_timeout = config.limits.request_timeout;
@@ -98,13 +102,19 @@ pub async fn serve(
     if let Err(err) = crate::telemetry::notify::Notifier::from_env().ready("serving") {
         tracing::warn!(error = %err, "cannot notify the service manager");
     }
-    accept_until_signal(
+    let served = accept_until_signal(
         listener,
-        &path,
+        &path.display().to_string(),
         config.limits.max_connections,
         move |accepted| serve_http(accepted, app.clone(), header_timeout),
     )
-    .await?;
+    .await;
+    // The other front ends stop on the same signal; their in-flight requests finish before
+    // the background jobs stop and the final flush runs.
+    for other in others {
+        let _ = other.await;
+    }
+    served?;
     state.jobs.shutdown().await;
     if let Err(err) = state.vault.flush().await {
         tracing::error!(error = %err, "final flush failed");
@@ -115,12 +125,12 @@ pub async fn serve(
 }
 
 /// One accepted connection, handed by [`accept_until_signal`] to its protocol's task.
-pub struct Accepted {
+pub struct Accepted<S: Stream = UnixStream> {
     /// The socket, noting reads in `activity` and lingering when dropped.
-    pub stream: TrackedStream,
+    pub stream: TrackedStream<S>,
     /// Whether the connection is busy (idle connections give way under pressure).
     pub activity: Arc<Activity>,
-    /// The peer's credentials (SO_PEERCRED).
+    /// The peer's credentials (SO_PEERCRED; none over TCP).
     pub peer: Option<PeerCred>,
     /// Becomes true when the daemon shuts down: finish the request in flight, then close.
     pub shutdown: watch::Receiver<bool>,
@@ -128,23 +138,64 @@ pub struct Accepted {
     pub pressure: watch::Receiver<u64>,
 }
 
-/// The accept loop shared by every Unix-socket front end: a connection permit (of
-/// `max_connections`) before `accept`, idle connections shed while none is free, one task per
-/// connection, and on SIGINT/SIGTERM: stop accepting, tell every connection, wait for all.
-pub async fn accept_until_signal<F, Fut>(
-    listener: UnixListener,
-    path: &Path,
+/// A listener the accept loop can serve: a Unix socket (with the peer's credentials) or a TCP
+/// socket (loopback only, no credentials).
+pub trait Listen {
+    /// The accepted stream.
+    type Stream: Stream;
+    /// The next connection and, on a Unix socket, its peer's credentials.
+    fn accept_peer(
+        &self,
+    ) -> impl std::future::Future<Output = std::io::Result<(Self::Stream, Option<PeerCred>)>> + Send;
+}
+
+impl Listen for UnixListener {
+    type Stream = UnixStream;
+
+    async fn accept_peer(&self) -> std::io::Result<(UnixStream, Option<PeerCred>)> {
+        let (stream, _) = self.accept().await?;
+        let peer = stream.peer_cred().ok().map(|c| PeerCred {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid(),
+        });
+        Ok((stream, peer))
+    }
+}
+
+impl Listen for TcpListener {
+    type Stream = TcpStream;
+
+    async fn accept_peer(&self) -> std::io::Result<(TcpStream, Option<PeerCred>)> {
+        let (stream, _) = self.accept().await?;
+        // Small request/answer exchanges: Nagle would only add latency.
+        let _ = stream.set_nodelay(true);
+        Ok((stream, None))
+    }
+}
+
+/// The accept loop shared by every front end: a connection permit (of `max_connections`)
+/// before `accept`, idle connections shed while none is free, one task per connection, and on
+/// SIGINT/SIGTERM: stop accepting, tell every connection, wait for all. `endpoint` names the
+/// listener in logs and errors.
+pub async fn accept_until_signal<L, F, Fut>(
+    listener: L,
+    endpoint: &str,
     max_connections: usize,
     mut handle: F,
 ) -> Result<(), ServerError>
 where
-    F: FnMut(Accepted) -> Fut,
+    L: Listen,
+    F: FnMut(Accepted<L::Stream>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
-    let mut signals = Signals::new().map_err(socket_error(path))?;
+    let mut signals = Signals::new().map_err(|source| ServerError::Socket {
+        path: endpoint.to_string(),
+        source,
+    })?;
     let pressure = Pressure::new();
     loop {
         let permit = tokio::select! {
@@ -154,9 +205,9 @@ where
             },
             _ = signals.recv() => break,
         };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept_peer() => match accepted {
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Transient (EMFILE, ECONNABORTED): back off briefly and keep serving.
                     tracing::warn!(error = %err, "accept failed");
@@ -166,11 +217,6 @@ where
             },
             _ = signals.recv() => break,
         };
-        let peer = stream.peer_cred().ok().map(|c| PeerCred {
-            uid: c.uid(),
-            gid: c.gid(),
-            pid: c.pid(),
-        });
         let activity = Activity::new();
         let task = handle(Accepted {
             stream: TrackedStream::new(stream, Arc::clone(&activity)),
@@ -186,7 +232,7 @@ where
         // Reap finished connection tasks so the set does not grow without bound.
         while connections.try_join_next().is_some() {}
     }
-    tracing::info!(socket = %path.display(), "shutting down: finishing in-flight requests");
+    tracing::info!(endpoint, "shutting down: finishing in-flight requests");
     // Every front end's loop says so; the service manager takes the first and ignores repeats.
     if let Err(err) = crate::telemetry::notify::Notifier::from_env().stopping() {
         tracing::warn!(error = %err, "cannot notify the service manager");
@@ -197,9 +243,68 @@ where
     Ok(())
 }
 
+/// Runs a hyper connection (HTTP/1.1 or HTTP/2: the two types share no trait) until it
+/// closes; on shutdown, or on pressure while idle, it finishes what is in flight and closes.
+macro_rules! drive {
+    ($connection:ident, $activity:ident, $shutdown:ident, $pressed:ident) => {
+        tokio::pin!($connection);
+        loop {
+            tokio::select! {
+                _ = $connection.as_mut() => break,
+                _ = $shutdown.changed() => {
+                    $connection.as_mut().graceful_shutdown();
+                    let _ = $connection.await;
+                    break;
+                }
+                changed = $pressed.changed() => {
+                    if changed.is_err() || $activity.is_idle() {
+                        $connection.as_mut().graceful_shutdown();
+                        let _ = $connection.await;
+                        break;
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// The router as a hyper service: the peer's credentials go into each request's extensions,
+/// and each request counts as in flight until its answer is written.
+fn tracked_service(
+    app: Router,
+    peer: Option<PeerCred>,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = hyper::Response<axum::body::Body>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<
+        Output = Result<hyper::Response<axum::body::Body>, std::convert::Infallible>,
+    > + Send,
+> + Clone {
+    // The connection's last bearer token and its hash (see `TokenMemo`).
+    let memo = Arc::new(TokenMemo::default());
+    hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
+        request.extensions_mut().insert(Arc::clone(&memo));
+        let in_flight = activity.begin_request();
+        let answer = app.clone().oneshot(request);
+        async move {
+            let response = answer.await?;
+            Ok::<_, std::convert::Infallible>(response.map(|body| track_body(body, in_flight)))
+        }
+    })
+}
+
 /// Serves HTTP/1.1 on one connection until it closes, the daemon shuts down, or pressure
 /// finds it idle.
-async fn serve_http(accepted: Accepted, app: Router, header_timeout: std::time::Duration) {
+pub async fn serve_http<S: Stream>(
+    accepted: Accepted<S>,
+    app: Router,
+    header_timeout: std::time::Duration,
+) {
     let Accepted {
         stream,
         activity,
@@ -207,20 +312,7 @@ async fn serve_http(accepted: Accepted, app: Router, header_timeout: std::time::
         mut shutdown,
         pressure: mut pressed,
     } = accepted;
-    let service_activity = Arc::clone(&activity);
-    let memo = Arc::new(TokenMemo::default());
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        if let Some(peer) = peer {
-            request.extensions_mut().insert(peer);
-        }
-        request.extensions_mut().insert(Arc::clone(&memo));
-        let in_flight = service_activity.begin_request();
-        let answer = app.clone().oneshot(request);
-        async move {
-            let response = answer.await?;
-            Ok::<_, std::convert::Infallible>(response.map(|body| track_body(body, in_flight)))
-        }
-    });
+    let service = tracked_service(app, peer, Arc::clone(&activity));
     let mut builder = hyper::server::conn::http1::Builder::new();
     // A client may send its request and then shut its write side (`nc -N`, Go's
     // `CloseWrite`, some proxies): the EOF then only means no further request, so the
@@ -231,24 +323,23 @@ async fn serve_http(accepted: Accepted, app: Router, header_timeout: std::time::
         .header_read_timeout(header_timeout)
         .max_buf_size(64 * 1024);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    loop {
-        tokio::select! {
-            _ = connection.as_mut() => break,
-            _ = shutdown.changed() => {
-                connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
-                break;
-            }
-            changed = pressed.changed() => {
-                if changed.is_err() || activity.is_idle() {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                    break;
-                }
-            }
-        }
-    }
+    drive!(connection, activity, shutdown, pressed);
+}
+
+/// Serves HTTP/2 (gRPC) on one connection until it closes, the daemon shuts down (streams in
+/// flight finish, then GOAWAY), or pressure finds it idle.
+pub async fn serve_http2<S: Stream>(accepted: Accepted<S>, app: Router) {
+    let Accepted {
+        stream,
+        activity,
+        peer,
+        mut shutdown,
+        pressure: mut pressed,
+    } = accepted;
+    let service = tracked_service(app, peer, Arc::clone(&activity));
+    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    drive!(connection, activity, shutdown, pressed);
 }
 
 /// A connection permit; while none is free, asks idle connections to give theirs back

@@ -26,7 +26,9 @@ pub use error::ApiError; // the compat front ends map its errors
 pub use extract::PeerCred;
 pub use jobs::Jobs;
 // The Redis-protocol front end ([`resp`]) shares the accept loop and its safety.
-pub(crate) use listener::{accept_until_signal, bind, Accepted};
+// Every front end (the Redis protocol in [`resp`], transit over TCP and KMS v2 in [`compat`])
+// shares the listener layer: socket checks, the accept loop and the connection drivers.
+pub(crate) use listener::{accept_until_signal, bind, serve_http, serve_http2, Accepted};
 
 use crate::config::{Config, ConfigError};
 use crate::service::{ServiceError, Vault};
@@ -140,24 +142,23 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         return Err(err);
     }
     // The transit TCP listener and the KMS v2 socket, when configured.
-    if let Err(err) = compat::start(&config, Arc::clone(&state)).await {
-        let _ = std::fs::remove_file(&config.socket);
-        return Err(err);
-    }
-    let resp = match resp::start(&config, Arc::clone(&state)).await {
-        Ok(resp) => resp,
+    let mut others = match compat::start(&config, Arc::clone(&state)).await {
+        Ok(others) => others,
         Err(err) => {
             let _ = std::fs::remove_file(&config.socket);
             return Err(err);
         }
     };
-    let app = routes::router(Arc::clone(&state));
-    let served = listener::serve(&config, listener, app, state).await;
-    // The Redis-protocol listener stops on the same signal; wait until its connections drain.
-    if let Some(resp) = resp {
-        let _ = resp.await;
+    match resp::start(&config, Arc::clone(&state)).await {
+        Ok(resp) => others.extend(resp),
+        Err(err) => {
+            let _ = std::fs::remove_file(&config.socket);
+            return Err(err);
+        }
     }
-    served
+    let app = routes::router(Arc::clone(&state));
+    // The other front ends stop on the same signal; `serve` waits for them to drain.
+    listener::serve(&config, listener, app, state, others).await
 }
 
 /// A service error with its cause, for start-up failures shown to the operator (these never

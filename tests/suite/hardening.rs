@@ -108,6 +108,67 @@ async fn only_a_stale_socket_is_replaced() {
     daemon.client().list_keys().await.unwrap();
 }
 
+/// The refusal of a socket in a directory others can write.
+fn open_directory_refusal(dir: &Path) -> String {
+    format!(
+        "directory {} is writable by others (mode 777); put the socket in a private directory",
+        dir.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kms_v2_socket_gets_the_main_socket_checks() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms_dir = scratch.path().join("kms");
+    std::fs::create_dir(&kms_dir).unwrap();
+    chmod(&kms_dir, 0o700);
+    let kms = kms_dir.join("kms.sock");
+    let mut daemon = Daemon::start_with_env(&[
+        ("ENVAULT_KMS_V2_SOCKET", kms.to_str().unwrap()),
+        ("ENVAULT_KMS_V2_KEY", "kek"),
+    ])
+    .await;
+    // A stale plugin socket (the daemon was killed) is replaced; a graceful stop removes it.
+    daemon.kill9().await;
+    assert!(kms.exists(), "kill -9 leaves the plugin socket behind");
+    daemon.restart().await;
+    assert!(std::os::unix::net::UnixStream::connect(&kms).is_ok());
+    daemon.stop_graceful().await;
+    assert!(!kms.exists(), "a graceful stop removes the plugin socket");
+
+    // A regular file at the plugin socket path is refused by name and left intact.
+    let precious = b"someone's notes, not a socket\n";
+    std::fs::write(&kms, precious).unwrap();
+    let stderr = refused(&daemon, "regular file at the KMS v2 socket path");
+    assert!(
+        stderr.contains(&kms.display().to_string())
+            && stderr.contains("a regular file, not a socket"),
+        "the refusal names the path: {stderr}"
+    );
+    assert_eq!(std::fs::read(&kms).unwrap(), precious);
+    std::fs::remove_file(&kms).unwrap();
+
+    // A directory others can write is refused, in the same words as for the main socket.
+    chmod(&kms_dir, 0o777);
+    let stderr = refused(&daemon, "KMS v2 socket in a world-writable directory");
+    assert!(
+        stderr.contains(&open_directory_refusal(&kms_dir)),
+        "{stderr}"
+    );
+    assert!(!kms.exists());
+    chmod(&kms_dir, 0o700);
+    chmod(daemon.dir(), 0o777);
+    let stderr = refused(&daemon, "main socket in a world-writable directory");
+    assert!(
+        stderr.contains(&open_directory_refusal(daemon.dir())),
+        "{stderr}"
+    );
+    chmod(daemon.dir(), 0o700);
+
+    daemon.restart().await;
+    assert!(std::os::unix::net::UnixStream::connect(&kms).is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_dir_is_private_and_open_directories_are_refused() {
     let mut daemon = Daemon::start().await;

@@ -133,6 +133,25 @@ async fn kms_v2_plugin_with_a_grpcio_client() {
     assert_eq!(kms.decrypt(&ct1, &key_id_1), dek);
     assert_eq!(kms.decrypt(&ct2, &key_id_2), dek);
 
+    // The listener passes the peer's credentials: the activity log names the caller's uid.
+    let (status, body) = daemon.raw_auth("GET", "/v1/audit", b"").await;
+    assert_eq!(status, 200);
+    let log: Value = serde_json::from_slice(&body).unwrap();
+    let uid = std::fs::metadata(daemon.dir())
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap();
+    let calls: Vec<&Value> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["initiator"]["token_id"] == "kms-v2")
+        .collect();
+    assert!(!calls.is_empty(), "{log}");
+    assert!(
+        calls.iter().all(|e| e["initiator"]["peer_uid"] == uid),
+        "{calls:?}"
+    );
+
     // Garbage and mismatches are refused as invalid arguments.
     kms.fails(
         &["decrypt", &"00".repeat(80), &key_id_2],

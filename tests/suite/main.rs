@@ -26,6 +26,7 @@ mod crash_support;
 mod crypto_properties;
 mod crypto_vectors;
 mod disk_full;
+mod front_ends;
 mod fuzz_regressions;
 mod hardening;
 mod hostile_support;

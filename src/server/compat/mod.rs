@@ -11,16 +11,23 @@ pub mod transit;
 
 use std::sync::Arc;
 
+use tokio::task::JoinHandle;
+
 use crate::config::Config;
 use crate::server::{AppState, ServerError};
 
-/// Starts the optional listeners the configuration turns on.
-pub async fn start(config: &Config, state: Arc<AppState>) -> Result<(), ServerError> {
+/// Starts the optional listeners the configuration turns on; each returned task ends once
+/// the daemon has been signalled to stop and that listener's connections have finished.
+pub async fn start(
+    config: &Config,
+    state: Arc<AppState>,
+) -> Result<Vec<JoinHandle<()>>, ServerError> {
+    let mut tasks = Vec::new();
     if !config.compat.transit_listen.trim().is_empty() {
-        transit::listen(config, Arc::clone(&state)).await?;
+        tasks.push(transit::listen(config, Arc::clone(&state)).await?);
     }
     if !config.kms_v2.socket.as_os_str().is_empty() {
-        kms_v2::listen(config, Arc::clone(&state)).await?;
+        tasks.push(kms_v2::listen(config, Arc::clone(&state)).await?);
     }
-    Ok(())
+    Ok(tasks)
 }

@@ -44,8 +44,9 @@ pub async fn start(
     let max_connections = config.limits.max_connections;
     tracing::info!(socket = %path.display(), "Redis protocol listening");
     Ok(Some(tokio::spawn(async move {
+        let endpoint = path.display().to_string();
         let served =
-            crate::server::accept_until_signal(listener, &path, max_connections, |accepted| {
+            crate::server::accept_until_signal(listener, &endpoint, max_connections, |accepted| {
                 connection::serve(accepted, Arc::clone(&state), Arc::clone(&settings))
             })
             .await;

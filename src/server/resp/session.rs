@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use super::codec::Reply;
 use super::connection::Settings;
+use crate::server::extract::Bearer;
 use crate::server::{AppState, PeerCred};
 use crate::service::{Principal, ServiceError, TokenHash};
 use crate::store::TokenRole;
@@ -123,15 +124,9 @@ impl Session {
 
     /// Resolves a token as the socket API does: peer uid allowed, catalog fresh.
     async fn resolve(&self, token: &TokenHash) -> Result<Principal, ServiceError> {
-        let uid = self.peer.map(|p| p.uid);
-        if !self.state.peer_allowed(uid) {
-            return Err(ServiceError::Forbidden(format!(
-                "peer uid {} is not in allowed_uids",
-                uid.map_or_else(|| "unknown".to_string(), |u| u.to_string())
-            )));
-        }
-        self.state.vault.refresh_catalog().await?;
-        self.state.vault.authenticate_hashed(token, uid)
+        self.state
+            .authenticate(Bearer::Hashed(token), self.peer.map(|p| p.uid))
+            .await
     }
 
     /// Before each round of commands: is the token still valid?

@@ -378,12 +378,23 @@ impl Daemon {
 
     /// Sends SIGTERM, waits for the exit, asserts exit status 0 and that the socket file is gone.
     pub async fn stop_graceful(&mut self) {
+        self.send_sigterm();
+        self.wait_graceful_exit().await;
+    }
+
+    /// Sends SIGTERM and returns at once (the daemon drains its connections, then exits).
+    pub fn send_sigterm(&self) {
         let pid = self.pid().to_string();
         let status = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("run kill -TERM");
         assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the exit after a SIGTERM; asserts exit status 0 and that the socket file is
+    /// gone.
+    pub async fn wait_graceful_exit(&mut self) {
         let status = self.wait_exit().await;
         assert!(
             status.success(),

@@ -14,7 +14,6 @@
 mod v2;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -46,9 +45,8 @@ pub struct Plugin {
 fn principal<T>(request: &Request<T>) -> Principal {
     let peer_uid = request
         .extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-        .and_then(|info| info.peer_cred)
-        .map(|cred| cred.uid());
+        .get::<crate::server::PeerCred>()
+        .map(|cred| cred.uid);
     Principal {
         token_id: "kms-v2".into(),
         role: TokenRole::Operator,
@@ -193,26 +191,13 @@ impl KeyManagementService for Plugin {
     }
 }
 
-/// Binds the plugin socket (replacing a stale one, never a live one) with `socket_mode`.
-async fn bind(path: &Path, mode: u32) -> Result<tokio::net::UnixListener, ServerError> {
-    use std::os::unix::fs::PermissionsExt;
-    let error = |source| ServerError::Socket {
-        path: path.display().to_string(),
-        source,
-    };
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(ServerError::SocketInUse(path.display().to_string()));
-        }
-        std::fs::remove_file(path).map_err(error)?;
-    }
-    let listener = tokio::net::UnixListener::bind(path).map_err(error)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(error)?;
-    Ok(listener)
-}
-
-/// Serves the plugin on `[kms_v2] socket` until the daemon exits.
-pub async fn listen(config: &Config, state: Arc<AppState>) -> Result<(), ServerError> {
+/// Serves the plugin on `[kms_v2] socket` through the shared listener layer (the main
+/// socket's checks on bind, connection permits, peer credentials, idle shedding, and graceful
+/// shutdown: calls in flight finish before the daemon exits), one HTTP/2 connection per client.
+pub async fn listen(
+    config: &Config,
+    state: Arc<AppState>,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let path = config.kms_v2.socket.clone();
     if config.kms_v2.key.trim().is_empty() {
         return Err(ServerError::Socket {
@@ -220,23 +205,27 @@ pub async fn listen(config: &Config, state: Arc<AppState>) -> Result<(), ServerE
             source: std::io::Error::other("[kms_v2] socket is set but [kms_v2] key is empty"),
         });
     }
-    let listener = bind(&path, config.socket_mode).await?;
+    let listener = crate::server::bind(&path, config.socket_mode).await?;
     let plugin = Plugin {
         state,
         key: config.kms_v2.key.clone(),
     };
     tracing::info!(socket = %path.display(), key = %plugin.key, "KMS v2 plugin listening");
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_service(KeyManagementServiceServer::new(plugin))
-            .serve_with_incoming(incoming)
+    let app =
+        tonic::service::Routes::new(KeyManagementServiceServer::new(plugin)).into_axum_router();
+    let max_connections = config.limits.max_connections;
+    Ok(tokio::spawn(async move {
+        let endpoint = path.display().to_string();
+        let served =
+            crate::server::accept_until_signal(listener, &endpoint, max_connections, |accepted| {
+                crate::server::serve_http2(accepted, app.clone())
+            })
             .await;
         if let Err(err) = served {
-            tracing::error!(error = %err, "KMS v2 plugin stopped");
+            tracing::error!(error = %err, "the KMS v2 plugin listener failed");
         }
-    });
-    Ok(())
+        let _ = std::fs::remove_file(&path);
+    }))
 }
 
 #[cfg(test)]

@@ -15,10 +15,7 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::server::{AppState, ServerError};
@@ -77,9 +74,13 @@ pub fn listen_addr(text: &str) -> Result<SocketAddr, ServerError> {
     Ok(addr)
 }
 
-/// Binds the TCP listener and serves the transit routes (only those) on it until the daemon
-/// exits. Connections are bounded and slow headers cut off as on the socket.
-pub async fn listen(config: &Config, state: Arc<AppState>) -> Result<(), ServerError> {
+/// Binds the TCP listener and serves the transit routes (only those) on it through the shared
+/// accept loop (connection permits, slow headers cut off, graceful shutdown) until the daemon
+/// is signalled to stop; the returned task ends when the last connection has finished.
+pub async fn listen(
+    config: &Config,
+    state: Arc<AppState>,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let addr = listen_addr(&config.compat.transit_listen)?;
     let listener = TcpListener::bind(addr)
         .await
@@ -89,46 +90,20 @@ pub async fn listen(config: &Config, state: Arc<AppState>) -> Result<(), ServerE
         })?;
     tracing::info!(%addr, "transit API listening on TCP");
     let app = router().with_state(state);
-    let permits = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
+    let max_connections = config.limits.max_connections;
     let header_timeout = config.limits.request_timeout;
-    tokio::spawn(async move {
-        loop {
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                break;
-            };
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    tracing::warn!(error = %err, "transit accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let app = app.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: hyper::Request<hyper::body::Incoming>| {
-                        app.clone().oneshot(request)
-                    },
-                );
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                // A client may send its request and then shut its write side (`nc -N`, Go's
-                // `CloseWrite`, some proxies): the EOF then only means no further request, so the
-                // answer must still be written.
-                builder
-                    .half_close(true)
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .max_buf_size(64 * 1024);
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                drop(permit);
-            });
+    Ok(tokio::spawn(async move {
+        let served = crate::server::accept_until_signal(
+            listener,
+            &addr.to_string(),
+            max_connections,
+            move |accepted| crate::server::serve_http(accepted, app.clone(), header_timeout),
+        )
+        .await;
+        if let Err(err) = served {
+            tracing::error!(error = %err, "the transit TCP listener failed");
         }
-    });
-    Ok(())
+    }))
 }
 
 #[cfg(test)]
