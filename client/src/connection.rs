@@ -11,13 +11,13 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Mutex;
 
-use super::ClientError;
+use super::{ClientError, SecretString};
 
 /// The socket, the token every request carries, and the open connection if any. Requests take
 /// the lock for their whole exchange: HTTP/1.1 carries one at a time.
 pub(super) struct Connection {
     socket: PathBuf,
-    token: Option<String>,
+    token: Option<SecretString>,
     sender: Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
@@ -25,7 +25,7 @@ impl Connection {
     pub(super) fn new(socket: PathBuf, token: Option<String>) -> Self {
         Connection {
             socket,
-            token,
+            token: token.map(SecretString::new),
             sender: Mutex::new(None),
         }
     }
@@ -39,7 +39,7 @@ impl Connection {
     }
 
     pub(super) fn token(&self) -> Option<&str> {
-        self.token.as_deref()
+        self.token.as_ref().map(SecretString::expose_secret)
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
@@ -73,11 +73,13 @@ impl Connection {
             .uri(path_and_query)
             .header(HOST, "localhost");
         if let Some(token) = &self.token {
-            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            let header = zeroize::Zeroizing::new(format!("Bearer {}", token.expose_secret()));
+            let mut value = HeaderValue::from_str(&header).map_err(|_| {
                 ClientError::Protocol(
                     "the token contains characters not allowed in a header".into(),
                 )
             })?;
+            value.set_sensitive(true);
             builder = builder.header(AUTHORIZATION, value);
         }
         if let Some(content_type) = content_type {

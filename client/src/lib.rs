@@ -1,27 +1,6 @@
-//! Typed client of the envault daemon's socket API: HTTP/1.1 over its Unix socket, and the
-//! wire types of that API ([`api`]), which the daemon itself uses, so the two cannot drift.
-//!
-//! One [`Client`] keeps one connection and reconnects when the daemon closed it; requests on
-//! one client are serialized (HTTP/1.1 cannot interleave them on one connection), so open
-//! several clients for parallel load. Every call returns a typed value; every secret the API
-//! carries (plaintexts, DEKs, token secrets, imported key material, batch record values)
-//! travels in a [`SecretString`] or comes back in [`Zeroizing`] memory, wiped on drop.
-//!
-//! ```no_run
-//! use envault_client::{Client, ClientError};
-//!
-//! # async fn demo() -> Result<(), ClientError> {
-//! let client = Client::new("/run/envault/envault.sock", Some("token".to_string()));
-//! client.put_record("orders", "2024/0001", b"{\"total\": 12}").await?;
-//! let value = client.get_record("orders", "2024/0001").await?;
-//! assert_eq!(value, b"{\"total\": 12}");
-//!
-//! // Envelope encryption: a fresh DEK wrapped under a root key, unwrapped later.
-//! let wrapped = client.wrap("payments", None, &[]).await?;
-//! let dek = client.unwrap("payments", &wrapped.ciphertext, &[]).await?;
-//! assert_eq!(dek.len(), 32);
-//! # Ok(()) }
-//! ```
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod api;
 mod backups;

@@ -94,6 +94,64 @@ mod tests {
         );
     }
 
+    /// Every wire type that carries a secret prints `REDACTED` in its place.
+    #[test]
+    fn wire_types_redact_their_secrets() {
+        use crate::api::{
+            CreateKeyRequest, NewToken, RecordBatchOp, RecordBatchResult, UnwrapResponse,
+            WrapRequest, WrapResponse,
+        };
+        let secret = "c2VjcmV0LXZhbHVl"; // base64 of "secret-value"
+        let answers = [
+            format!(
+                "{:?}",
+                serde_json::from_str::<NewToken>(&format!(
+                    r#"{{"id":"t1","token":"{secret}","role":"app","databases":[]}}"#
+                ))
+                .unwrap()
+            ),
+            format!(
+                "{:?}",
+                serde_json::from_str::<WrapResponse>(&format!(
+                    r#"{{"ciphertext":"c","key_version":1,"plaintext":"{secret}"}}"#
+                ))
+                .unwrap()
+            ),
+            format!(
+                "{:?}",
+                serde_json::from_str::<UnwrapResponse>(&format!(r#"{{"plaintext":"{secret}"}}"#))
+                    .unwrap()
+            ),
+            format!(
+                "{:?}",
+                serde_json::from_str::<RecordBatchResult>(&format!(
+                    r#"{{"status":200,"value":"{secret}"}}"#
+                ))
+                .unwrap()
+            ),
+            format!("{:?}", RecordBatchOp::put("k", b"secret-value")),
+            format!(
+                "{:?}",
+                CreateKeyRequest {
+                    name: "k".into(),
+                    payload: Some(SecretString::new(secret.into())),
+                    description: None,
+                }
+            ),
+            format!(
+                "{:?}",
+                WrapRequest {
+                    plaintext: Some(SecretString::new(secret.into())),
+                    aad: None,
+                }
+            ),
+        ];
+        for shown in answers {
+            assert!(shown.contains("REDACTED"), "{shown}");
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
     #[test]
     fn bad_base64_is_an_error() {
         assert!(SecretString::new("not base64!".into())
