@@ -182,7 +182,7 @@ impl Client {
         path: &str,
         body: &impl Serialize,
     ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-        let body = Bytes::from(encode_json(body)?);
+        let body = Bytes::from(encode_json_exact(body)?);
         let bytes = self
             .call(method, path, Some(body), Some("application/json"))
             .await?;
@@ -298,6 +298,27 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientE
 fn encode_json(body: &impl Serialize) -> Result<Vec<u8>, ClientError> {
     serde_json::to_vec(body)
         .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))
+}
+
+/// Encodes a body holding a secret into a buffer sized once, so that no reallocation leaves a
+/// partial copy behind in freed memory (the connection wipes this buffer after sending).
+fn encode_json_exact(body: &impl Serialize) -> Result<Vec<u8>, ClientError> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let error = |e: serde_json::Error| ClientError::Protocol(format!("cannot encode request: {e}"));
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, body).map_err(error)?;
+    let mut out = Vec::with_capacity(count.0);
+    serde_json::to_writer(&mut out, body).map_err(error)?;
+    Ok(out)
 }
 
 fn decode_secret(b64: &SecretString) -> Result<Zeroizing<Vec<u8>>, ClientError> {
