@@ -7,6 +7,7 @@ mod backups;
 mod connection;
 mod data;
 mod error;
+mod import;
 mod kms;
 mod lifecycle;
 mod paths;
@@ -27,6 +28,8 @@ use api::{
 };
 use connection::Connection;
 pub use error::ClientError;
+#[cfg(feature = "secure-import")]
+pub use import::seal_for_import;
 pub use kms::KeyDeletion;
 pub use lifecycle::KeyAction;
 pub use paths::encode_segment;
@@ -209,6 +212,7 @@ impl Client {
             name: name.to_string(),
             payload: import.map(SecretString::base64_of),
             description: description.map(str::to_string),
+            ..Default::default()
         };
         let bytes = self.call_secret(Method::POST, "/v1/keys", &body).await?;
         parse_json(&bytes)

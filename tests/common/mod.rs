@@ -632,10 +632,16 @@ pub fn read_file(path: &Path) -> Vec<u8> {
 /// The CLI's exit status for an API error code (the table in docs/operations.md).
 pub fn cli_exit_status(code: &str) -> i32 {
     match code {
-        "bad_request" | "too_large" => 2,
-        "not_found" => 3,
-        "unauthenticated" | "token_expired" | "forbidden" | "not_authorized_for_key" => 4,
-        "conflict"
+        "bad_request" | "too_large" | "secure_import_failed" => 2,
+        "not_found" | "import_token_not_found" => 3,
+        "unauthenticated"
+        | "token_expired"
+        | "forbidden"
+        | "not_authorized_for_key"
+        | "plaintext_import_disabled" => 4,
+        "import_token_expired"
+        | "import_token_used_up"
+        | "conflict"
         | "duplicate_policy"
         | "key_in_use"
         | "database_deleted"

@@ -167,6 +167,45 @@ impl Postgres {
         self.running = true;
     }
 
+    /// Restarts the server with TLS on (`ssl = on`, the given PEM certificate chain and key in
+    /// its data directory) and, over TCP, only TLS connections accepted (`hostssl` lines in
+    /// `pg_hba.conf` instead of `host`): a client that does not encrypt is refused.
+    pub fn enable_tls(&mut self, cert_pem: &[u8], key_pem: &[u8]) {
+        self.stop();
+        let data = self.data_dir();
+        std::fs::write(data.join("server.crt"), cert_pem).expect("write server.crt");
+        std::fs::write(data.join("server.key"), key_pem).expect("write server.key");
+        // The server refuses a key others can read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod server.key");
+        if self.run_as_postgres {
+            let (uid, gid) = (user_id(Some("-u")), user_id(Some("-g")));
+            for file in ["server.crt", "server.key"] {
+                std::os::unix::fs::chown(data.join(file), Some(uid), Some(gid))
+                    .expect("chown to postgres");
+            }
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("read postgresql.conf");
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).expect("write postgresql.conf");
+        let hba = data.join("pg_hba.conf");
+        let rules: String = std::fs::read_to_string(&hba)
+            .expect("read pg_hba.conf")
+            .lines()
+            .map(|line| match line.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}\n"),
+                None => format!("{line}\n"),
+            })
+            .collect();
+        std::fs::write(&hba, rules).expect("write pg_hba.conf");
+        self.start_server();
+    }
+
     /// Stops the server (fast shutdown: sessions are ended, nothing committed is lost).
     pub fn stop(&mut self) {
         self.pg_ctl_stop("fast");

@@ -13,9 +13,22 @@ use crate::secret::{redacted, Redacted, SecretString};
 pub struct CreateKeyRequest {
     /// Unique name.
     pub name: String,
-    /// Base64 of exactly 32 bytes to import; absent = generate.
+    /// Base64 of exactly 32 bytes to import; absent = generate (or a secure import).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<SecretString>,
+    /// Secure import: the import token whose public key wrapped `encrypted_payload`
+    /// (see [`super::SecureImportFields`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_token: Option<String>,
+    /// Secure import: base64 of the material, RSA-OAEP-SHA-256 under the token's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted_payload: Option<String>,
+    /// Secure import: base64 of the token's nonce sealed under the material (AES-256-GCM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted_nonce: Option<String>,
+    /// Secure import: base64 of the 12-byte IV of that seal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iv: Option<String>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -136,6 +149,10 @@ impl fmt::Debug for CreateKeyRequest {
         f.debug_struct("CreateKeyRequest")
             .field("name", &self.name)
             .field("payload", &redacted(&self.payload))
+            .field("import_token", &self.import_token)
+            .field("encrypted_payload", &self.encrypted_payload)
+            .field("encrypted_nonce", &self.encrypted_nonce)
+            .field("iv", &self.iv)
             .field("description", &self.description)
             .finish()
     }

@@ -4,6 +4,7 @@
 //!
 //! One file per topic; every type is re-exported here, so `crate::api::X` is the path to use:
 //! - `keys`: root keys and wrap / unwrap / rewrap;
+//! - `import`: import tokens and the fields of a secure import;
 //! - `kms`: key policies and dual authorization;
 //! - `tokens`: bearer tokens;
 //! - `backups`: backups and their restore;
@@ -19,6 +20,7 @@ mod authorizations;
 mod backups;
 mod databases;
 mod health;
+mod import;
 mod keys;
 mod kms;
 mod lifecycle;
@@ -30,6 +32,7 @@ pub use authorizations::{AuthorizationInfo, AuthorizationList, GrantRequest};
 pub use backups::{BackupInfo, BackupList, RestoreBackupRequest};
 pub use databases::{CreateDatabaseRequest, DatabaseInfo, DatabaseList, DatabaseListQuery};
 pub use health::{AuditSyncStats, ComponentHealth, DekCacheStats, Health, ValueLogStats};
+pub use import::{CreateImportTokenRequest, ImportTokenInfo, SecureImportFields};
 pub use keys::{
     CreateKeyRequest, KeyInfo, KeyList, Registration, RewrapResponse, UnwrapRequest,
     UnwrapResponse, WrapRequest, WrapResponse,
