@@ -135,7 +135,7 @@ mod tests {
                 CreateKeyRequest {
                     name: "k".into(),
                     payload: Some(SecretString::new(secret.into())),
-                    description: None,
+                    ..Default::default()
                 }
             ),
             format!(
