@@ -59,7 +59,7 @@ pub use record_batch::{BatchOp, BatchOutcome, MAX_BATCH_OPS};
 pub use rotation::RotationStatus;
 pub use secure_import::{import_settings, IMPORT_TOKEN_CREATE, IMPORT_TOKEN_READ};
 pub use token_lifecycle::unix_now;
-pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenInfo};
+pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenHash, TokenInfo};
 pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
 
 use crate::config::Config;

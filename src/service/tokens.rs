@@ -52,6 +52,17 @@ impl Principal {
     }
 }
 
+/// A bearer token's hash, as the catalog looks tokens up (never the secret itself).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenHash(String);
+
+impl TokenHash {
+    /// Hashes a bearer token.
+    pub fn of(secret: &str) -> Self {
+        Self(hash_hex(secret))
+    }
+}
+
 fn hash_hex(secret: &str) -> String {
     hex_encode(&Sha256::digest(secret.as_bytes()))
 }
@@ -154,11 +165,22 @@ impl Vault {
         peer_uid: Option<u32>,
     ) -> Result<Principal, ServiceError> {
         let secret = bearer.ok_or(ServiceError::Unauthenticated)?;
-        let hash = hash_hex(secret);
+        self.authenticate_hashed(&TokenHash(hash_hex(secret)), peer_uid)
+    }
+
+    /// [`Vault::authenticate`] with the token's hash computed earlier: a connection that keeps
+    /// its token (the Redis protocol's) checks it again before every round of commands, and
+    /// need not hash it each time to see whether it was revoked or expired meanwhile.
+    pub fn authenticate_hashed(
+        &self,
+        hash: &TokenHash,
+        peer_uid: Option<u32>,
+    ) -> Result<Principal, ServiceError> {
+        let hash = &hash.0;
         let catalog = self.read_catalog();
         let record = catalog
             .tokens_by_hash
-            .get(&hash)
+            .get(hash.as_str())
             .ok_or(ServiceError::Unauthenticated)?;
         // The map lookup compares hashes, which leak nothing useful about the secret; the
         // explicit constant-time check keeps the final comparison timing-independent anyway.

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::codec::Reply;
 use super::connection::Settings;
 use crate::server::{AppState, PeerCred};
-use crate::service::{Principal, ServiceError};
+use crate::service::{Principal, ServiceError, TokenHash};
 use crate::store::TokenRole;
 
 /// Connection ids (`CLIENT ID`), unique for the daemon's life.
@@ -22,8 +22,9 @@ const AUTH_DENIED: &str = "auth.denied";
 
 /// An authenticated connection's token and database.
 pub struct Auth {
-    /// The token, kept to authenticate each round again (revocation takes effect at once).
-    secret: Zeroizing<String>,
+    /// The token's hash, kept to authenticate each round again (revocation takes effect at
+    /// once) without hashing the token every round.
+    token: TokenHash,
     pub principal: Principal,
     /// Index into `principal.databases` (`SELECT n`).
     pub db_index: usize,
@@ -87,7 +88,8 @@ impl Session {
             return Err(wrong_pass());
         }
         let secret = Zeroizing::new(String::from_utf8_lossy(secret).trim().to_string());
-        let principal = match self.resolve(&secret).await {
+        let token = TokenHash::of(&secret);
+        let principal = match self.resolve(&token).await {
             Ok(principal) => principal,
             Err(err) => {
                 let unauthenticated = matches!(err, ServiceError::Unauthenticated);
@@ -112,7 +114,7 @@ impl Session {
             return Err(Reply::error("NOPERM this token names no database"));
         };
         self.auth = Some(Auth {
-            secret,
+            token,
             principal,
             db_index: 0,
             db_ref: first.to_string(),
@@ -122,7 +124,7 @@ impl Session {
     }
 
     /// Resolves a token as the socket API does: peer uid allowed, catalog fresh.
-    async fn resolve(&self, secret: &str) -> Result<Principal, ServiceError> {
+    async fn resolve(&self, token: &TokenHash) -> Result<Principal, ServiceError> {
         let uid = self.peer.map(|p| p.uid);
         if !self.state.peer_allowed(uid) {
             return Err(ServiceError::Forbidden(format!(
@@ -131,7 +133,7 @@ impl Session {
             )));
         }
         self.state.vault.refresh_catalog().await?;
-        self.state.vault.authenticate(Some(secret), uid)
+        self.state.vault.authenticate_hashed(token, uid)
     }
 
     /// Before each round of commands: is the token still valid?
@@ -140,7 +142,7 @@ impl Session {
         if auth.revoked {
             return;
         }
-        match self.resolve(&auth.secret).await {
+        match self.resolve(&auth.token).await {
             Ok(principal) => {
                 if let Some(auth) = &mut self.auth {
                     auth.principal = principal;
