@@ -1,6 +1,7 @@
 //! Request extractors that answer in the API's error format: the bearer token, path
 //! parameters, query strings and bounded bodies (JSON or raw bytes).
 
+use crate::service::Action;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -78,7 +79,7 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             let target = format!("{} {}", parts.method, parts.uri.path());
             return Err(state
                 .vault
-                .audited(&anonymous, "auth.denied", &target, result, None)
+                .audited(&anonymous, Action::AuthDenied, &target, result, None)
                 .map_or_else(ApiError::from, |_| ApiError(ServiceError::Unauthenticated)));
         }
         Ok(result?)

@@ -105,6 +105,7 @@ pub async fn serve(
         move |accepted| serve_http(accepted, app.clone(), header_timeout),
     )
     .await?;
+    state.jobs.shutdown().await;
     if let Err(err) = state.vault.flush().await {
         tracing::error!(error = %err, "final flush failed");
     }

@@ -2,6 +2,7 @@
 //! with, which is checked again before every round of commands so that a revoked token stops
 //! working on open connections at once.
 
+use crate::service::Action;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -16,9 +17,6 @@ use crate::store::TokenRole;
 
 /// Connection ids (`CLIENT ID`), unique for the daemon's life.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// The activity-log action of a refused authentication, as on the socket API.
-const AUTH_DENIED: &str = "auth.denied";
 
 /// An authenticated connection's token and database.
 pub struct Auth {
@@ -170,10 +168,13 @@ impl Session {
             databases: Vec::new(),
             peer_uid: self.peer.map(|p| p.uid),
         };
-        let _ =
-            self.state
-                .vault
-                .audited::<()>(&anonymous, AUTH_DENIED, "RESP AUTH", Err(err), None);
+        let _ = self.state.vault.audited::<()>(
+            &anonymous,
+            Action::AuthDenied,
+            "RESP AUTH",
+            Err(err),
+            None,
+        );
     }
 
     /// `SELECT`: by index among the token's databases (what clients send for `db=n`), or by
