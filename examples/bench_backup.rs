@@ -146,9 +146,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backup = client.create_backup(&db).await?;
     let backup_s = started.elapsed().as_secs_f64();
     let backup_mem = sampler.stop();
-    let backup_id = backup["id"].as_str().ok_or("backup answer without id")?;
-    let backup_size = backup["size"].as_u64().unwrap_or(0);
-    let backup_records = backup["record_count"].as_u64().unwrap_or(0);
+    let backup_id = &backup.id;
+    let backup_size = backup.size;
+    let backup_records = backup.record_count;
     if backup_records != digests.len() as u64 {
         return Err(format!(
             "backup holds {backup_records} records, {} were written",

@@ -4,6 +4,7 @@ use clap::Subcommand;
 
 use super::output::{self, Table};
 use super::{CliError, Context};
+use crate::api::BackupList;
 
 /// Backup verbs.
 #[derive(Debug, Subcommand)]
@@ -48,17 +49,17 @@ pub(super) async fn run(ctx: &Context, command: BackupCommand) -> Result<(), Cli
             }
             output::line(&format!(
                 "created backup {} of {db} under key {} version {} ({} bytes)",
-                output::cell(&backup, "id"),
-                output::cell(&backup, "key"),
-                output::cell(&backup, "key_version"),
-                output::cell(&backup, "size"),
+                backup.id, backup.key, backup.key_version, backup.size,
             ))
         }
         BackupCommand::List => {
-            let answer = client.list_backups().await?;
+            let answer = BackupList {
+                backups: client.list_backups().await?,
+            };
             if ctx.json {
                 return output::json(&answer);
             }
+            let answer = output::value(&answer)?;
             let columns = ["id", "database", "key", "key_version", "size", "created_at"];
             let mut table = Table::new(&["ID", "DATABASE", "KEY", "VERSION", "SIZE", "CREATED"]);
             for b in output::items(&answer, "backups") {
@@ -71,7 +72,7 @@ pub(super) async fn run(ctx: &Context, command: BackupCommand) -> Result<(), Cli
             if ctx.json {
                 return output::json(&backup);
             }
-            output::fields(&output::object_fields(&backup))
+            output::fields(&output::object_fields(&output::value(&backup)?))
         }
         BackupCommand::Restore { id, into, key } => {
             let db = client.restore_backup(&id, &into, key.as_deref()).await?;

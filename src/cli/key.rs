@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::output::{self, Table};
 use super::{read_input, CliError, Context};
 use crate::api::{KeyInfo, Registration};
-use crate::client::KeyAction;
+use crate::client::{KeyAction, KeyDeletion};
 
 /// Root key verbs. A key is named by its name, id or CRN.
 #[derive(Debug, Subcommand)]
@@ -217,8 +217,6 @@ pub(super) async fn run(ctx: &Context, command: KeyCommand) -> Result<(), CliErr
                 if ctx.json {
                     return output::json(&impact);
                 }
-                let impact = serde_json::from_value(impact)
-                    .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
                 return super::impact::print_impact(&impact, force);
             }
             if dry_run {
@@ -228,14 +226,19 @@ pub(super) async fn run(ctx: &Context, command: KeyCommand) -> Result<(), CliErr
                 .schedule_key_deletion(&key, force, after.as_deref())
                 .await;
             let receipt = match answer {
-                Ok(answer) if answer.get("destroyed_versions").is_none() => {
+                Ok(KeyDeletion::Approved(approval)) => {
                     if ctx.json {
-                        return output::json(&answer);
+                        return output::json(&approval);
                     }
-                    return super::policy::print_deferred(&answer);
+                    return super::policy::print_approval(&approval);
                 }
-                Ok(answer) => serde_json::from_value::<crate::api::ShredReceipt>(answer)
-                    .map_err(|e| CliError::Output(std::io::Error::other(e)))?,
+                Ok(KeyDeletion::Scheduled(key)) => {
+                    if ctx.json {
+                        return output::json(&key);
+                    }
+                    return super::policy::print_scheduled(&key);
+                }
+                Ok(KeyDeletion::Deleted(receipt)) => receipt,
                 Err(error) => {
                     if error.code() == Some("key_in_use") {
                         output::note(&format!(

@@ -103,6 +103,11 @@ pub fn fields(pairs: &[(&str, String)]) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A typed answer as JSON, for the table helpers below (cells, lists, fields).
+pub fn value(answer: &impl Serialize) -> Result<Value, CliError> {
+    serde_json::to_value(answer).map_err(|e| CliError::Output(std::io::Error::other(e)))
+}
+
 /// A field of a JSON answer as a cell: strings as-is, arrays joined by commas, objects as
 /// `k=v` pairs, absent or null as `-`.
 pub fn cell(value: &Value, name: &str) -> String {

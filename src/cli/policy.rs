@@ -1,12 +1,9 @@
 //! `envault key policy`, `key cancel-deletion` and the scheduled / dual-authorized forms of
 //! `key delete`.
 
-use serde_json::Value;
-
 use super::output;
 use super::{CliError, Context};
-use crate::api::KeyInfo;
-use crate::api::KeyPolicyInfo;
+use crate::api::{DeletionApproval, KeyInfo, KeyPolicyInfo};
 
 /// `--dual-auth on|off`.
 pub(super) fn parse_switch(text: &str) -> Result<bool, String> {
@@ -83,22 +80,23 @@ pub(super) fn show_extra(key: &KeyInfo) -> Result<(), CliError> {
     output::fields(&fields)
 }
 
-/// The answer of a deletion that did not shred now: a scheduled destruction, or a first
-/// approval under dual authorization.
-pub(super) fn print_deferred(answer: &Value) -> Result<(), CliError> {
-    let name = output::cell(answer, "name");
-    match answer.get("state").and_then(Value::as_str) {
-        Some("deletion_authorized") => output::line(&format!(
-            "deletion of key {name} authorized by {} until {}; a delete by a different operator token carries it out, `envault key cancel-deletion {name}` withdraws it",
-            output::cell(answer, "authorized_by"),
-            output::cell(answer, "authorization_expires_at")
-        )),
-        _ => output::line(&format!(
-            "key {name} is {}: everything under it is unreadable now and is shredded at {}; `envault key cancel-deletion {name}` restores access before then",
-            output::cell(answer, "state"),
-            output::cell(answer, "destroy_at")
-        )),
-    }
+/// The answer of a first approval of a deletion under dual authorization.
+pub(super) fn print_approval(approval: &DeletionApproval) -> Result<(), CliError> {
+    let name = &approval.name;
+    output::line(&format!(
+        "deletion of key {name} authorized by {} until {}; a delete by a different operator token carries it out, `envault key cancel-deletion {name}` withdraws it",
+        approval.authorized_by, approval.authorization_expires_at
+    ))
+}
+
+/// The answer of a scheduled deletion: the key, unreadable until it is shredded.
+pub(super) fn print_scheduled(key: &KeyInfo) -> Result<(), CliError> {
+    let name = &key.name;
+    output::line(&format!(
+        "key {name} is {}: everything under it is unreadable now and is shredded at {}; `envault key cancel-deletion {name}` restores access before then",
+        key.state,
+        key.destroy_at.as_deref().unwrap_or("-")
+    ))
 }
 
 /// `envault key cancel-deletion KEY`.
@@ -109,7 +107,6 @@ pub(super) async fn cancel(ctx: &Context, key: &str) -> Result<(), CliError> {
     }
     output::line(&format!(
         "cancelled the deletion of key {}: state {}",
-        output::cell(&answer, "name"),
-        output::cell(&answer, "state")
+        answer.name, answer.state
     ))
 }

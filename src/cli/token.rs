@@ -4,6 +4,7 @@ use clap::Subcommand;
 
 use super::output::{self, Table};
 use super::{CliError, Context};
+use crate::api::{CreateTokenRequest, TokenList, TokenRole};
 
 /// Token verbs.
 #[derive(Debug, Subcommand)]
@@ -43,30 +44,39 @@ pub(super) async fn run(ctx: &Context, command: TokenCommand) -> Result<(), CliE
             name,
             ttl,
         } => {
-            let answer = client
-                .create_named_token(&role, &databases, name.as_deref(), ttl.as_deref())
-                .await?;
+            let role_name = role;
+            let role = match role_name.as_str() {
+                "operator" => TokenRole::Operator,
+                _ => TokenRole::App,
+            };
+            let request = CreateTokenRequest {
+                role,
+                databases,
+                name,
+                ttl,
+            };
+            let answer = client.create_token_with(&request).await?;
             if ctx.json {
                 return output::json(&answer);
             }
-            let Some(secret) = answer.get("token").and_then(|t| t.as_str()) else {
-                return output::json(&answer);
-            };
-            let expiry = match answer.get("expires_at").and_then(|e| e.as_str()) {
+            let expiry = match &answer.expires_at {
                 Some(at) => format!(", expiring {at}"),
                 None => String::new(),
             };
             output::note(&format!(
-                "created {role} token {}{expiry}; the secret below is shown only once",
-                output::cell(&answer, "id")
+                "created {role_name} token {}{expiry}; the secret below is shown only once",
+                answer.id
             ));
-            output::line(secret)
+            output::line(answer.token.expose_secret())
         }
         TokenCommand::List => {
-            let answer = client.list_tokens().await?;
+            let answer = TokenList {
+                tokens: client.list_tokens().await?,
+            };
             if ctx.json {
                 return output::json(&answer);
             }
+            let answer = output::value(&answer)?;
             let mut table = Table::new(&[
                 "ID",
                 "NAME",

@@ -6,12 +6,12 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
-use crate::service::{BackupInfo, Principal};
+use crate::api::{BackupList, RestoreBackupRequest};
+use crate::service::Principal;
 
 type State = axum::extract::State<Arc<AppState>>;
 type ApiResult<T> = Result<T, ApiError>;
@@ -36,11 +36,6 @@ async fn create(
     ))
 }
 
-#[derive(Serialize)]
-struct BackupList {
-    backups: Vec<BackupInfo>,
-}
-
 async fn list(s: State, who: Principal) -> ApiResult<impl IntoResponse> {
     Ok(Json(BackupList {
         backups: s.vault.list_backups(&who).await?,
@@ -60,20 +55,11 @@ async fn remove(s: State, who: Principal, ApiPath(id): ApiPath<String>) -> ApiRe
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/backups/{id}/restore` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestoreRequest {
-    into: String,
-    #[serde(default)]
-    key: Option<String>,
-}
-
 async fn restore(
     s: State,
     who: Principal,
     ApiPath(id): ApiPath<String>,
-    ApiJson(request): ApiJson<RestoreRequest>,
+    ApiJson(request): ApiJson<RestoreBackupRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let db = s
         .vault

@@ -14,6 +14,7 @@ use super::extract::{declared_length, read_limited, ApiPath, MAX_JSON_BODY};
 use super::AppState;
 use crate::api::{
     ErrorDetail, RecordBatchOp, RecordBatchRequest, RecordBatchResponse, RecordBatchResult,
+    SecretString,
 };
 use crate::service::{BatchOp, BatchOutcome, Principal};
 
@@ -46,7 +47,7 @@ fn decode_op(index: usize, op: RecordBatchOp) -> Result<BatchOp, ApiError> {
     Ok(match op {
         RecordBatchOp::Put { key, value } => {
             let value = B64
-                .decode(value)
+                .decode(value.expose_secret())
                 .map_err(|e| bad_request(format!("operation {index}: value is not base64: {e}")))?;
             BatchOp::Put { key, value }
         }
@@ -58,7 +59,7 @@ fn decode_op(index: usize, op: RecordBatchOp) -> Result<BatchOp, ApiError> {
 fn encode_outcome(outcome: BatchOutcome) -> RecordBatchResult {
     let (status, value, error) = match outcome {
         BatchOutcome::Written | BatchOutcome::Deleted => (204, None, None),
-        BatchOutcome::Value(value) => (200, Some(B64.encode(value)), None),
+        BatchOutcome::Value(value) => (200, Some(SecretString::base64_of(&value)), None),
         BatchOutcome::Failed(err) => {
             let status = status_of(&err);
             if status.is_server_error() {

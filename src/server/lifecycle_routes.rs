@@ -6,12 +6,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use super::AppState;
-use crate::service::{CreateTokenRequest, GrantRequest, Principal, TokenInfo};
+use crate::api::{
+    AuditEvents, AuthorizationList, CreateTokenRequest, GrantRequest, RotateRequest,
+    RotateResponse, TokenList,
+};
+use crate::service::Principal;
 
 type State = axum::extract::State<Arc<AppState>>;
 type ApiResult<T> = Result<T, ApiError>;
@@ -45,22 +49,6 @@ pub struct ActionQuery {
     /// Key deletion only: schedule the shred after this waiting period ("7d").
     #[serde(default)]
     after: Option<String>,
-}
-
-/// `POST /v1/keys/{key}/rotate` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RotateRequest {
-    #[serde(default)]
-    retire_old: bool,
-    #[serde(default)]
-    wait: Option<bool>,
-}
-
-#[derive(Serialize)]
-struct RotateResponse {
-    version: u32,
-    job: crate::service::RotationStatus,
 }
 
 async fn rotate(
@@ -158,11 +146,6 @@ async fn grant(
     ))
 }
 
-#[derive(Serialize)]
-struct AuthorizationList {
-    authorizations: Vec<crate::service::AuthorizationInfo>,
-}
-
 async fn list_authorizations(s: State, who: Principal) -> ApiResult<impl IntoResponse> {
     Ok(Json(AuthorizationList {
         authorizations: s.vault.list_authorizations(&who)?,
@@ -200,11 +183,6 @@ struct AuditQuery {
     since: Option<String>,
 }
 
-#[derive(Serialize)]
-struct AuditEvents {
-    events: Vec<crate::service::AuditEvent>,
-}
-
 async fn audit(
     s: State,
     who: Principal,
@@ -238,11 +216,6 @@ async fn create_token(
         StatusCode::CREATED,
         Json(s.vault.create_token(&who, request).await?),
     ))
-}
-
-#[derive(Serialize)]
-struct TokenList {
-    tokens: Vec<TokenInfo>,
 }
 
 async fn list_tokens(s: State, who: Principal) -> ApiResult<impl IntoResponse> {

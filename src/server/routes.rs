@@ -111,11 +111,21 @@ fn wrap_json(answer: crate::api::WrapResponse) -> Response {
             ok & (b.is_ascii_alphanumeric() | (b == b'+') | (b == b'/') | (b == b'='))
         })
     };
-    if !plain(&answer.ciphertext) || !answer.plaintext.as_deref().is_none_or(plain) {
+    if !plain(&answer.ciphertext)
+        || !answer
+            .plaintext
+            .as_ref()
+            .map(crate::api::SecretString::expose_secret)
+            .is_none_or(plain)
+    {
         return Json(answer).into_response();
     }
     let mut body = String::with_capacity(
-        64 + answer.ciphertext.len() + answer.plaintext.as_ref().map_or(0, String::len),
+        64 + answer.ciphertext.len()
+            + answer
+                .plaintext
+                .as_ref()
+                .map_or(0, |p| p.expose_secret().len()),
     );
     body.push_str(r#"{"ciphertext":""#);
     body.push_str(&answer.ciphertext);
@@ -123,7 +133,7 @@ fn wrap_json(answer: crate::api::WrapResponse) -> Response {
     body.push_str(&answer.key_version.to_string());
     if let Some(plaintext) = &answer.plaintext {
         body.push_str(r#","plaintext":""#);
-        body.push_str(plaintext);
+        body.push_str(plaintext.expose_secret());
         body.push('"');
     }
     body.push('}');
@@ -248,7 +258,7 @@ mod tests {
             WrapResponse {
                 ciphertext: "QUJD".into(),
                 key_version: 1,
-                plaintext: Some("a2V5".into()),
+                plaintext: Some(crate::api::SecretString::new("a2V5".into())),
             },
             WrapResponse {
                 ciphertext: "not \"base64\"\n".into(),

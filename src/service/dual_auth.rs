@@ -7,7 +7,6 @@
 //! initiator, and the second approval's event names both.
 
 use crate::service::Action;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::catalog::CatalogChange;
@@ -18,20 +17,7 @@ use crate::store::{DeleteApproval, KeyPolicyRecord, KeyState};
 /// How long a first approval waits for the second operator.
 pub const APPROVAL_LIFETIME: u64 = 7 * 86_400;
 
-/// The answer (202) to a first approval: nothing was deleted yet.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeletionApproval {
-    /// Key CRN.
-    pub key: String,
-    /// Key name.
-    pub name: String,
-    /// Always `deletion_authorized`.
-    pub state: String,
-    /// The approving token's id.
-    pub authorized_by: String,
-    /// RFC 3339 at which the approval lapses.
-    pub authorization_expires_at: String,
-}
+pub use crate::api::DeletionApproval;
 
 impl Vault {
     /// Checks dual authorization before a deletion. `Ok(None)`: go ahead (no dual authorization,

@@ -10,8 +10,8 @@ use zeroize::Zeroizing;
 
 use super::{now_rfc3339, validate_name, Principal, ServiceError, Vault};
 use crate::api::{
-    CreateKeyRequest, KeyInfo, Registration, RewrapResponse, UnwrapRequest, UnwrapResponse,
-    WrapRequest, WrapResponse,
+    CreateKeyRequest, KeyInfo, Registration, RewrapResponse, SecretString, UnwrapRequest,
+    UnwrapResponse, WrapRequest, WrapResponse,
 };
 use crate::crypto::bindings::app_wrap_context;
 use crate::crypto::{EnvelopeKind, SecretKey};
@@ -242,7 +242,7 @@ impl Vault {
             let aad = request.aad.unwrap_or_default();
             let (plaintext, generated) = match &request.plaintext {
                 Some(text) => {
-                    let bytes = Self::decode_base64("plaintext", text)?;
+                    let bytes = Self::decode_base64("plaintext", text.expose_secret())?;
                     if bytes.is_empty() || bytes.len() > MAX_WRAP_PLAINTEXT {
                         return Err(ServiceError::BadRequest(format!(
                             "plaintext must be 1 to {MAX_WRAP_PLAINTEXT} bytes"
@@ -270,7 +270,7 @@ impl Vault {
             Ok(WrapResponse {
                 ciphertext: B64.encode(sealed),
                 key_version: key.version,
-                plaintext: generated.then(|| B64.encode(plaintext.as_slice())),
+                plaintext: generated.then(|| SecretString::base64_of(plaintext.as_slice())),
             })
         })();
         let target = self.reference_crn(reference);
@@ -306,7 +306,7 @@ impl Vault {
             let key = self.wrap_key(reference)?;
             let plain = self.unwrap_material(&key, &request)?;
             Ok(UnwrapResponse {
-                plaintext: B64.encode(plain.as_slice()),
+                plaintext: SecretString::base64_of(plain.as_slice()),
             })
         })();
         let target = self.reference_crn(reference);

@@ -153,7 +153,11 @@ impl Vault {
                 if !self.keys.import_tokens().settings().plaintext_import {
                     return Err(ImportError::PlaintextDisabled.into());
                 }
-                let payload = request.payload.as_deref().unwrap_or_default();
+                let payload = request
+                    .payload
+                    .as_ref()
+                    .map(crate::api::SecretString::expose_secret)
+                    .unwrap_or_default();
                 let key = plaintext_material(&Self::decode_base64("payload", payload)?)?;
                 Ok((NewKey::Import(key), KeyOrigin::Imported))
             }

@@ -198,66 +198,7 @@ impl Vault {
     }
 }
 
-/// `POST /v1/tokens` body.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTokenRequest {
-    /// `operator` | `app`.
-    pub role: TokenRole,
-    /// For app tokens: the databases (name, id or CRN) it may use.
-    #[serde(default)]
-    pub databases: Vec<String>,
-    /// Unique name (same rules as key names).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Time to live, e.g. "30d" (1s to 3650d); none: the token never expires.
-    #[serde(default)]
-    pub ttl: Option<String>,
-}
-
-/// A token as listed (never the secret).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct TokenInfo {
-    /// Id.
-    pub id: String,
-    /// Role.
-    pub role: TokenRole,
-    /// Database ids an app token may use.
-    pub databases: Vec<String>,
-    /// RFC 3339.
-    pub created_at: String,
-    /// Name, if given.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// RFC 3339 of the last authenticated request (to about a minute); none: never used.
-    #[serde(default)]
-    pub last_used_at: Option<String>,
-    /// RFC 3339 expiry; none: never.
-    #[serde(default)]
-    pub expires_at: Option<String>,
-    /// Whether the expiry has passed.
-    #[serde(default)]
-    pub expired: bool,
-}
-
-/// A new token: the only time its secret is shown.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct NewToken {
-    /// Id.
-    pub id: String,
-    /// The bearer secret.
-    pub token: String,
-    /// Role.
-    pub role: TokenRole,
-    /// Database ids.
-    pub databases: Vec<String>,
-    /// Name, if given.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// RFC 3339 expiry; none: never.
-    #[serde(default)]
-    pub expires_at: Option<String>,
-}
+pub use crate::api::{CreateTokenRequest, NewToken, TokenInfo};
 
 fn token_info(record: &TokenRecord, now: u64) -> TokenInfo {
     TokenInfo {
@@ -315,7 +256,7 @@ impl Vault {
                 .await?;
             Ok(NewToken {
                 id: record.id.clone(),
-                token: secret.to_string(),
+                token: secret.to_string().into(),
                 role: record.role,
                 databases: record.databases.iter().map(Uuid::to_string).collect(),
                 name: record.name.clone(),

@@ -43,20 +43,7 @@ pub enum StoreError {
     },
 }
 
-/// `value_log` of `GET /v1/health`: the value log of the earlier sled store. No store has one
-/// any more (large values are fjall's blob files), so health leaves it out; the type stays so
-/// clients of the API keep deserializing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ValueLogStats {
-    /// Segment files on disk.
-    pub segments: u64,
-    /// Entry bytes in them.
-    pub bytes: u64,
-    /// Of those, bytes of values overwritten or deleted (reclaimed by compaction).
-    pub dead_bytes: u64,
-    /// Segments compacted (copied forward and deleted) since the daemon started.
-    pub compacted_segments: u64,
-}
+pub use crate::api::ValueLogStats;
 
 /// Catalog entries as (key, encoded value) pairs.
 pub type CatalogEntries = Vec<(Vec<u8>, Vec<u8>)>;

@@ -181,16 +181,9 @@ pub struct DekRecord {
     pub seals_reserved: u64,
 }
 
-/// What a token may do.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenRole {
-    /// Everything.
-    Operator,
-    /// Records of the named databases only.
-    #[default]
-    App,
-}
+/// What a token may do: the wire type, whose spelling (`operator`, `app`) token records
+/// keep on disk too.
+pub use crate::api::TokenRole;
 
 /// A bearer token, stored only as a SHA-256 hash.
 #[derive(Debug, Clone, Serialize, Deserialize)]

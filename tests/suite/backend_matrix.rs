@@ -338,7 +338,7 @@ async fn lifecycle(kind: Kind) {
         .await
         .expect("put");
     let backup = client.create_backup("archive").await.expect("backup");
-    let backup_id = backup["id"].as_str().expect("backup id").to_string();
+    let backup_id = backup.id;
 
     // Rotation keeping old versions, then retiring them.
     let rotated = client

@@ -98,8 +98,8 @@ async fn a_purge_destroys_the_databases_backups_and_frees_its_keys() {
     for db in ["own", "own", "split"] {
         client.put_record(db, "r", b"value").await.unwrap();
         let backup = client.create_backup(db).await.unwrap();
-        files.push(PathBuf::from(backup["path"].as_str().unwrap()));
-        crns.push(backup["crn"].as_str().unwrap().to_string());
+        files.push(PathBuf::from(&backup.path));
+        crns.push(backup.crn.clone());
     }
     assert!(files.iter().all(|f| f.exists()));
     assert_eq!(delegations(&client).await.len(), 1);
@@ -116,10 +116,7 @@ async fn a_purge_destroys_the_databases_backups_and_frees_its_keys() {
     wait_purged(&client, "split").await;
 
     // Backups, files and the delegation went with their databases.
-    assert_eq!(
-        client.list_backups().await.unwrap()["backups"],
-        serde_json::json!([])
-    );
+    assert_eq!(client.list_backups().await.unwrap(), vec![]);
     for file in &files {
         assert!(!file.exists(), "{} outlived the purge", file.display());
     }
@@ -169,7 +166,7 @@ async fn kept_backups_of_a_purged_database_carry_their_own_expiry() {
         .unwrap();
     client.put_record("kept", "r", b"value").await.unwrap();
     let backup = client.create_backup("kept").await.unwrap();
-    let file = PathBuf::from(backup["path"].as_str().unwrap());
+    let file = PathBuf::from(&backup.path);
     // A provider-keyed database's kept backup keeps its provider key alive.
     client
         .create_database("provided", None, None)
@@ -188,11 +185,12 @@ async fn kept_backups_of_a_purged_database_carry_their_own_expiry() {
     assert_eq!(regs.len(), 1, "{regs:?}");
     assert_eq!(regs[0].0, "backup");
     let expiry = regs[0].1.clone().expect("a kept backup shows its expiry");
-    let shown = client
-        .get_backup(backup["id"].as_str().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(shown["expires_at"], expiry.as_str(), "{shown}");
+    let shown = client.get_backup(&backup.id).await.unwrap();
+    assert_eq!(
+        shown.expires_at.as_deref(),
+        Some(expiry.as_str()),
+        "{shown:?}"
+    );
     assert!(file.exists());
     assert_api_error(
         delete_key(&client, "kept-key", false).await,
@@ -201,7 +199,7 @@ async fn kept_backups_of_a_purged_database_carry_their_own_expiry() {
     );
     // Until it expires it restores like any backup.
     let restored = client
-        .restore_backup(provided["id"].as_str().unwrap(), "provided-again", None)
+        .restore_backup(&provided.id, "provided-again", None)
         .await
         .unwrap();
     assert_eq!(restored.key_origin, "provider");
@@ -223,17 +221,13 @@ async fn kept_backups_of_a_purged_database_carry_their_own_expiry() {
     )
     .await;
     assert!(!file.exists());
-    assert_api_error(
-        client.get_backup(backup["id"].as_str().unwrap()).await,
-        404,
-        "not_found",
-    );
+    assert_api_error(client.get_backup(&backup.id).await, 404, "not_found");
     poll(
         Duration::from_secs(20),
         "the provider backup's expiry",
         || async {
             let list = client.list_backups().await.unwrap();
-            list["backups"].as_array().unwrap().is_empty().then_some(())
+            list.is_empty().then_some(())
         },
     )
     .await;
@@ -243,7 +237,7 @@ async fn kept_backups_of_a_purged_database_carry_their_own_expiry() {
         .filter(|e| e["action"] == "backups.purge")
         .collect();
     assert_eq!(purged.len(), 2, "{purged:?}");
-    assert!(purged.iter().any(|e| e["target"] == backup["crn"]));
+    assert!(purged.iter().any(|e| e["target"] == backup.crn.as_str()));
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! The socket API of the real daemon, route by route: statuses, error codes and JSON fields
-//! (`shared/API.md`), persistence across restarts, socket ownership and concurrent writers.
+//! (`docs/api.md`), persistence across restarts, socket ownership and concurrent writers.
 
 use crate::common;
 

@@ -917,7 +917,7 @@ async fn backup_cut_by_sigkill_leaves_no_debris() {
         .await
         .expect("first backup");
     let backup_ms = (t0.elapsed().as_millis() as u64).max(5);
-    let mut acknowledged = BTreeSet::from([first["id"].as_str().expect("id").to_string()]);
+    let mut acknowledged = BTreeSet::from([first.id]);
     let mut restored = BTreeSet::new();
     let mut outcomes = Vec::new();
     for cycle in 0..=BACKUP_KILLS {
@@ -932,7 +932,7 @@ async fn backup_cut_by_sigkill_leaves_no_debris() {
             daemon.kill9().await;
             let answered = match task.await.expect("backup task") {
                 Outcome::Acked(info) => {
-                    acknowledged.insert(info["id"].as_str().expect("id").to_string());
+                    acknowledged.insert(info.id);
                     "acknowledged"
                 }
                 Outcome::Unknown(_) => "cut",

@@ -8,7 +8,7 @@ use crate::common;
 use crate::lifecycle_support;
 
 use common::{assert_api_error, Daemon};
-use envault::api::CreateDatabaseRequest;
+use envault::api::{CreateDatabaseRequest, TokenRole};
 use envault::client::{Client, Method};
 use lifecycle_support::{
     assert_json_error, audit_file_events, authorizations, call, delete_database, expect_status,
@@ -176,7 +176,7 @@ async fn the_seed_field_name_names_the_backup_key_and_the_own_key_follows_one_ru
     assert_eq!(created["backup_key"], backup.id.as_str(), "{created}");
     assert_eq!(created["backup_key_name"], "vault-b", "{created}");
     let made = client.create_backup("seeded").await.unwrap();
-    assert_eq!(made["key"], backup.id.as_str(), "{made}");
+    assert_eq!(made.key, backup.id, "{made:?}");
     // Both names at once is one field given twice.
     let both = call(
         &client,
@@ -202,7 +202,7 @@ async fn the_seed_field_name_names_the_backup_key_and_the_own_key_follows_one_ru
     assert_eq!(db.backup_key_name.as_deref(), Some("own"));
     client.put_record("own-db", "r", b"v").await.unwrap();
     let made = client.create_backup("own-db").await.unwrap();
-    assert_eq!(made["key"], own.id.as_str(), "{made}");
+    assert_eq!(made.key, own.id, "{made:?}");
     assert_eq!(authorizations(&client).await.len(), before);
     // A separate backup key still needs the delegator.
     client.create_key("plain", None, None).await.unwrap();
@@ -347,10 +347,7 @@ async fn every_audit_target_is_a_crn() {
         .unwrap();
     client.put_record("audited-db", "r", b"v").await.unwrap();
     let backup = client.create_backup("audited-db").await.unwrap();
-    client
-        .delete_backup(backup["id"].as_str().unwrap())
-        .await
-        .unwrap();
+    client.delete_backup(&backup.id).await.unwrap();
     // Failures and refusals that name nothing, or name things by name or id.
     assert!(client.create_key("audited", None, None).await.is_err());
     assert!(client.create_key("bad name", None, None).await.is_err());
@@ -365,11 +362,11 @@ async fn every_audit_target_is_a_crn() {
         .is_err());
     assert!(client.delete_backup("no-such-backup").await.is_err());
     let token = client
-        .create_token("app", &["audited-db".to_string()])
+        .create_token(TokenRole::App, &["audited-db".to_string()])
         .await
         .unwrap();
-    let token_id = token["id"].as_str().unwrap().to_string();
-    let app = daemon.client_with_token(Some(token["token"].as_str().unwrap()));
+    let token_id = token.id.clone();
+    let app = daemon.client_with_token(Some(token.token.expose_secret()));
     assert!(app.create_key("nope", None, None).await.is_err());
     client.revoke_token(&token_id).await.unwrap();
     let anonymous = daemon.client_with_token(Some("not-a-token"));

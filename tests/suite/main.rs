@@ -19,6 +19,7 @@ mod backup_support;
 mod backup_tamper;
 mod backups;
 mod bad_input;
+mod client_typed;
 mod core_api;
 mod core_cli;
 mod crash_consistency;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use backend_support::{Fixture, Kind};
 use common::pg_support::{self, Postgres};
 use common::{allow_databases, assert_api_error, contains, Daemon};
+use envault::api::TokenRole;
 use envault::client::Client;
 
 /// A PostgreSQL server, a transit server and the environment of a node using both.
@@ -157,11 +158,11 @@ async fn a_change_on_one_node_holds_on_the_others_for_the_next_request() {
 
     // A token issued on B works on C; revoked on C, refused on A at once.
     let token = cb
-        .create_token("app", &["orders".to_string()])
+        .create_token(TokenRole::App, &["orders".to_string()])
         .await
         .expect("token on B");
-    let secret = token["token"].as_str().expect("secret").to_string();
-    let id = token["id"].as_str().expect("token id").to_string();
+    let secret = token.token.expose_secret().to_string();
+    let id = token.id.clone();
     let app_on_c = c.client_with_token(Some(&secret));
     assert_eq!(
         app_on_c.get_record("orders", "r1").await.expect("app on C"),

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{allow_databases, Daemon};
+use envault::api::TokenRole;
 use serde_json::Value;
 
 /// A daemon with the RESP socket, `db1` (key `k1`) and `db2` (key `k2`), and an app token on
@@ -23,16 +24,12 @@ async fn setup() -> (Daemon, PathBuf, String) {
             .await
             .expect("create database");
     }
-    let token: Value = admin
-        .create_token("app", &["db1".to_string(), "db2".to_string()])
+    let token = admin
+        .create_token(TokenRole::App, &["db1".to_string(), "db2".to_string()])
         .await
         .expect("create app token");
     let resp = daemon.dir().join("resp.sock");
-    (
-        daemon,
-        resp,
-        token["token"].as_str().expect("token").to_string(),
-    )
+    (daemon, resp, token.token.expose_secret().to_string())
 }
 
 fn redis_cli(socket: &Path, token: &str, args: &[&str]) -> String {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{allow_databases, Daemon};
+use envault::api::TokenRole;
 use envault::client::Client;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -173,14 +174,14 @@ async fn setup_with(env: &[(&str, &str)]) -> Setup {
             .await
             .expect("create database");
     }
-    let token: Value = admin
-        .create_token("app", &["db1".to_string(), "db2".to_string()])
+    let token = admin
+        .create_token(TokenRole::App, &["db1".to_string(), "db2".to_string()])
         .await
         .expect("create app token");
     Setup {
         resp,
-        app_token: token["token"].as_str().expect("token").to_string(),
-        app_token_id: token["id"].as_str().expect("id").to_string(),
+        app_token: token.token.expose_secret().to_string(),
+        app_token_id: token.id.clone(),
         admin,
         daemon,
     }

@@ -53,7 +53,7 @@ async fn a_shred_receipt_shows_the_state_after_the_shred_and_the_hash_of_its_own
         vec![
             (
                 "backup".into(),
-                backup["id"].as_str().unwrap().into(),
+                backup.id.clone(),
                 "disabled".into(),
                 reason()
             ),

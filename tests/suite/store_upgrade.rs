@@ -96,7 +96,7 @@ async fn assert_fixture_reads_back(daemon: &Daemon) {
     );
 
     let backups = client.list_backups().await.expect("list backups");
-    let text = backups.to_string();
+    let text = format!("{backups:?}");
     assert!(text.contains("small-db"), "backup registration: {text}");
 
     // The soft-deleted database comes back with its record.

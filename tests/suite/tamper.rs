@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::*;
-use envault::api::AuditEvent;
+use envault::api::{AuditEvent, BackupInfo};
 use serde_json::Value;
 
 fn refused(daemon: &Daemon, what: &str) -> String {
@@ -398,11 +398,11 @@ async fn a_damaged_backup_fails_alone_and_a_damaged_token_file_only_loses_its_to
     client.put_record(&db, "r", b"value").await.unwrap();
     let first = client.create_backup(&db).await.unwrap();
     let second = client.create_backup(&db).await.unwrap();
-    let file = |backup: &Value| PathBuf::from(backup["path"].as_str().expect("backup path"));
+    let file = |backup: &BackupInfo| PathBuf::from(&backup.path);
     flip(&file(&first), 300);
-    let restore = |backup: &Value, into: &str| {
+    let restore = |backup: &BackupInfo, into: &str| {
         let body = serde_json::json!({ "into": into }).to_string();
-        let path = format!("/v1/backups/{}/restore", backup["id"].as_str().unwrap());
+        let path = format!("/v1/backups/{}/restore", backup.id);
         (path, body)
     };
     let (path, body) = restore(&first, &unique("into"));

@@ -16,7 +16,6 @@ use std::io::Read;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::authz::{BACKUPS, DATABASES, DELEGATOR, READER};
@@ -26,37 +25,7 @@ use crate::backup::format::{self, BackupFormatError, BackupHeader, KeySlot};
 use crate::backup::target::{BackupTarget, TargetError};
 use crate::store::{BackupRecord, KeyOrigin, KeyRecord};
 
-/// A backup as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct BackupInfo {
-    /// Id.
-    pub id: String,
-    /// CRN.
-    pub crn: String,
-    /// Database name at backup time.
-    pub database: String,
-    /// Database id.
-    pub database_id: String,
-    /// Backup key id.
-    pub key: String,
-    /// Backup key CRN.
-    pub key_crn: String,
-    /// Backup key version wrapping the DEK.
-    pub key_version: u32,
-    /// File size.
-    pub size: u64,
-    /// Records.
-    pub record_count: u64,
-    /// RFC 3339.
-    pub created_at: String,
-    /// `available` | `key_destroyed`.
-    pub state: String,
-    /// File path, or `s3://BUCKET/KEY` of the object.
-    pub path: String,
-    /// When a backup kept after its database's purge is destroyed (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
-}
+pub use crate::api::BackupInfo;
 
 impl From<TargetError> for ServiceError {
     fn from(err: TargetError) -> Self {

@@ -11,13 +11,13 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Mutex;
 
-use super::ClientError;
+use super::{ClientError, SecretString};
 
 /// The socket, the token every request carries, and the open connection if any. Requests take
 /// the lock for their whole exchange: HTTP/1.1 carries one at a time.
 pub(super) struct Connection {
     socket: PathBuf,
-    token: Option<String>,
+    token: Option<SecretString>,
     sender: Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
@@ -25,7 +25,7 @@ impl Connection {
     pub(super) fn new(socket: PathBuf, token: Option<String>) -> Self {
         Connection {
             socket,
-            token,
+            token: token.map(SecretString::new),
             sender: Mutex::new(None),
         }
     }
@@ -39,7 +39,7 @@ impl Connection {
     }
 
     pub(super) fn token(&self) -> Option<&str> {
-        self.token.as_deref()
+        self.token.as_ref().map(SecretString::expose_secret)
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
@@ -54,11 +54,9 @@ impl Connection {
             .await
             .map_err(|e| connect_error(std::io::Error::other(e)))?;
         // The connection task ends when the daemon closes the socket or the sender is dropped;
-        // its error then surfaces on the next request through the sender, so it is only logged.
+        // its error then surfaces on the next request through the sender, so it is dropped here.
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "envault connection ended");
-            }
+            let _ended = connection.await;
         });
         Ok(sender)
     }
@@ -75,11 +73,13 @@ impl Connection {
             .uri(path_and_query)
             .header(HOST, "localhost");
         if let Some(token) = &self.token {
-            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            let header = zeroize::Zeroizing::new(format!("Bearer {}", token.expose_secret()));
+            let mut value = HeaderValue::from_str(&header).map_err(|_| {
                 ClientError::Protocol(
                     "the token contains characters not allowed in a header".into(),
                 )
             })?;
+            value.set_sensitive(true);
             builder = builder.header(AUTHORIZATION, value);
         }
         if let Some(content_type) = content_type {
@@ -92,12 +92,27 @@ impl Connection {
 
     /// Sends one request and reads the whole answer. Retries once on a fresh connection when a
     /// reused one turned out closed and the request is known not to have been processed (hyper
-    /// gave it back unsent) or is idempotent.
+    /// gave it back unsent) or is idempotent. The request body is wiped afterwards, as it may
+    /// carry a secret (a plaintext to wrap, imported key material).
     pub(super) async fn send(
         &self,
         method: Method,
         path_and_query: &str,
         body: Bytes,
+        content_type: Option<&str>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let answer = self
+            .exchange(method, path_and_query, &body, content_type)
+            .await;
+        wipe(body);
+        answer
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: &Bytes,
         content_type: Option<&str>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let mut slot = self.sender.lock().await;
@@ -120,7 +135,7 @@ impl Connection {
                     "the daemon closed the connection",
                 )));
             }
-            let request = self.build(&method, path_and_query, &body, content_type)?;
+            let request = self.build(&method, path_and_query, body, content_type)?;
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let status = response.status();
@@ -141,7 +156,6 @@ impl Connection {
                             || (idempotent
                                 && (error.is_incomplete_message() || error.is_canceled())))
                     {
-                        tracing::debug!(%error, "retrying on a fresh connection");
                         continue;
                     }
                     return Err(ClientError::Io(std::io::Error::other(error)));
@@ -151,10 +165,18 @@ impl Connection {
     }
 }
 
+/// Zeroizes a request body once hyper has let go of it (it drops its copy once the request is
+/// written); a body still shared elsewhere, or a static one, is left alone.
+fn wipe(body: Bytes) {
+    if let Ok(mut bytes) = body.try_into_mut() {
+        zeroize::Zeroize::zeroize(&mut bytes[..]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Client;
+    use crate::Client;
 
     #[tokio::test]
     async fn connect_fails_clearly_without_daemon() {

@@ -1,18 +1,21 @@
 //! Root keys and the key-wrapping routes (`/v1/keys`, `…/wrap`, `…/unwrap`, `…/rewrap`).
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use super::KeyPolicyInfo;
+use crate::secret::{redacted, Redacted, SecretString};
 
 /// `POST /v1/keys` body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// Unique name.
     pub name: String,
     /// Base64 of exactly 32 bytes to import; absent = generate (or a secure import).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<String>,
+    pub payload: Option<SecretString>,
     /// Secure import: the import token whose public key wrapped `encrypted_payload`
     /// (see [`super::SecureImportFields`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,19 +94,19 @@ pub struct KeyList {
 }
 
 /// `POST /v1/keys/{key}/wrap` body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WrapRequest {
     /// Base64 plaintext to wrap; absent = generate and return a new 32-byte DEK.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plaintext: Option<String>,
+    pub plaintext: Option<SecretString>,
     /// Additional authenticated data; the same list must be given to unwrap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aad: Option<Vec<String>>,
 }
 
 /// `POST /v1/keys/{key}/wrap` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct WrapResponse {
     /// Base64 envelope.
     pub ciphertext: String,
@@ -111,7 +114,7 @@ pub struct WrapResponse {
     pub key_version: u32,
     /// Base64 of the generated DEK, only when the request sent no plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plaintext: Option<String>,
+    pub plaintext: Option<SecretString>,
 }
 
 /// `POST /v1/keys/{key}/unwrap` and `/rewrap` body.
@@ -126,10 +129,10 @@ pub struct UnwrapRequest {
 }
 
 /// `POST /v1/keys/{key}/unwrap` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct UnwrapResponse {
     /// Base64 plaintext.
-    pub plaintext: String,
+    pub plaintext: SecretString,
 }
 
 /// `POST /v1/keys/{key}/rewrap` answer.
@@ -139,4 +142,45 @@ pub struct RewrapResponse {
     pub ciphertext: String,
     /// That version.
     pub key_version: u32,
+}
+
+impl fmt::Debug for CreateKeyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateKeyRequest")
+            .field("name", &self.name)
+            .field("payload", &redacted(&self.payload))
+            .field("import_token", &self.import_token)
+            .field("encrypted_payload", &self.encrypted_payload)
+            .field("encrypted_nonce", &self.encrypted_nonce)
+            .field("iv", &self.iv)
+            .field("description", &self.description)
+            .finish()
+    }
+}
+
+impl fmt::Debug for WrapRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WrapRequest")
+            .field("plaintext", &redacted(&self.plaintext))
+            .field("aad", &self.aad)
+            .finish()
+    }
+}
+
+impl fmt::Debug for WrapResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WrapResponse")
+            .field("ciphertext", &self.ciphertext)
+            .field("key_version", &self.key_version)
+            .field("plaintext", &redacted(&self.plaintext))
+            .finish()
+    }
+}
+
+impl fmt::Debug for UnwrapResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnwrapResponse")
+            .field("plaintext", &Redacted)
+            .finish()
+    }
 }

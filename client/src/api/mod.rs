@@ -1,10 +1,13 @@
-//! Wire types of the socket API (`shared/API.md`), shared by the server and the [`crate::client`],
-//! so the two cannot drift apart. Binary values travel as standard base64 strings.
+//! Wire types of the socket API (described in envault's `docs/api.md`), shared by the daemon and
+//! the [`crate::Client`], so the two cannot drift apart. Binary values travel as standard base64
+//! strings; every field that carries a secret is a [`SecretString`].
 //!
 //! One file per topic; every type is re-exported here, so `crate::api::X` is the path to use:
 //! - `keys`: root keys and wrap / unwrap / rewrap;
 //! - `import`: import tokens and the fields of a secure import;
-//! - `kms`: key policies;
+//! - `kms`: key policies and dual authorization;
+//! - `tokens`: bearer tokens;
+//! - `backups`: backups and their restore;
 //! - `databases`, `records`: databases and their records;
 //! - `health`: `GET /v1/health`;
 //! - `lifecycle`: rotation, dry-run impacts, shred receipts;
@@ -14,6 +17,7 @@
 
 mod audit;
 mod authorizations;
+mod backups;
 mod databases;
 mod health;
 mod import;
@@ -21,17 +25,19 @@ mod keys;
 mod kms;
 mod lifecycle;
 mod records;
+mod tokens;
 
 pub use audit::{AuditEvent, AuditEvents, AuditInitiator, AuditVerifyReport};
 pub use authorizations::{AuthorizationInfo, AuthorizationList, GrantRequest};
+pub use backups::{BackupInfo, BackupList, RestoreBackupRequest};
 pub use databases::{CreateDatabaseRequest, DatabaseInfo, DatabaseList, DatabaseListQuery};
-pub use health::{AuditSyncStats, ComponentHealth, DekCacheStats, Health};
+pub use health::{AuditSyncStats, ComponentHealth, DekCacheStats, Health, ValueLogStats};
 pub use import::{CreateImportTokenRequest, ImportTokenInfo, SecureImportFields};
 pub use keys::{
     CreateKeyRequest, KeyInfo, KeyList, Registration, RewrapResponse, UnwrapRequest,
     UnwrapResponse, WrapRequest, WrapResponse,
 };
-pub use kms::{KeyPolicyInfo, SetPolicyRequest};
+pub use kms::{DeletionApproval, KeyPolicyInfo, SetPolicyRequest};
 pub use lifecycle::{
     AffectedResource, Impact, RotateRequest, RotateResponse, RotationStatus, ShredReceipt,
 };
@@ -40,9 +46,11 @@ pub use records::{
     RecordPage,
 };
 
-use serde::{Deserialize, Serialize};
+pub use tokens::{CreateTokenRequest, NewToken, TokenInfo, TokenList, TokenRole};
 
-pub use crate::store::ValueLogStats;
+pub use crate::secret::SecretString;
+
+use serde::{Deserialize, Serialize};
 
 /// Error body: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

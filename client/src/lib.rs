@@ -1,18 +1,9 @@
-//! Typed client of the socket API (`shared/API.md`): HTTP/1.1 over the daemon's Unix socket.
-//!
-//! Used by the CLI, the integration tests and applications. One [`Client`] keeps one connection
-//! and reconnects when the daemon closed it; requests on one client are serialized (HTTP/1.1
-//! cannot interleave them on one connection), so open several clients for parallel load.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), envault::client::ClientError> {
-//! use envault::client::Client;
-//! let client = Client::new("envault.sock", Some("token".to_string()));
-//! client.put_record("orders", "2024/0001", b"{\"total\": 12}").await?;
-//! let value = client.get_record("orders", "2024/0001").await?;
-//! # Ok(()) }
-//! ```
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod api;
+mod backups;
 mod connection;
 mod data;
 mod error;
@@ -20,28 +11,30 @@ mod import;
 mod kms;
 mod lifecycle;
 mod paths;
+mod secret;
+mod tokens;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
-use zeroize::Zeroizing;
+pub use zeroize::Zeroizing;
 
-use crate::api::{
-    CreateKeyRequest, DatabaseInfo, Health, KeyInfo, KeyList, RewrapResponse, UnwrapRequest,
-    UnwrapResponse, WrapRequest, WrapResponse,
+use api::{
+    CreateKeyRequest, Health, KeyInfo, KeyList, RewrapResponse, UnwrapRequest, UnwrapResponse,
+    WrapRequest, WrapResponse,
 };
 use connection::Connection;
 pub use error::ClientError;
+#[cfg(feature = "secure-import")]
 pub use import::seal_for_import;
+pub use kms::KeyDeletion;
 pub use lifecycle::KeyAction;
 pub use paths::encode_segment;
-use paths::{backup_path, db_path, key_path};
+use paths::key_path;
+pub use secret::SecretString;
 
 /// HTTP method of [`Client::request`], re-exported so callers need not depend on `hyper`.
 pub use hyper::Method;
@@ -129,62 +122,74 @@ impl Client {
         Ok((status.as_u16(), bytes))
     }
 
+    /// Sends a request and returns the status and body of a success answer, or the API error.
+    async fn call_status(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        content_type: Option<&str>,
+    ) -> Result<(u16, Bytes), ClientError> {
+        let (status, bytes) = self
+            .connection
+            .send(method, path, body.unwrap_or_default(), content_type)
+            .await?;
+        if status.is_success() {
+            Ok((status.as_u16(), bytes))
+        } else {
+            Err(ClientError::from_response(status.as_u16(), &bytes))
+        }
+    }
+
     /// Sends a request and returns the body of a success answer, or the API error.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<Bytes>,
         content_type: Option<&str>,
     ) -> Result<Bytes, ClientError> {
-        let (status, bytes) = self
-            .connection
-            .send(method, path, body.unwrap_or_default(), content_type)
-            .await?;
-        if status.is_success() {
-            Ok(bytes)
-        } else {
-            Err(ClientError::from_response(status.as_u16(), &bytes))
-        }
+        let (_, bytes) = self.call_status(method, path, body, content_type).await?;
+        Ok(bytes)
     }
 
-    async fn call_json<T: DeserializeOwned>(
+    /// Sends `body` as JSON (when given) and parses the success answer as `T`.
+    pub(crate) async fn call_json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<T, ClientError> {
-        let bytes = self.call_value_bytes(method, path, body).await?;
+        let (_, bytes) = self.call_json_status(method, path, body).await?;
         parse_json(&bytes)
     }
 
-    async fn call_value_bytes(
+    /// Sends `body` as JSON (when given); the success status and the raw answer (some routes
+    /// answer 200 or 202 with different shapes, told apart by the caller).
+    pub(crate) async fn call_json_status(
         &self,
         method: Method,
         path: &str,
         body: Option<&impl Serialize>,
-    ) -> Result<Bytes, ClientError> {
-        let body = body
-            .map(|b| serde_json::to_vec(b).map(Bytes::from))
-            .transpose()
-            .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
+    ) -> Result<(u16, Bytes), ClientError> {
+        let body = body.map(encode_json).transpose()?.map(Bytes::from);
         let content_type = body.as_ref().map(|_| "application/json");
-        self.call(method, path, body, content_type).await
+        self.call_status(method, path, body, content_type).await
     }
 
-    /// For answers without a fixed shape: the JSON value, or `null` for an empty (204) body.
-    async fn call_value(
+    /// For requests or answers that carry a secret: the JSON request is encoded into a buffer
+    /// the connection wipes once sent, and the answer comes back in memory wiped on drop.
+    pub(crate) async fn call_secret(
         &self,
         method: Method,
         path: &str,
-        body: Option<&impl Serialize>,
-    ) -> Result<Value, ClientError> {
-        let bytes = self.call_value_bytes(method, path, body).await?;
-        if bytes.is_empty() {
-            Ok(Value::Null)
-        } else {
-            parse_json(&bytes)
-        }
+        body: &impl Serialize,
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        let body = Bytes::from(encode_json_exact(body)?);
+        let bytes = self
+            .call(method, path, Some(body), Some("application/json"))
+            .await?;
+        Ok(Zeroizing::new(Vec::from(bytes)))
     }
 
     // ----- health
@@ -205,15 +210,12 @@ impl Client {
     ) -> Result<KeyInfo, ClientError> {
         let body = CreateKeyRequest {
             name: name.to_string(),
-            payload: import.map(|bytes| BASE64.encode(bytes)),
+            payload: import.map(SecretString::base64_of),
             description: description.map(str::to_string),
             ..Default::default()
         };
-        let result = self.call_json(Method::POST, "/v1/keys", Some(&body)).await;
-        if let Some(mut payload) = body.payload {
-            zeroize::Zeroize::zeroize(&mut payload);
-        }
-        result
+        let bytes = self.call_secret(Method::POST, "/v1/keys", &body).await?;
+        parse_json(&bytes)
     }
 
     /// `GET /v1/keys`: customer keys.
@@ -236,21 +238,14 @@ impl Client {
         aad: &[String],
     ) -> Result<Wrapped, ClientError> {
         let body = WrapRequest {
-            plaintext: plaintext.map(|p| BASE64.encode(p)),
+            plaintext: plaintext.map(SecretString::base64_of),
             aad: aad_field(aad),
         };
-        let result = self
-            .call_value_bytes(Method::POST, &key_path(key, "/wrap"), Some(&body))
-            .await;
-        if let Some(mut sent) = body.plaintext {
-            zeroize::Zeroize::zeroize(&mut sent);
-        }
-        let bytes = Zeroizing::new(Vec::from(result?));
+        let bytes = self
+            .call_secret(Method::POST, &key_path(key, "/wrap"), &body)
+            .await?;
         let answer: WrapResponse = parse_json(&bytes)?;
-        let dek = answer
-            .plaintext
-            .map(|b64| decode_secret(&Zeroizing::new(b64)))
-            .transpose()?;
+        let dek = answer.plaintext.as_ref().map(decode_secret).transpose()?;
         Ok(Wrapped {
             ciphertext: answer.ciphertext,
             key_version: answer.key_version,
@@ -269,12 +264,11 @@ impl Client {
             ciphertext: ciphertext.to_string(),
             aad: aad_field(aad),
         };
-        let bytes = Zeroizing::new(Vec::from(
-            self.call_value_bytes(Method::POST, &key_path(key, "/unwrap"), Some(&body))
-                .await?,
-        ));
+        let bytes = self
+            .call_secret(Method::POST, &key_path(key, "/unwrap"), &body)
+            .await?;
         let answer: UnwrapResponse = parse_json(&bytes)?;
-        decode_secret(&Zeroizing::new(answer.plaintext))
+        decode_secret(&answer.plaintext)
     }
 
     /// `POST /v1/keys/{key}/rewrap`: the envelope under the key's newest version.
@@ -291,93 +285,48 @@ impl Client {
         self.call_json(Method::POST, &key_path(key, "/rewrap"), Some(&body))
             .await
     }
-
-    // ----- backups
-
-    /// `POST /v1/databases/{db}/backups`.
-    pub async fn create_backup(&self, db: &str) -> Result<Value, ClientError> {
-        self.call_value(Method::POST, &db_path(db, "/backups"), NO_BODY)
-            .await
-    }
-
-    /// `GET /v1/backups`.
-    pub async fn list_backups(&self) -> Result<Value, ClientError> {
-        self.call_value(Method::GET, "/v1/backups", NO_BODY).await
-    }
-
-    /// `GET /v1/backups/{id}`.
-    pub async fn get_backup(&self, id: &str) -> Result<Value, ClientError> {
-        self.call_value(Method::GET, &backup_path(id, ""), NO_BODY)
-            .await
-    }
-
-    /// `DELETE /v1/backups/{id}`.
-    pub async fn delete_backup(&self, id: &str) -> Result<(), ClientError> {
-        self.call(Method::DELETE, &backup_path(id, ""), None, None)
-            .await
-            .map(drop)
-    }
-
-    /// `POST /v1/backups/{id}/restore`: restores into a new database named `into`, protected
-    /// by `key` when given (else as the daemon decides). Returns the new database.
-    pub async fn restore_backup(
-        &self,
-        id: &str,
-        into: &str,
-        key: Option<&str>,
-    ) -> Result<DatabaseInfo, ClientError> {
-        let mut body = json!({ "into": into });
-        if let Some(key) = key {
-            body["key"] = json!(key);
-        }
-        self.call_json(Method::POST, &backup_path(id, "/restore"), Some(&body))
-            .await
-    }
-
-    // ----- tokens
-
-    /// `POST /v1/tokens`: `{"id", "token"}`; `databases` scopes an `app` token.
-    pub async fn create_token(
-        &self,
-        role: &str,
-        databases: &[String],
-    ) -> Result<Value, ClientError> {
-        let mut body = json!({ "role": role });
-        if !databases.is_empty() {
-            body["databases"] = json!(databases);
-        }
-        self.call_value(Method::POST, "/v1/tokens", Some(&body))
-            .await
-    }
-
-    /// `GET /v1/tokens` (never the secrets).
-    pub async fn list_tokens(&self) -> Result<Value, ClientError> {
-        self.call_value(Method::GET, "/v1/tokens", NO_BODY).await
-    }
-
-    /// `DELETE /v1/tokens/{id}`.
-    pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
-        let path = format!("/v1/tokens/{}", encode_segment(id));
-        self.call(Method::DELETE, &path, None, None).await.map(drop)
-    }
 }
 
 /// `None` typed for the JSON-body helpers.
-const NO_BODY: Option<&()> = None;
+pub(crate) const NO_BODY: Option<&()> = None;
 
 fn aad_field(aad: &[String]) -> Option<Vec<String>> {
     (!aad.is_empty()).then(|| aad.to_vec())
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ClientError::Protocol(format!("unexpected answer from envault: {e}")))
 }
 
-fn decode_secret(b64: &str) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-    BASE64
-        .decode(b64)
-        .map(Zeroizing::new)
+fn encode_json(body: &impl Serialize) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec(body)
+        .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))
+}
+
+/// Encodes a body holding a secret into a buffer sized once, so that no reallocation leaves a
+/// partial copy behind in freed memory (the connection wipes this buffer after sending).
+fn encode_json_exact(body: &impl Serialize) -> Result<Vec<u8>, ClientError> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let error = |e: serde_json::Error| ClientError::Protocol(format!("cannot encode request: {e}"));
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, body).map_err(error)?;
+    let mut out = Vec::with_capacity(count.0);
+    serde_json::to_writer(&mut out, body).map_err(error)?;
+    Ok(out)
+}
+
+fn decode_secret(b64: &SecretString) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    b64.decode_base64()
         .map_err(|_| ClientError::Protocol("the daemon sent invalid base64".into()))
 }
 

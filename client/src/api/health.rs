@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ValueLogStats;
-
 /// `GET /v1/health`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Health {
@@ -79,4 +77,19 @@ pub struct DekCacheStats {
     pub evictions: u64,
     /// Entries dropped because their lifetime was over.
     pub expired: u64,
+}
+
+/// `value_log` of `GET /v1/health`: the value log of the earlier sled store. No store has one
+/// any more (large values are fjall's blob files), so health leaves it out; the type stays so
+/// clients of the API keep deserializing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueLogStats {
+    /// Segment files on disk.
+    pub segments: u64,
+    /// Entry bytes in them.
+    pub bytes: u64,
+    /// Of those, bytes of values overwritten or deleted (reclaimed by compaction).
+    pub dead_bytes: u64,
+    /// Segments compacted (copied forward and deleted) since the daemon started.
+    pub compacted_segments: u64,
 }

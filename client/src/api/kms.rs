@@ -1,4 +1,4 @@
-//! Bodies and answers of key policies (`/v1/keys/{key}/policy`).
+//! Bodies and answers of key policies (`/v1/keys/{key}/policy`) and of dual authorization.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct SetPolicyRequest {
     /// "90d" (1d–2560d) or "off"; absent: unchanged.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_every: Option<String>,
     /// Whether deleting the key needs two different operator tokens; absent: unchanged.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dual_auth: Option<bool>,
 }
 
@@ -41,4 +41,20 @@ pub struct KeyPolicyInfo {
     /// RFC 3339 at which that approval lapses.
     #[serde(default)]
     pub deletion_authorized_until: Option<String>,
+}
+
+/// `DELETE /v1/keys/{key}` answer (202) to a first approval under dual authorization: nothing
+/// was deleted yet.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeletionApproval {
+    /// Key CRN.
+    pub key: String,
+    /// Key name.
+    pub name: String,
+    /// Always `deletion_authorized`.
+    pub state: String,
+    /// The approving token's id.
+    pub authorized_by: String,
+    /// RFC 3339 at which the approval lapses.
+    pub authorization_expires_at: String,
 }
