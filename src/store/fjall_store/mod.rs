@@ -2,9 +2,11 @@
 //! `<data_dir>/fjall`, with two keyspaces.
 //!
 //! - `catalog`: `kind/id` → [`super::codec`]-encoded entries; applied in atomic batches.
-//! - `records`: `database id (16 bytes) | record key` → the sealed record envelope. Values
-//!   over [`BLOB_THRESHOLD`] are kept in fjall's blob files (key–value separation), so
-//!   compaction does not rewrite them.
+//! - `records`: `database id (16 bytes) | record key` → the sealed record envelope. Every
+//!   value is kept in fjall's blob files (key–value separation, [`BLOB_THRESHOLD`]), each
+//!   blob under its own checksum: a damaged byte in one record's value fails that record
+//!   only, where a table block of inline values would fail all its neighbours too. The LSM
+//!   tables hold keys and blob pointers, and compaction does not rewrite the values.
 //!
 //! Writes go to the journal's buffer; [`Store::flush`] is the only durability point: one
 //! `persist(SyncData)` of the journal per group commit, which makes every write before it
@@ -22,8 +24,10 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, Pers
 
 use super::{CatalogOp, Store, StoreError};
 
-/// Record values larger than this live in blob files.
-pub const BLOB_THRESHOLD: u32 = 4096;
+/// Record values of at least this many bytes live in blob files: all of them (a sealed
+/// record is never empty). Stored with the keyspace when it is created: a store created with
+/// an earlier threshold keeps it (its records read the same either way).
+pub const BLOB_THRESHOLD: u32 = 1;
 /// Largest memtable of one keyspace.
 const MEMTABLE: u64 = 8 << 20;
 
