@@ -151,9 +151,10 @@ async fn a_sled_data_dir_is_migrated_at_first_start_and_reads_back() {
 
 #[tokio::test]
 async fn a_migration_killed_midway_is_completed_by_the_next_start() {
-    // Enough records that copying them takes far longer than the test needs to notice the
-    // migration's first progress line (after 1,000) and kill the daemon (a debug build copies
-    // well under 20,000 records a second), in a database the catalog does not name.
+    // Enough records that copying the rest takes far longer than the test needs to see the
+    // migration's first progress line (after 1,000) and kill the daemon (milliseconds; a
+    // debug build copies some 10,000 records a second), in a database the catalog does not
+    // name.
     const EXTRA: u32 = 20_000;
     let mut daemon = daemon_on_fixture().await;
     {

@@ -99,8 +99,8 @@ impl FjallStore {
     fn read_error(&self, err: fjall::Error) -> StoreError {
         if is_damage(&err) {
             StoreError::Damaged(format!(
-                "a block of the store in {} fails its checksum ({err}); the records in it \
-                 cannot be read",
+                "stored bytes in {} fail their checksum ({err}): a record's value (that \
+                 record only) or a table block (the records in it) cannot be read",
                 self.dir.display()
             ))
         } else {
