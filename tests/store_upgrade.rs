@@ -219,10 +219,7 @@ async fn a_migration_killed_midway_is_completed_by_the_next_start() {
     let store = FjallStore::open(&daemon.data_dir.join("fjall"), 8 << 20).expect("open fjall");
     let db = [0x42u8; 16];
     assert_eq!(store.record_count(&db).unwrap(), u64::from(EXTRA));
-    let big = store
-        .record_get(&db, b"x-01010")
-        .unwrap()
-        .expect("x-01010");
+    let big = store.record_get(&db, b"x-01010").unwrap().expect("x-01010");
     assert_eq!(big.len(), 2000);
     assert!(big[4..].iter().all(|b| *b == (1010 % 251) as u8));
 }

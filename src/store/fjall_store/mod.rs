@@ -30,6 +30,13 @@ use super::{CatalogOp, Store, StoreError};
 pub const BLOB_THRESHOLD: u32 = 1;
 /// Largest memtable of one keyspace.
 const MEMTABLE: u64 = 8 << 20;
+/// Most bytes all memtables (the active ones and those waiting to be flushed) may hold before
+/// a record write waits for a flush. fjall rotates a full memtable only once a background
+/// worker gets to it, so under a fast writer (a restore of large values) the active one
+/// otherwise grows far past [`MEMTABLE`]: hundreds of MiB.
+const WRITE_BUFFER_CAP: u64 = 4 * MEMTABLE;
+/// Longest a record write waits for [`WRITE_BUFFER_CAP`] (then it goes ahead anyway).
+const WRITE_BUFFER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// fjall-backed [`Store`].
 pub struct FjallStore {
@@ -81,6 +88,7 @@ impl FjallStore {
 
     /// Writes (full key, sealed value) records in one batch, not yet durable (migration).
     pub fn put_raw(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
+        self.bound_write_buffer();
         let mut batch = self.db.batch();
         for (k, v) in records {
             batch.insert(&self.records, k, v);
@@ -105,6 +113,20 @@ impl FjallStore {
             ))
         } else {
             StoreError::Backend(format!("store {}: {err}", self.dir.display()))
+        }
+    }
+
+    /// Waits (a bounded time) while the memtables hold more than [`WRITE_BUFFER_CAP`], so
+    /// that writing faster than fjall flushes does not grow the daemon without bound.
+    fn bound_write_buffer(&self) {
+        if self.db.write_buffer_size() <= WRITE_BUFFER_CAP {
+            return;
+        }
+        let started = std::time::Instant::now();
+        while self.db.write_buffer_size() > WRITE_BUFFER_CAP
+            && started.elapsed() < WRITE_BUFFER_WAIT
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
 
@@ -201,6 +223,7 @@ impl Store for FjallStore {
         key: &[u8],
         sealed: Vec<u8>,
     ) -> Result<(), StoreError> {
+        self.bound_write_buffer();
         self.records
             .insert(record_key(database, key), sealed)
             .map_err(|e| self.write_error(e))
