@@ -6,9 +6,12 @@
 //! unwrap calls per run), `ENVAULT_BENCH_DATABASES=1000`, `ENVAULT_BENCH_GET_SECS=5`.
 //! Prints a Markdown table.
 
-#[path = "../tests/backend_support/mod.rs"]
+// The integration tests' harness, of which this bench uses only a part.
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/suite/backend_support/mod.rs"]
 mod backend_support;
-#[path = "../tests/common/mod.rs"]
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/suite/common/mod.rs"]
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak run of the crash-consistency tests (tests/crash_consistency.rs): the whole test file once
+# Soak run of the crash-consistency tests (tests/suite/crash_consistency.rs): the whole test file once
 # per seed, with more kills per load run than the default CI run, stopping at the first failure
 # (or not, with KEEP_GOING=1). Each seed's output goes to target/crash-soak/seed-<N>.log; a
 # failure prints its tail, including the rerun command with the failing seed.
@@ -7,14 +7,14 @@
 #   scripts/crash-soak.sh                  # seeds 1..50
 #   scripts/crash-soak.sh 100 199          # seeds 100..199
 #   KILLS=100 scripts/crash-soak.sh 1 10   # 100 kills per load run (ENVAULT_CRASH_KILLS)
-#   FILTER=shred scripts/crash-soak.sh     # only tests whose name contains "shred"
-#   DISK_FULL=1 scripts/crash-soak.sh      # also run tests/disk_full.rs per seed (needs root
+#   FILTER=shred scripts/crash-soak.sh     # only tests whose name starts with "shred"
+#   DISK_FULL=1 scripts/crash-soak.sh      # also run tests/suite/disk_full.rs per seed (needs root
 #                                          # to mount a tmpfs; see that file)
 #   KEEP_GOING=1 scripts/crash-soak.sh     # run every seed, report all failures at the end
 #
 # Reproduce one seed:
 #   ENVAULT_CRASH_SEED=<N> ENVAULT_CRASH_KILLS=<K> cargo test --release \
-#       --test crash_consistency <test name> -- --nocapture
+#       --test suite crash_consistency::<test name> -- --nocapture
 #
 # The seed fixes the operation schedule, the values and the kill delays; thread interleavings
 # (and so the exact kill points) still vary from run to run, which is what a soak is for.
@@ -33,10 +33,7 @@ logs=target/crash-soak
 mkdir -p "$logs"
 
 echo "building the test binaries..."
-cargo test --release --test crash_consistency --no-run
-if [[ "$disk_full" == 1 ]]; then
-    cargo test --release --test disk_full --no-run
-fi
+cargo test --release --test suite --no-run
 
 failed=()
 start=$(date +%s)
@@ -45,12 +42,12 @@ for seed in $(seq "$first" "$last"); do
     t0=$(date +%s)
     status=ok
     if ! ENVAULT_CRASH_SEED="$seed" ENVAULT_CRASH_KILLS="$kills" \
-        cargo test --release --test crash_consistency -- --nocapture $filter >"$log" 2>&1; then
+        cargo test --release --test suite -- --nocapture "crash_consistency::$filter" >"$log" 2>&1; then
         status=FAILED
     fi
     if [[ "$disk_full" == 1 && "$status" == ok ]]; then
         if ! ENVAULT_CRASH_SEED="$seed" \
-            cargo test --release --test disk_full -- --nocapture >>"$log" 2>&1; then
+            cargo test --release --test suite -- --nocapture disk_full:: >>"$log" 2>&1; then
             status=FAILED
         fi
     fi

@@ -16,6 +16,7 @@
 mod connection;
 mod data;
 mod error;
+mod import;
 mod kms;
 mod lifecycle;
 mod paths;
@@ -37,6 +38,7 @@ use crate::api::{
 };
 use connection::Connection;
 pub use error::ClientError;
+pub use import::seal_for_import;
 pub use lifecycle::KeyAction;
 pub use paths::encode_segment;
 use paths::{backup_path, db_path, key_path};
@@ -205,6 +207,7 @@ impl Client {
             name: name.to_string(),
             payload: import.map(|bytes| BASE64.encode(bytes)),
             description: description.map(str::to_string),
+            ..Default::default()
         };
         let result = self.call_json(Method::POST, "/v1/keys", Some(&body)).await;
         if let Some(mut payload) = body.payload {

@@ -1,5 +1,5 @@
 //! The fuzz harnesses of envault, shared by the cargo-fuzz targets (`fuzz/fuzz_targets/`) and by
-//! the deterministic mini-fuzz of `tests/fuzz_regressions.rs`, which includes this file as a
+//! the deterministic mini-fuzz of `tests/suite/fuzz_regressions.rs`, which includes this file as a
 //! module so that `cargo test` runs exactly the code paths the fuzzer runs.
 //!
 //! Every harness takes arbitrary bytes and must return normally: a panic (an `unwrap`, an
@@ -967,7 +967,7 @@ fn route(template: &str) -> u8 {
 // ---------------------------------------------------------------------------------------------
 
 /// Seeds of every target: (target, file name, bytes). `fuzz/seeds/` holds these, written by
-/// `cargo test --test fuzz_regressions -- --ignored write_seeds`.
+/// `cargo test --test suite -- --ignored fuzz_regressions::write_seeds`.
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
     let with_mode = |mode: u8, bytes: &[u8]| {

@@ -10,9 +10,22 @@ use super::KeyPolicyInfo;
 pub struct CreateKeyRequest {
     /// Unique name.
     pub name: String,
-    /// Base64 of exactly 32 bytes to import; absent = generate.
+    /// Base64 of exactly 32 bytes to import; absent = generate (or a secure import).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
+    /// Secure import: the import token whose public key wrapped `encrypted_payload`
+    /// (see [`super::SecureImportFields`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_token: Option<String>,
+    /// Secure import: base64 of the material, RSA-OAEP-SHA-256 under the token's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted_payload: Option<String>,
+    /// Secure import: base64 of the token's nonce sealed under the material (AES-256-GCM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted_nonce: Option<String>,
+    /// Secure import: base64 of the 12-byte IV of that seal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iv: Option<String>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,

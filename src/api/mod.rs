@@ -3,6 +3,7 @@
 //!
 //! One file per topic; every type is re-exported here, so `crate::api::X` is the path to use:
 //! - `keys`: root keys and wrap / unwrap / rewrap;
+//! - `import`: import tokens and the fields of a secure import;
 //! - `kms`: key policies;
 //! - `databases`, `records`: databases and their records;
 //! - `health`: `GET /v1/health`;
@@ -15,6 +16,7 @@ mod audit;
 mod authorizations;
 mod databases;
 mod health;
+mod import;
 mod keys;
 mod kms;
 mod lifecycle;
@@ -24,6 +26,7 @@ pub use audit::{AuditEvent, AuditEvents, AuditInitiator, AuditVerifyReport};
 pub use authorizations::{AuthorizationInfo, AuthorizationList, GrantRequest};
 pub use databases::{CreateDatabaseRequest, DatabaseInfo, DatabaseList, DatabaseListQuery};
 pub use health::{AuditSyncStats, ComponentHealth, DekCacheStats, Health};
+pub use import::{CreateImportTokenRequest, ImportTokenInfo, SecureImportFields};
 pub use keys::{
     CreateKeyRequest, KeyInfo, KeyList, Registration, RewrapResponse, UnwrapRequest,
     UnwrapResponse, WrapRequest, WrapResponse,

@@ -48,6 +48,7 @@ fn client_exit_code(err: &ClientError) -> u8 {
             _ => FAILURE,
         },
         ClientError::Connect { .. } | ClientError::Io(_) => UNAVAILABLE,
+        ClientError::InvalidInput(_) => USAGE,
         _ => FAILURE,
     }
 }

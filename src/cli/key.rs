@@ -25,10 +25,18 @@ pub enum KeyCommand {
         /// ignored) are decoded first.
         #[arg(long, value_name = "FILE|-")]
         import: Option<PathBuf>,
+        /// With --import: never send the material in the clear. Gets a single-use import
+        /// token, wraps the material under its RSA-4096 key (RSA-OAEP-SHA-256) and seals the
+        /// token's nonce under the material (AES-256-GCM).
+        #[arg(long, requires = "import")]
+        secure: bool,
         /// Free text shown by `key show`.
         #[arg(long, value_name = "D")]
         description: Option<String>,
     },
+    /// Import tokens for a secure import (`key create --import FILE --secure` makes its own).
+    #[command(subcommand)]
+    ImportToken(super::import_token::ImportTokenCommand),
     /// List customer keys.
     List,
     /// Show a key and what it protects (its registrations).
@@ -103,19 +111,29 @@ pub(super) async fn run(ctx: &Context, command: KeyCommand) -> Result<(), CliErr
         KeyCommand::Create {
             name,
             import,
+            secure,
             description,
         } => {
             let material = match import {
                 Some(file) => Some(decode_import(Zeroizing::new(read_input(Some(&file))?))),
                 None => None,
             };
-            let key = client
-                .create_key(
-                    &name,
-                    material.as_ref().map(|m| m.as_slice()),
-                    description.as_deref(),
-                )
-                .await?;
+            let key = match &material {
+                Some(material) if secure => {
+                    client
+                        .create_key_secure(&name, material, description.as_deref())
+                        .await?
+                }
+                _ => {
+                    client
+                        .create_key(
+                            &name,
+                            material.as_ref().map(|m| m.as_slice()),
+                            description.as_deref(),
+                        )
+                        .await?
+                }
+            };
             if ctx.json {
                 return output::json(&key);
             }
@@ -124,6 +142,7 @@ pub(super) async fn run(ctx: &Context, command: KeyCommand) -> Result<(), CliErr
                 key.name, key.id, key.origin
             ))
         }
+        KeyCommand::ImportToken(command) => super::import_token::run(ctx, command).await,
         KeyCommand::List => {
             let keys = client.list_keys().await?;
             if ctx.json {

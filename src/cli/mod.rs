@@ -19,6 +19,7 @@ mod db;
 mod docs;
 mod exit;
 mod impact;
+mod import_token;
 mod key;
 pub mod output;
 mod policy;

@@ -36,6 +36,10 @@ pub enum ClientError {
     /// bad base64, an invalid header value.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The caller's input was refused before anything was sent (key material to import
+    /// that is not 32 bytes).
+    #[error("{0}")]
+    InvalidInput(String),
 }
 
 impl ClientError {

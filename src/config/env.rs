@@ -67,6 +67,8 @@ pub const ENV_VARS: &[(&str, &str, bool)] = &[
     ("ENVAULT_STORE_POOL_SIZE", "store.pool_size", true),
     ("ENVAULT_STORE_TIMEOUT", "store.timeout", false),
     ("ENVAULT_STORE_CACHE_SIZE", "store.cache_size", false),
+    ("ENVAULT_STORE_SSL_MODE", "store.ssl_mode", false),
+    ("ENVAULT_STORE_SSL_ROOT_CERT", "store.ssl_root_cert", false),
     (
         "ENVAULT_AUDIT_DATA_PLANE_SYNC",
         "audit.data_plane_sync",
@@ -76,6 +78,31 @@ pub const ENV_VARS: &[(&str, &str, bool)] = &[
     ("ENVAULT_METRICS_LISTEN", "metrics.listen", false),
     ("ENVAULT_KEYS_ROTATE_EVERY", "keys.rotate_every", false),
     (
+        "ENVAULT_KEYS_IMPORT_TOKEN_TTL",
+        "keys.import_token_ttl",
+        false,
+    ),
+    (
+        "ENVAULT_KEYS_IMPORT_TOKEN_MAX_TTL",
+        "keys.import_token_max_ttl",
+        false,
+    ),
+    (
+        "ENVAULT_KEYS_IMPORT_TOKEN_USES",
+        "keys.import_token_uses",
+        true,
+    ),
+    (
+        "ENVAULT_KEYS_IMPORT_TOKEN_MAX_USES",
+        "keys.import_token_max_uses",
+        true,
+    ),
+    (
+        "ENVAULT_KEYS_PLAINTEXT_IMPORT",
+        "keys.plaintext_import",
+        false,
+    ),
+    (
         "ENVAULT_DUAL_AUTH_DELETE",
         "lifecycle.dual_auth_delete",
         false,
@@ -83,7 +110,7 @@ pub const ENV_VARS: &[(&str, &str, bool)] = &[
 ];
 
 /// Settings that are switches: "true" / "false" are set as booleans.
-const SWITCHES: &[&str] = &["lifecycle.dual_auth_delete"];
+const SWITCHES: &[&str] = &["lifecycle.dual_auth_delete", "keys.plaintext_import"];
 
 /// Sets every setting whose variable `get` returns. An integer setting whose value does not
 /// parse as one is set as text, so the schema check names it.

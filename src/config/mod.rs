@@ -107,11 +107,39 @@ pub struct MetricsConfig {
 }
 
 /// `[keys]`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct KeysConfig {
     /// `rotate_every`: rotation period of provider-managed keys in days; `None`: off.
     pub rotate_every_days: Option<u32>,
+    /// `import_token_ttl`: validity of an import token whose request names none.
+    pub import_token_ttl: Duration,
+    /// `import_token_max_ttl`: the longest validity a request may ask for.
+    pub import_token_max_ttl: Duration,
+    /// `import_token_uses`: uses of an import token whose request names none.
+    pub import_token_uses: u32,
+    /// `import_token_max_uses`: the most uses a request may ask for.
+    pub import_token_max_uses: u32,
+    /// `plaintext_import`: whether `POST /v1/keys` still accepts plaintext `payload`.
+    pub plaintext_import: bool,
 }
+
+impl Default for KeysConfig {
+    /// The compiled-in defaults of `config/envault.toml`.
+    fn default() -> Self {
+        KeysConfig {
+            rotate_every_days: None,
+            import_token_ttl: Duration::from_secs(600),
+            import_token_max_ttl: Duration::from_secs(24 * 3600),
+            import_token_uses: 1,
+            import_token_max_uses: 10,
+            plaintext_import: true,
+        }
+    }
+}
+
+/// Most uses `[keys] import_token_max_uses` may allow: each use is one RSA private-key
+/// decryption an importer (or an attacker holding an operator token) can ask for.
+pub const MAX_IMPORT_TOKEN_USES: u32 = 1000;
 
 /// `[audit]`: when the activity log's lines are fsynced (`service::audit_sync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +181,71 @@ pub struct StoreConfig {
     /// How long a store call may wait for a connection or a statement; past it the request
     /// fails with 503 `store_unavailable`.
     pub timeout: Duration,
+    /// TLS to PostgreSQL; `None` = by host (see [`PgSslMode::for_hosts`]).
+    pub ssl_mode: Option<PgSslMode>,
+    /// PEM file of the CA certificates `verify-ca` and `verify-full` trust; `None` = the
+    /// system's trust store.
+    pub ssl_root_cert: Option<PathBuf>,
+}
+
+/// `[store] ssl_mode`: libpq's `sslmode` values, with libpq's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgSslMode {
+    /// Plain TCP (or a Unix socket): nothing is encrypted.
+    Disable,
+    /// TLS when the server offers it, plain otherwise; the certificate is not checked.
+    Prefer,
+    /// TLS or no connection; the certificate is not checked (encryption only).
+    Require,
+    /// TLS, and the server's certificate chains to a trusted CA.
+    VerifyCa,
+    /// TLS, the certificate chains to a trusted CA and names the host connected to.
+    VerifyFull,
+}
+
+impl PgSslMode {
+    /// The names `[store] ssl_mode` accepts, as the error message lists them.
+    pub const EXPECTED: &'static str =
+        "\"disable\", \"prefer\", \"require\", \"verify-ca\" or \"verify-full\" (or empty)";
+
+    /// Parses a libpq `sslmode` name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "disable" => Self::Disable,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    /// The default when `ssl_mode` is empty: `disable` when every host is a Unix socket or a
+    /// loopback address (the traffic never leaves the machine), else `verify-full`, so that a
+    /// password never crosses a network in the clear nor goes to an impostor.
+    pub fn for_hosts(all_local: bool) -> Self {
+        if all_local {
+            Self::Disable
+        } else {
+            Self::VerifyFull
+        }
+    }
+
+    /// The libpq name, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether the server's certificate is checked against trusted CAs.
+    pub fn verifies(self) -> bool {
+        matches!(self, Self::VerifyCa | Self::VerifyFull)
+    }
 }
 
 // By hand, so the URL (and its password) never reaches a log through `{:?}` of the config.
@@ -169,6 +262,8 @@ impl std::fmt::Debug for StoreConfig {
             .field("url", &url)
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
             .finish()
     }
 }

@@ -150,6 +150,56 @@ fn store_settings() {
 }
 
 #[test]
+fn store_tls_settings() {
+    let config = Config::load(None).unwrap();
+    assert_eq!(config.store.ssl_mode, None);
+    assert_eq!(config.store.ssl_root_cert, None);
+    let config = Config::load_with(None, |name| match name {
+        "ENVAULT_STORE_SSL_MODE" => Some("verify-full".into()),
+        "ENVAULT_STORE_SSL_ROOT_CERT" => Some("/etc/envault/pg-ca.pem".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(config.store.ssl_mode, Some(PgSslMode::VerifyFull));
+    assert_eq!(
+        config.store.ssl_root_cert.as_deref(),
+        Some(std::path::Path::new("/etc/envault/pg-ca.pem"))
+    );
+    for (text, mode) in [
+        ("disable", PgSslMode::Disable),
+        ("prefer", PgSslMode::Prefer),
+        ("require", PgSslMode::Require),
+        ("verify-ca", PgSslMode::VerifyCa),
+    ] {
+        let config = Config::load_with(None, |name| {
+            (name == "ENVAULT_STORE_SSL_MODE").then(|| text.to_string())
+        })
+        .unwrap();
+        assert_eq!(config.store.ssl_mode, Some(mode));
+        assert_eq!(mode.as_str(), text);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let refused = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        match Config::load(Some(&path)) {
+            Err(ConfigError::Value { key, .. }) => key,
+            other => panic!("{text}: {other:?}"),
+        }
+    };
+    assert_eq!(
+        refused("[store]\nssl_mode = \"verify\"\n"),
+        "store.ssl_mode"
+    );
+    // A CA file with a mode that never reads it would be a check that does not happen.
+    assert_eq!(
+        refused("[store]\nssl_mode = \"require\"\nssl_root_cert = \"/ca.pem\"\n"),
+        "store.ssl_root_cert"
+    );
+}
+
+#[test]
 fn audit_sync_settings() {
     let config = Config::load(None).unwrap();
     assert_eq!(config.audit.data_plane_sync, DataPlaneSync::Always);
@@ -241,4 +291,55 @@ fn a_non_integer_for_an_integer_setting_is_refused() {
         matches!(loaded, Err(ConfigError::Parse { .. })),
         "{loaded:?}"
     );
+}
+
+#[test]
+fn import_token_settings() {
+    let config = Config::load(None).unwrap();
+    assert_eq!(config.keys.import_token_ttl, Duration::from_secs(600));
+    assert_eq!(
+        config.keys.import_token_max_ttl,
+        Duration::from_secs(86_400)
+    );
+    assert_eq!(
+        (
+            config.keys.import_token_uses,
+            config.keys.import_token_max_uses
+        ),
+        (1, 10)
+    );
+    assert!(config.keys.plaintext_import);
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    let config = Config::load_with(
+        None,
+        env(&[
+            ("ENVAULT_KEYS_IMPORT_TOKEN_TTL", "2s"),
+            ("ENVAULT_KEYS_IMPORT_TOKEN_MAX_USES", "3"),
+            ("ENVAULT_KEYS_IMPORT_TOKEN_USES", "2"),
+            ("ENVAULT_KEYS_PLAINTEXT_IMPORT", "false"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.keys.import_token_ttl, Duration::from_secs(2));
+    assert_eq!(config.keys.import_token_uses, 2);
+    assert!(!config.keys.plaintext_import);
+    for bad in [
+        &[("ENVAULT_KEYS_IMPORT_TOKEN_TTL", "2d")][..],
+        &[("ENVAULT_KEYS_IMPORT_TOKEN_TTL", "0s")],
+        &[("ENVAULT_KEYS_IMPORT_TOKEN_MAX_USES", "0")],
+        &[("ENVAULT_KEYS_IMPORT_TOKEN_USES", "11")],
+    ] {
+        let loaded = Config::load_with(None, env(bad));
+        assert!(
+            matches!(loaded, Err(ConfigError::Value { .. })),
+            "{bad:?}: {loaded:?}"
+        );
+    }
 }

@@ -14,7 +14,7 @@
 //!   CTR and GHASH in two passes). Takes precedence when enabled, so
 //!   `--features aead-rustcrypto` is enough to select it.
 //!
-//! Both pass the same CAVP and Wycheproof vectors (`tests/crypto_vectors.rs`).
+//! Both pass the same CAVP and Wycheproof vectors (`tests/suite/crypto_vectors.rs`).
 
 use super::{os_random, CryptoError, SecretKey};
 

@@ -39,6 +39,20 @@ pub fn status_of(err: &ServiceError) -> StatusCode {
         }
         KeyBackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         KeyBackendRefused(_) => StatusCode::BAD_GATEWAY,
+        Import(err) => import_status(err),
+    }
+}
+
+/// The statuses of secure import: an unknown token is not found, an expired or used-up one
+/// conflicts with its state, plaintext import is refused by policy, and every rejection after
+/// the RSA decryption is one 400.
+fn import_status(err: &crate::service::ImportError) -> StatusCode {
+    use crate::service::ImportError::*;
+    match err {
+        UnknownToken(_) => StatusCode::NOT_FOUND,
+        Expired(_) | UsedUp(_) => StatusCode::CONFLICT,
+        PlaintextDisabled => StatusCode::FORBIDDEN,
+        Rejected(_) => StatusCode::BAD_REQUEST,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod compat;
 mod connection;
 mod error;
 mod extract;
+mod import_routes;
 mod kms_routes;
 mod kms_tasks;
 mod lifecycle_routes;
@@ -177,6 +178,7 @@ fn spawn_background(state: Arc<AppState>) {
         });
     }
     crate::server::kms_tasks::spawn(Arc::clone(&state));
+    import_routes::spawn_sweep(Arc::clone(&state));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(state.vault.purge_interval());
         loop {

@@ -42,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .merge(super::lifecycle_routes::router())
         .merge(super::kms_routes::router())
+        .merge(super::import_routes::router())
         .merge(super::backup_routes::router())
         .merge(super::batch_routes::router())
         .merge(super::ops_routes::router())

@@ -101,6 +101,10 @@ pub enum ServiceError {
     /// names the target and its answer (never credentials), so the operator can act on it.
     #[error("backup target failure: {0}")]
     BackupTarget(String),
+    /// A secure import or an import token was refused (its own codes); nothing changed but,
+    /// once the RSA decryption was attempted, one use of the token.
+    #[error(transparent)]
+    Import(super::ImportError),
     /// The daemon refuses to start on this data dir: unsafe (open permissions) or
     /// incomplete (a missing master key, keystore or store, an activity log cut short).
     #[error(transparent)]
@@ -120,6 +124,7 @@ impl ServiceError {
                 | ServiceError::KeyPendingDestruction(_)
                 | ServiceError::KeyDestroyed(_)
                 | ServiceError::DatabaseDeleted(_)
+                | ServiceError::Import(super::ImportError::PlaintextDisabled)
         )
     }
 
@@ -159,6 +164,7 @@ impl ServiceError {
             ServiceError::KeyBackendUnavailable(_) => "key_backend_unavailable",
             ServiceError::KeyBackendRefused(_) => "key_backend_refused",
             ServiceError::BackupTarget(_) => "backup_target_error",
+            ServiceError::Import(err) => err.code(),
             // Start-up only; never answered to a request.
             ServiceError::UnsafeDataDir(_) => "data_dir_refused",
         }

@@ -32,16 +32,18 @@ impl Vault {
             .map_err(|_| ServiceError::BadRequest(format!("{field} is not valid base64")))
     }
 
-    /// Creates a root key, generated or imported; version 1 is durable in the keystore first.
+    /// Creates a root key, generated or imported (plaintext or secure import, see
+    /// `secure_import`); version 1 is durable in the keystore first.
     pub async fn create_key(
         &self,
         who: &Principal,
         request: CreateKeyRequest,
     ) -> Result<KeyInfo, ServiceError> {
         let name = request.name.clone();
+        let details = super::secure_import::create_key_details(&request);
         let result = self.create_key_inner(who, request).await;
         let target = result.as_ref().map(|k| k.crn.clone()).unwrap_or(name);
-        self.audited(who, "kms.secrets.create", &target, result, None)
+        self.audited(who, "kms.secrets.create", &target, result, details)
     }
 
     async fn create_key_inner(
@@ -56,31 +58,7 @@ impl Vault {
                 "description is longer than 1024 bytes".into(),
             ));
         }
-        let (material, origin) = match &request.payload {
-            Some(payload) => {
-                let bytes = Self::decode_base64("payload", payload)?;
-                // All one byte value (all-zero included): a placeholder or a bug upstream, never
-                // a key. The value itself is not repeated in the answer.
-                if bytes.len() == crate::crypto::secret::KEY_LEN
-                    && bytes.iter().all(|b| *b == bytes[0])
-                {
-                    return Err(ServiceError::BadRequest(
-                        "payload is one byte value repeated 32 times, not key material; import \
-                         a key from a cryptographic random source"
-                            .into(),
-                    ));
-                }
-                let key = SecretKey::from_slice(&bytes).map_err(|_| {
-                    ServiceError::BadRequest(format!(
-                        "payload must decode to exactly 32 bytes (got {})",
-                        bytes.len()
-                    ))
-                })?;
-                (NewKey::Import(key), KeyOrigin::Imported)
-            }
-            // Generated inside the backend: with an HSM or transit server it never exists here.
-            None => (NewKey::Generate, KeyOrigin::Generated),
-        };
+        let (material, origin) = self.new_key_material(&request).await?;
         let _admin = self.admin().await?;
         if self.read_catalog().key_names.contains_key(&request.name) {
             return Err(ServiceError::Conflict(format!(

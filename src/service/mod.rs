@@ -17,6 +17,7 @@ mod disk_space;
 mod dual_auth;
 mod durability;
 mod error;
+mod import_tokens;
 mod keys;
 mod kms_v2;
 mod lifecycle;
@@ -29,6 +30,7 @@ mod records;
 mod rotation;
 mod scheduled_deletion;
 mod seal_budget;
+mod secure_import;
 mod shred_receipt;
 mod token_lifecycle;
 mod tokens;
@@ -48,12 +50,14 @@ pub use catalog::Catalog;
 pub use data_dir::DataDirError;
 pub use dual_auth::DeletionApproval;
 pub use error::ServiceError;
+pub use import_tokens::{ImportError, ImportSettings, ImportTokens, RejectCause};
 pub use lifecycle::{AffectedResource, Impact, ShredReceipt};
 pub use policies::{
     parse_rotate_every, KeyPolicyInfo, SetPolicyRequest, MAX_ROTATE_DAYS, MIN_ROTATE_DAYS,
 };
 pub use record_batch::{BatchOp, BatchOutcome, MAX_BATCH_OPS};
 pub use rotation::RotationStatus;
+pub use secure_import::{import_settings, IMPORT_TOKEN_CREATE, IMPORT_TOKEN_READ};
 pub use token_lifecycle::unix_now;
 pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenInfo};
 pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
@@ -114,6 +118,8 @@ pub struct Vault {
     token_use: token_lifecycle::TokenUse,
     /// Instance-wide key policies (`[keys] rotate_every`, `[lifecycle] dual_auth_delete`).
     policy_defaults: policies::PolicyDefaults,
+    /// This node's import tokens (in memory only; `[keys] import_token_*`).
+    import_tokens: import_tokens::ImportTokens,
 }
 
 impl Vault {
@@ -167,6 +173,7 @@ impl Vault {
             provider_rotate_every_days: config.keys.rotate_every_days,
             dual_auth_delete: config.lifecycle.dual_auth_delete,
         };
+        vault.import_tokens = ImportTokens::new(import_settings(&config.keys));
         Ok(vault)
     }
 
@@ -210,6 +217,7 @@ impl Vault {
             disk_space: DiskSpace::unchecked(),
             token_use: Default::default(),
             policy_defaults: Default::default(),
+            import_tokens: Default::default(),
         })
     }
 

@@ -25,20 +25,33 @@ fn component(name: &str, result: Result<(), String>) -> ComponentHealth {
 
 impl Vault {
     /// Probes every component: one store read, one backend call (listing key ids), and the
-    /// activity log's file. Changes nothing.
+    /// activity log's file. Changes nothing. The store and backend probes run concurrently,
+    /// off the request's worker thread (the backend call is blocking), and each counts as
+    /// failed past [`PROBE_TIMEOUT`], so a hung server delays the answer by at most that.
     pub async fn readiness(&self) -> Vec<ComponentHealth> {
         let read = self
             .store
             .record_get_async(PROBE_DATABASE, b"envault-readiness-probe".to_vec());
-        let store = match tokio::time::timeout(PROBE_TIMEOUT, read).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+        let store = async {
+            match tokio::time::timeout(PROBE_TIMEOUT, read).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+            }
         };
-        let backend = self
-            .keystore_call(|k| k.key_ids())
-            .map(|_| ())
-            .map_err(|err| err.to_string());
+        let keystore = self.keystore.clone();
+        let listed = tokio::task::spawn_blocking(move || keystore.key_ids().map(|_| ()));
+        let backend = async {
+            match tokio::time::timeout(PROBE_TIMEOUT, listed).await {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(err))) => Err(err.to_string()),
+                Ok(Err(join)) => Err(format!("the probe did not finish: {join}")),
+                // The blocking call goes on until the backend's own timeout; its answer is
+                // dropped.
+                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+            }
+        };
+        let (store, backend) = tokio::join!(store, backend);
         let audit = self.audit.probe().map_err(|err| err.to_string());
         vec![
             component("store", store),

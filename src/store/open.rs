@@ -15,14 +15,17 @@ use crate::config::Config;
 pub fn open(config: &Config, data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
     match config.store.backend.as_str() {
         "postgres" => {
-            let store = PostgresStore::connect(
+            let store = PostgresStore::connect_with_tls(
                 &config.store.url,
                 config.store.pool_size,
                 config.store.timeout,
+                config.store.ssl_mode,
+                config.store.ssl_root_cert.as_deref(),
             )?;
             tracing::info!(
                 url = %super::postgres::redact(&config.store.url),
                 pool_size = config.store.pool_size,
+                ssl_mode = %store.ssl_mode().as_str(),
                 "store: PostgreSQL"
             );
             Ok(Arc::new(store))

@@ -1,4 +1,4 @@
-"""redis-py against envault's Redis-protocol socket (driven by tests/resp_clients.rs).
+"""redis-py against envault's Redis-protocol socket (driven by tests/suite/resp_clients.rs).
 
 usage: redis_session.py SOCKET TOKEN session
        redis_session.py SOCKET TOKEN error DB KEY

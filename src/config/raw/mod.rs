@@ -4,6 +4,7 @@
 //! Parts: `sections` (the checks of each section); here, the TOML shape, merging and the
 //! top-level check.
 
+mod keys;
 mod sections;
 
 use std::path::PathBuf;
@@ -39,11 +40,54 @@ pub(super) struct RawConfig {
     keys: RawKeys,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKeys {
     #[serde(default)]
     rotate_every: String,
+    #[serde(default = "default_import_token_ttl")]
+    import_token_ttl: String,
+    #[serde(default = "default_import_token_max_ttl")]
+    import_token_max_ttl: String,
+    #[serde(default = "one")]
+    import_token_uses: u32,
+    #[serde(default = "ten")]
+    import_token_max_uses: u32,
+    #[serde(default = "yes")]
+    plaintext_import: bool,
+}
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        RawKeys {
+            rotate_every: String::new(),
+            import_token_ttl: default_import_token_ttl(),
+            import_token_max_ttl: default_import_token_max_ttl(),
+            import_token_uses: one(),
+            import_token_max_uses: ten(),
+            plaintext_import: yes(),
+        }
+    }
+}
+
+fn default_import_token_ttl() -> String {
+    "10m".into()
+}
+
+fn default_import_token_max_ttl() -> String {
+    "1d".into()
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn ten() -> u32 {
+    10
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +105,8 @@ struct RawStore {
     url: String,
     pool_size: usize,
     timeout: String,
+    ssl_mode: String,
+    ssl_root_cert: PathBuf,
 }
 
 // By hand: the URL may hold a password.
@@ -254,17 +300,7 @@ impl RawConfig {
             )?,
             dual_auth_delete: self.lifecycle.dual_auth_delete,
         };
-        let keys = super::KeysConfig {
-            rotate_every_days: super::units::parse_rotate_every(&self.keys.rotate_every).map_err(
-                |_| {
-                    value(
-                        "keys.rotate_every",
-                        &self.keys.rotate_every,
-                        "\"off\" or whole days from 1d to 2560d, such as \"90d\"",
-                    )
-                },
-            )?,
-        };
+        let keys = self.keys.check()?;
         let limits = self.limits.check()?;
         let backup = self.backup.check()?;
         let cache = self.cache.check()?;

@@ -5,7 +5,7 @@ use super::{positive, value, RawAudit, RawBackup, RawCache, RawKeystore, RawLimi
 use crate::config::units::{parse_duration, parse_s3_url, parse_size};
 use crate::config::{
     AuditConfig, BackupConfig, CacheConfig, ConfigError, DataPlaneSync, KeystoreConfig,
-    LimitsConfig, Pkcs11Config, StoreConfig, TransitConfig, MAX_AUDIT_SYNC_INTERVAL,
+    LimitsConfig, PgSslMode, Pkcs11Config, StoreConfig, TransitConfig, MAX_AUDIT_SYNC_INTERVAL,
     MIN_STORE_POOL,
 };
 
@@ -185,12 +185,34 @@ impl RawStore {
                     "a size of at least 1MiB such as \"32MiB\"",
                 )
             })? as u64;
+        let ssl_mode = match self.ssl_mode.trim() {
+            "" => None,
+            text => Some(
+                PgSslMode::parse(text)
+                    .ok_or_else(|| value("store.ssl_mode", text, PgSslMode::EXPECTED))?,
+            ),
+        };
+        let ssl_root_cert =
+            (!self.ssl_root_cert.as_os_str().is_empty()).then_some(self.ssl_root_cert);
+        // Only the verifying modes read the CA file; with another mode it would be a
+        // check the operator believes in and that never happens.
+        if let (Some(path), Some(mode)) = (&ssl_root_cert, ssl_mode) {
+            if !mode.verifies() {
+                return Err(value(
+                    "store.ssl_root_cert",
+                    &path.display().to_string(),
+                    "empty unless store.ssl_mode is \"verify-ca\" or \"verify-full\"",
+                ));
+            }
+        }
         Ok(StoreConfig {
             backend: self.backend,
             cache_size,
             url: self.url,
             pool_size: self.pool_size,
             timeout,
+            ssl_mode,
+            ssl_root_cert,
         })
     }
 }

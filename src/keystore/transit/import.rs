@@ -33,7 +33,7 @@ impl TransitKeystore {
             public_key: String,
         }
         let pem = answer.data::<WrappingKey>("wrapping key")?.public_key;
-        let public = rsa::RsaPublicKey::from_public_key_pem(&pem)
+        let public = rsa::PublicKey::from_public_key_pem(&pem)
             .map_err(|e| KeystoreError::Backend(format!("unusable transit wrapping key: {e}")))?;
         let ephemeral = SecretKey::generate()?;
         let kek = aes_kw::KekAes256::try_from(&ephemeral.expose_secret()[..])
@@ -42,11 +42,7 @@ impl TransitKeystore {
             .wrap_with_padding_vec(material.expose_secret())
             .map_err(|_| KeystoreError::Backend("AES-KWP wrap failed".into()))?;
         let wrapped_key = public
-            .encrypt(
-                &mut rsa::rand_core::OsRng,
-                rsa::Oaep::new::<sha2::Sha256>(),
-                ephemeral.expose_secret(),
-            )
+            .oaep_encrypt::<rsa::sha2::Sha256>(ephemeral.expose_secret())
             .map_err(|e| KeystoreError::Backend(format!("RSA-OAEP wrap failed: {e}")))?;
         let mut blob = wrapped_key;
         blob.extend_from_slice(&wrapped_material);

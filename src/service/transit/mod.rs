@@ -190,6 +190,7 @@ impl Vault {
             name: name.to_string(),
             payload: None,
             description: Some("created through the transit API".into()),
+            ..Default::default()
         };
         self.create_key(who, request).await?; // logged as kms.secrets.create
         let key = self.transit_record(name)?;

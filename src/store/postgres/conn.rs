@@ -76,11 +76,13 @@ pub(super) fn sql_error(err: tokio_postgres::Error) -> StoreError {
                 || code == "40001"
                 || code == "40P01"
         }
-        // No SQLSTATE: the socket failed, the connection is closed, or connecting failed.
+        // No SQLSTATE: the socket failed, the connection is closed, or connecting failed
+        // (a TLS handshake refused included: the server cannot be used until it is fixed).
         None => {
             err.is_closed()
                 || message.starts_with("error connecting")
                 || message.starts_with("error communicating")
+                || message.starts_with("error performing TLS handshake")
                 || message.starts_with("timeout")
         }
     };

@@ -13,6 +13,8 @@
 //!   connections and opens new ones, so a restarted server is used again without a restart of
 //!   envault.
 //! - The connection URL may hold a password: it never reaches a log or an error ([`redact`]).
+//! - TLS follows `[store] ssl_mode` and `ssl_root_cert` (`tls.rs`); by default none to a
+//!   local host, `verify-full` to any other.
 
 mod catalog;
 mod conn;
@@ -20,6 +22,7 @@ mod locks;
 pub mod migrations;
 mod records;
 mod redact;
+mod tls;
 
 use std::future::Future;
 use std::str::FromStr;
@@ -27,6 +30,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+
+use crate::config::PgSslMode;
 
 use super::{
     CatalogChanges, CatalogEntries, CatalogOp, ClusterLockGuard, ClusterLockName, Store,
@@ -49,13 +54,30 @@ pub struct PostgresStore {
     /// Taken by `Drop`, which shuts it down without blocking (legal in async contexts too).
     runtime: Option<tokio::runtime::Runtime>,
     timeout: Duration,
+    /// TLS in force (configured, or chosen by host).
+    ssl_mode: PgSslMode,
 }
 
 impl PostgresStore {
     /// Connects to `url` (a `postgres://` URL or `key=value` pairs) with at most `pool_size`
     /// connections and applies the pending [`migrations`]. Every later call waits at most
-    /// `timeout` for a connection and its statements.
+    /// `timeout` for a connection and its statements. TLS as when `[store] ssl_mode` is
+    /// empty: none to a Unix socket or loopback address, else `verify-full` against the
+    /// system's CAs.
     pub fn connect(url: &str, pool_size: usize, timeout: Duration) -> Result<Self, StoreError> {
+        Self::connect_with_tls(url, pool_size, timeout, None, None)
+    }
+
+    /// [`PostgresStore::connect`] with TLS as `[store] ssl_mode` (`None` = chosen by host)
+    /// and `ssl_root_cert` (`None` = the system's CAs) configure it.
+    pub fn connect_with_tls(
+        url: &str,
+        pool_size: usize,
+        timeout: Duration,
+        ssl_mode: Option<PgSslMode>,
+        ssl_root_cert: Option<&std::path::Path>,
+    ) -> Result<Self, StoreError> {
+        tls::refuse_url_tls_params(url)?;
         let mut pg = tokio_postgres::Config::from_str(url).map_err(|_| {
             // The parser's message may quote the URL: only the redacted form is shown.
             StoreError::Backend(format!(
@@ -80,6 +102,9 @@ impl PostgresStore {
         pg.options(options);
         pg.connect_timeout(timeout);
         pg.keepalives(true);
+        let mode = ssl_mode.unwrap_or_else(|| PgSslMode::for_hosts(tls::all_local(&pg)));
+        let (driver_mode, connector) = tls::connector(mode, ssl_root_cert)?;
+        pg.ssl_mode(driver_mode);
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(RUNTIME_THREADS)
@@ -89,7 +114,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Backend(format!("cannot start the store runtime: {e}")))?;
         let manager = Manager::from_config(
             pg,
-            tokio_postgres::NoTls,
+            connector,
             ManagerConfig {
                 // A closed connection (server restarted) is dropped at checkout and a new one
                 // opened; a connection that died silently fails its next statement once.
@@ -109,6 +134,7 @@ impl PostgresStore {
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
             timeout,
+            ssl_mode: mode,
         };
         let pool = store.pool.clone();
         // Another node may hold the migration lock for a while.
@@ -119,6 +145,11 @@ impl PostgresStore {
             Ok(())
         })?;
         Ok(store)
+    }
+
+    /// The TLS mode in force: the configured one, or the one chosen by host.
+    pub fn ssl_mode(&self) -> PgSslMode {
+        self.ssl_mode
     }
 
     /// Runs `work` on the store's runtime and waits for it, at most the store timeout.

@@ -1,0 +1,574 @@
+//! Helpers of the crash-consistency and disk-full tests: the seed (and its report on failure),
+//! a seeded generator, a model of what the daemon acknowledged, bounded JSON calls, listings,
+//! polling, raw requests that can be cut by a kill, and a small filesystem for the data dir.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use envault::client::{encode_segment, Client, ClientError, Method};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::UnixStream;
+
+use super::common::{self, Daemon};
+
+/// Seed used when `ENVAULT_CRASH_SEED` is not set.
+pub const DEFAULT_SEED: u64 = 0x5EED_0FC0_FFEE;
+
+/// Longest a single request may take before the daemon counts as hung.
+pub const REQUEST_LIMIT: Duration = Duration::from_secs(20);
+
+/// The run's seed: `ENVAULT_CRASH_SEED` (decimal or `0x` hex), else [`DEFAULT_SEED`].
+pub fn seed_from_env() -> u64 {
+    match std::env::var("ENVAULT_CRASH_SEED") {
+        Ok(text) => {
+            let text = text.trim();
+            let parsed = match text.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => text.parse(),
+            };
+            parsed.unwrap_or_else(|e| panic!("ENVAULT_CRASH_SEED={text:?} is not a u64: {e}"))
+        }
+        Err(_) => DEFAULT_SEED,
+    }
+}
+
+/// Prints the seed (and how to rerun) when the test it lives in fails.
+pub struct SeedReport {
+    binary: &'static str,
+    test: &'static str,
+    seed: u64,
+}
+
+impl SeedReport {
+    /// Reports `seed` for `test` (of the suite module `binary`) if the test panics; also prints
+    /// it at once.
+    pub fn new(binary: &'static str, test: &'static str, seed: u64) -> Self {
+        eprintln!("[{test}] seed {seed} (set ENVAULT_CRASH_SEED to reproduce)");
+        SeedReport { binary, test, seed }
+    }
+}
+
+impl Drop for SeedReport {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "\n[{test}] FAILED with seed {seed}; reproduce with:\n  ENVAULT_CRASH_SEED={seed} cargo test --release --test suite {binary}::{test} -- --nocapture\n",
+                binary = self.binary,
+                test = self.test,
+                seed = self.seed
+            );
+        }
+    }
+}
+
+/// How a request ended, seen from the client.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    /// 2xx: the daemon acknowledged it.
+    Acked(T),
+    /// An API error answer: the daemon refused it (status, code, message).
+    Refused(u16, String, String),
+    /// No answer (connection refused, reset, cut mid-answer): it may or may not have happened.
+    Unknown(String),
+}
+
+/// Sorts a client result into an [`Outcome`].
+pub fn outcome<T>(result: Result<T, ClientError>) -> Outcome<T> {
+    match result {
+        Ok(value) => Outcome::Acked(value),
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        }) => Outcome::Refused(status, code, message),
+        Err(other) => Outcome::Unknown(other.to_string()),
+    }
+}
+
+/// Runs `call`, failing the test if the daemon does not answer within [`REQUEST_LIMIT`].
+pub async fn bounded<T>(what: &str, call: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(REQUEST_LIMIT, call).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: no answer within {REQUEST_LIMIT:?} (the daemon hangs)"),
+    }
+}
+
+/// Thread stacks of a hung process (through gdb when it is installed), for a bug report.
+pub fn stacks_of(pid: u32) -> String {
+    let output = Command::new("timeout")
+        .args([
+            "30",
+            "gdb",
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .output();
+    match output {
+        Ok(out) if out.status.success() => {
+            // Keep the frames, not gdb's chatter.
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with("Thread ") || l.starts_with('#'))
+                .map(|l| l.chars().take(160).collect::<String>())
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Ok(out) => format!(
+            "(no stacks: gdb failed: {})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => format!("(no stacks: cannot run gdb: {e})"),
+    }
+}
+
+/// A JSON request through the client's raw escape hatch: status and body (`null` if empty).
+pub async fn try_json(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), ClientError> {
+    let text = body.map(|b| b.to_string());
+    let what = format!("{method} {path}");
+    let (status, bytes) = bounded(
+        &what,
+        client.request(method, path, text.as_deref().map(str::as_bytes)),
+    )
+    .await?;
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{what}: answer {status} is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    Ok((status, value))
+}
+
+/// [`try_json`] that must get an answer.
+pub async fn json(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let what = format!("{method} {path}");
+    try_json(client, method, path, body)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// [`json`] that must answer `status`; returns the body.
+pub async fn expect_json(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    status: u16,
+) -> Value {
+    let what = format!("{method} {path}");
+    let (got, value) = json(client, method, path, body).await;
+    assert_eq!(got, status, "{what}: answer {value}");
+    value
+}
+
+/// `/v1/keys/{key}{suffix}`.
+pub fn key_path(key: &str, suffix: &str) -> String {
+    format!("/v1/keys/{}{suffix}", encode_segment(key))
+}
+
+/// `/v1/databases/{db}{suffix}`.
+pub fn db_path(db: &str, suffix: &str) -> String {
+    format!("/v1/databases/{}{suffix}", encode_segment(db))
+}
+
+/// Creates a customer key and lets databases use it; returns (name, id).
+pub async fn customer_key(client: &Client, name: &str) -> (String, String) {
+    let key = bounded("create key", client.create_key(name, None, None))
+        .await
+        .unwrap_or_else(|e| panic!("create key {name}: {e}"));
+    common::allow_databases(client, &key.id).await;
+    (key.name, key.id)
+}
+
+/// Creates a database under `key` (None: provider-managed).
+pub async fn database(client: &Client, name: &str, key: Option<&str>) {
+    bounded("create database", client.create_database(name, key, None))
+        .await
+        .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+}
+
+/// Names of the customer keys `GET /v1/keys` lists.
+pub async fn key_names(client: &Client) -> BTreeSet<String> {
+    let keys = bounded("list keys", client.list_keys())
+        .await
+        .unwrap_or_else(|e| panic!("GET /v1/keys: {e}"));
+    keys.into_iter().map(|k| k.name).collect()
+}
+
+/// Databases `GET /v1/databases` lists: name → state.
+pub async fn database_states(client: &Client) -> BTreeMap<String, String> {
+    let dbs = bounded("list databases", client.list_databases())
+        .await
+        .unwrap_or_else(|e| panic!("GET /v1/databases: {e}"));
+    dbs.into_iter().map(|d| (d.name, d.state)).collect()
+}
+
+/// Every record key of a database, through the paged listing.
+pub async fn record_keys(client: &Client, db: &str) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let query = envault::api::RecordListQuery {
+            prefix: None,
+            after: after.clone(),
+            limit: Some(1000),
+        };
+        let page = bounded("list records", client.list_records(db, &query))
+            .await
+            .unwrap_or_else(|e| panic!("list records of {db}: {e}"));
+        keys.extend(page.keys);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return keys,
+        }
+    }
+}
+
+/// Asserts `GET /v1/audit/verify` reports an intact chain; returns the report.
+pub async fn assert_audit_ok(client: &Client, context: &str) -> Value {
+    let report = expect_json(client, Method::GET, "/v1/audit/verify", None, 200).await;
+    assert_eq!(
+        report["ok"], true,
+        "{context}: the activity log chain is broken: {report}"
+    );
+    report
+}
+
+/// One record's acknowledged state and the states unanswered operations may have left.
+#[derive(Debug, Clone, Default)]
+pub struct RecordModel {
+    /// The last acknowledged state (`None`: absent or deleted).
+    pub acked: Option<Vec<u8>>,
+    /// States of operations sent but never answered, any of which may have taken effect.
+    pub maybe: Vec<Option<Vec<u8>>>,
+}
+
+impl RecordModel {
+    /// Whether the daemon may legitimately show `state` now.
+    pub fn allows(&self, state: &Option<Vec<u8>>) -> bool {
+        &self.acked == state || self.maybe.iter().any(|m| m == state)
+    }
+
+    /// Whether the state is known exactly.
+    pub fn certain(&self) -> bool {
+        self.maybe.is_empty()
+    }
+
+    /// An operation leading to `state` was acknowledged.
+    pub fn ack(&mut self, state: Option<Vec<u8>>) {
+        self.acked = state;
+        self.maybe.clear();
+    }
+
+    /// An operation leading to `state` got no answer.
+    pub fn unknown(&mut self, state: Option<Vec<u8>>) {
+        self.maybe.push(state);
+    }
+
+    /// The daemon showed `state` (checked with [`RecordModel::allows`]): it is now the state.
+    pub fn observed(&mut self, state: Option<Vec<u8>>) {
+        self.ack(state);
+    }
+}
+
+/// Short description of a state for failure messages (length and a fingerprint, not the bytes).
+pub fn describe(state: &Option<Vec<u8>>) -> String {
+    match state {
+        None => "absent".into(),
+        Some(v) => {
+            let tag_end = v.iter().position(|b| *b == b'|').unwrap_or(0).min(40);
+            format!(
+                "{} bytes {:?}…",
+                v.len(),
+                String::from_utf8_lossy(&v[..tag_end])
+            )
+        }
+    }
+}
+
+/// Reads a record as a model state: `Ok(Some)` value, `Ok(None)` 404 `not_found`, `Err` other.
+pub async fn read_state(client: &Client, db: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+    match outcome(bounded("GET record", client.get_record(db, key)).await) {
+        Outcome::Acked(v) => Ok(Some(v)),
+        Outcome::Refused(404, code, _) if code == "not_found" => Ok(None),
+        Outcome::Refused(status, code, message) => Err(format!("{status} {code}: {message}")),
+        Outcome::Unknown(e) => Err(format!("no answer: {e}")),
+    }
+}
+
+/// A request written on its own connection, whose answer is read later (or never, when the
+/// daemon is killed in between).
+pub struct RawRequest {
+    stream: UnixStream,
+}
+
+impl RawRequest {
+    /// Connects and writes `method path` with the operator token and `body` (JSON).
+    pub async fn send(daemon: &Daemon, method: &str, path: &str, body: &[u8]) -> RawRequest {
+        let mut stream = UnixStream::connect(&daemon.socket)
+            .await
+            .expect("connect to the daemon socket");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            daemon.token,
+            body.len()
+        );
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        stream.write_all(&request).await.expect("write request");
+        RawRequest { stream }
+    }
+
+    /// Whatever bytes arrived before the connection ended (at most `limit` of waiting).
+    pub async fn answer(mut self, limit: Duration) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let read = async {
+            let mut buffer = [0u8; 8192];
+            loop {
+                match self.stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => bytes.extend_from_slice(&buffer[..n]),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, read).await;
+        bytes
+    }
+}
+
+/// The status of a (possibly truncated) raw HTTP/1.1 answer, if its status line arrived.
+pub fn status_line(bytes: &[u8]) -> Option<u16> {
+    let end = bytes.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&bytes[..end]).ok()?;
+    let mut parts = line.split(' ');
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+/// Files in a directory (names), empty if it does not exist.
+pub fn dir_files(dir: &Path) -> BTreeSet<String> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+/// Runs a command; `Err` with its stderr when it fails.
+pub fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Bytes available to unprivileged writers on the filesystem holding `path`.
+pub fn available_bytes(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is a valid NUL-terminated string and `stat` a writable statvfs.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    assert_eq!(
+        rc,
+        0,
+        "statvfs {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    stat.f_bavail as u64 * stat.f_frsize as u64
+}
+
+/// How the small filesystem was made, and so how it is grown.
+#[derive(Debug)]
+pub enum SmallFsKind {
+    /// `mount -t tmpfs -o size=…`; grown with `remount,size=…`.
+    Tmpfs,
+    /// A loop-mounted ext4 image; grown by deleting a filler file made inside it.
+    Loop { image: PathBuf, filler: PathBuf },
+    /// No mount allowed: a filler file takes all but the wanted space of the host filesystem;
+    /// grown by deleting the filler.
+    Filler { filler: PathBuf },
+}
+
+/// A small filesystem mounted at `path` (unmounted, or its filler removed, on drop).
+#[derive(Debug)]
+pub struct SmallFs {
+    /// Where it is mounted (or the directory on the filled filesystem).
+    pub path: PathBuf,
+    /// How it was made.
+    pub kind: SmallFsKind,
+    mounted: bool,
+}
+
+impl SmallFs {
+    /// Mounts a filesystem with about `size_mib` MiB free at `path` (an existing directory):
+    /// tmpfs if allowed, else a loop-mounted ext4 image (in `scratch`), else (last resort) a
+    /// filler file on the host filesystem. Prints which one and why.
+    /// `ENVAULT_DISK_FULL_FS=loop` or `=filler` skips the earlier kinds (to test the fallbacks).
+    pub fn mount(path: &Path, size_mib: u64, scratch: &Path) -> SmallFs {
+        let size = format!("size={size_mib}m,mode=0700");
+        let path_text = path.to_str().expect("utf-8 path");
+        let wanted = std::env::var("ENVAULT_DISK_FULL_FS").unwrap_or_default();
+        let tmpfs = match wanted.as_str() {
+            "loop" | "filler" => Err(format!("ENVAULT_DISK_FULL_FS={wanted}")),
+            _ => run("mount", &["-t", "tmpfs", "-o", &size, "tmpfs", path_text]),
+        };
+        match tmpfs {
+            Ok(()) => {
+                eprintln!("disk_full: tmpfs of {size_mib} MiB mounted at {path_text}");
+                return SmallFs {
+                    path: path.to_path_buf(),
+                    kind: SmallFsKind::Tmpfs,
+                    mounted: true,
+                };
+            }
+            Err(why) => eprintln!("disk_full: cannot mount a tmpfs ({why}); trying a loop mount"),
+        }
+        // An ext4 image with room to grow: size_mib + 56 MiB, all but size_mib taken by a filler.
+        let image = scratch.join("small.img");
+        let loop_attempt = (|| -> Result<PathBuf, String> {
+            if wanted == "filler" {
+                return Err("ENVAULT_DISK_FULL_FS=filler".into());
+            }
+            let total = format!("{}M", size_mib + 56);
+            run("fallocate", &["-l", &total, image.to_str().unwrap()])?;
+            run(
+                "mkfs.ext4",
+                &["-q", "-F", "-m", "0", image.to_str().unwrap()],
+            )?;
+            run("mount", &["-o", "loop", image.to_str().unwrap(), path_text])?;
+            let filler = path.join("filler");
+            let free = available_bytes(path);
+            let keep = size_mib << 20;
+            let filler_len = free.saturating_sub(keep);
+            run(
+                "fallocate",
+                &["-l", &filler_len.to_string(), filler.to_str().unwrap()],
+            )?;
+            Ok(filler)
+        })();
+        match loop_attempt {
+            Ok(filler) => {
+                eprintln!(
+                    "disk_full: loop-mounted ext4 at {path_text}, filled to {size_mib} MiB free"
+                );
+                return SmallFs {
+                    path: path.to_path_buf(),
+                    kind: SmallFsKind::Loop { image, filler },
+                    mounted: true,
+                };
+            }
+            Err(why) => {
+                let _ = run("umount", &[path_text]);
+                let _ = std::fs::remove_file(&image);
+                eprintln!("disk_full: cannot loop-mount ({why}); falling back to a filler file");
+            }
+        }
+        // Last resort: fill the host filesystem. Refuse on a big shared filesystem unless
+        // asked: other processes would run out of space too.
+        let free = available_bytes(path);
+        let keep = size_mib << 20;
+        let allowed = std::env::var("ENVAULT_DISK_FULL_FILL_HOST").is_ok_and(|v| v == "1");
+        assert!(
+            allowed || free < (16u64 << 30),
+            "disk_full: no mount permitted here and the host filesystem has {} GiB free; \
+             filling it would starve other processes. Run as root (CI does), or set \
+             ENVAULT_DISK_FULL_FILL_HOST=1 to fill it anyway.",
+            free >> 30
+        );
+        let filler = path.join("filler");
+        let filler_len = free.saturating_sub(keep);
+        run(
+            "fallocate",
+            &["-l", &filler_len.to_string(), filler.to_str().unwrap()],
+        )
+        .unwrap_or_else(|e| panic!("disk_full: cannot create the filler file: {e}"));
+        eprintln!(
+            "disk_full: host filesystem filled by {} to {size_mib} MiB free",
+            filler.display()
+        );
+        SmallFs {
+            path: path.to_path_buf(),
+            kind: SmallFsKind::Filler { filler },
+            mounted: false,
+        }
+    }
+
+    /// Gives the filesystem about `extra_mib` MiB more room.
+    pub fn grow(&self, new_size_mib: u64) {
+        match &self.kind {
+            SmallFsKind::Tmpfs => {
+                let option = format!("remount,size={new_size_mib}m");
+                run("mount", &["-o", &option, self.path.to_str().unwrap()])
+                    .unwrap_or_else(|e| panic!("grow the tmpfs: {e}"));
+            }
+            SmallFsKind::Loop { filler, .. } | SmallFsKind::Filler { filler } => {
+                std::fs::remove_file(filler).unwrap_or_else(|e| panic!("remove the filler: {e}"));
+            }
+        }
+    }
+
+    /// Unmounts now (after the daemon stopped); `Err` if it is still busy.
+    pub fn unmount(&mut self) -> Result<(), String> {
+        if !self.mounted {
+            return Ok(());
+        }
+        run("umount", &[self.path.to_str().unwrap()])?;
+        self.mounted = false;
+        Ok(())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        if let SmallFsKind::Filler { filler } = &self.kind {
+            let _ = std::fs::remove_file(filler);
+        }
+        if self.mounted {
+            // Lazy: a daemon still holding files open must not make the unmount fail.
+            let path = self.path.to_str().unwrap_or_default().to_string();
+            if run("umount", &[&path]).is_err() {
+                let _ = run("umount", &["-l", &path]);
+            }
+        }
+        if let SmallFsKind::Loop { image, .. } = &self.kind {
+            let _ = std::fs::remove_file(image);
+        }
+    }
+}
