@@ -31,10 +31,10 @@ pub const BLOB_THRESHOLD: u32 = 1;
 /// Largest memtable of one keyspace.
 const MEMTABLE: u64 = 8 << 20;
 /// Most bytes all memtables (the active ones and those waiting to be flushed) may hold before
-/// a record write waits for a flush. fjall rotates a full memtable only once a background
-/// worker gets to it, so under a fast writer (a restore of large values) the active one
-/// otherwise grows far past [`MEMTABLE`]: hundreds of MiB.
-const WRITE_BUFFER_CAP: u64 = 4 * MEMTABLE;
+/// a record write waits for a flush: one full memtable being flushed while the next fills.
+/// fjall rotates a full memtable only once a background worker gets to it, so under a fast
+/// writer (a restore) the active one otherwise grows far past [`MEMTABLE`]: hundreds of MiB.
+const WRITE_BUFFER_CAP: u64 = 2 * MEMTABLE;
 /// Longest a record write waits for [`WRITE_BUFFER_CAP`] (then it goes ahead anyway).
 const WRITE_BUFFER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 

@@ -3,7 +3,7 @@
 //! (its neighbours read back intact), and a damaged table index stops the daemon with an
 //! error that names the store and says what to do.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,33 +35,17 @@ fn small_value(i: usize) -> Vec<u8> {
     random_bytes(i as u64 + 1, 100 + (i % 9) * 50)
 }
 
-/// Regular files under `dir` whose path has a component `folder`.
-fn files_in(dir: &Path, folder: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.components().any(|c| c.as_os_str() == folder) {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
-
 /// (file, offset) of `needle` in a file under a `folder` directory of `dir`.
 fn find_in(dir: &Path, folder: &str, needle: &[u8]) -> Option<(PathBuf, usize)> {
-    files_in(dir, folder).into_iter().find_map(|file| {
-        let bytes = std::fs::read(&file).ok()?;
-        let at = bytes.windows(needle.len()).position(|w| w == needle)?;
-        Some((file, at))
-    })
+    let in_folder = |p: &PathBuf| p.components().any(|c| c.as_os_str() == folder);
+    files_under(dir)
+        .into_iter()
+        .filter(in_folder)
+        .find_map(|file| {
+            let bytes = std::fs::read(&file).ok()?;
+            let at = bytes.windows(needle.len()).position(|w| w == needle)?;
+            Some((file, at))
+        })
 }
 
 fn flip(path: &Path, at: usize) {
