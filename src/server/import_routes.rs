@@ -1,8 +1,7 @@
-//! Routes of secure import: `POST /v1/import_token` and `GET /v1/import_token/{id}`, and the
-//! sweep that destroys expired tokens' private keys even when nobody asks for them.
+//! Routes of secure import: `POST /v1/import_token` and `GET /v1/import_token/{id}`. The sweep
+//! that destroys expired tokens' private keys runs among the background jobs (`super::jobs`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -17,28 +16,11 @@ use crate::service::Principal;
 
 type State = axum::extract::State<Arc<AppState>>;
 
-/// How often expired import tokens are looked for (each access also destroys them).
-const SWEEP: Duration = Duration::from_secs(1);
-
 /// Import-token routes, merged into the main router.
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/import_token", post(create_import_token))
         .route("/v1/import_token/{id}", get(show_import_token))
-}
-
-/// Starts the sweep of expired import tokens.
-pub(super) fn spawn_sweep(state: Arc<AppState>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SWEEP);
-        loop {
-            tick.tick().await;
-            let destroyed = state.vault.import_tokens().sweep();
-            if destroyed > 0 {
-                tracing::info!(tokens = destroyed, "destroyed expired import tokens");
-            }
-        }
-    });
 }
 
 /// The body is optional: no body means the configured defaults.

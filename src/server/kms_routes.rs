@@ -54,7 +54,7 @@ pub(super) async fn delete_key(
                 .vault
                 .schedule_key_deletion(who, key, query.force, after)
                 .await?;
-            super::kms_tasks::kick(Arc::clone(&s.0));
+            super::Jobs::kick(&s.0);
             Json(info).into_response()
         }
         None => Json(s.vault.delete_key(who, key, query.force).await?).into_response(),
@@ -88,6 +88,6 @@ async fn set_policy(
 ) -> Result<impl IntoResponse, ApiError> {
     let policy = s.vault.set_key_policy(&who, &key, request).await?;
     // A period shorter than the time since the last rotation makes it due now.
-    super::kms_tasks::kick(Arc::clone(&s.0));
+    super::Jobs::kick(&s.0);
     Ok(Json(policy))
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use super::connection::{track_body, Activity, Pressure, TrackedStream, IDLE_GRACE};
-use super::extract::PeerCred;
+use super::extract::{PeerCred, TokenMemo};
 use super::{AppState, ServerError};
 use crate::config::Config;
 
@@ -105,6 +105,7 @@ pub async fn serve(
         move |accepted| serve_http(accepted, app.clone(), header_timeout),
     )
     .await?;
+    state.jobs.shutdown().await;
     if let Err(err) = state.vault.flush().await {
         tracing::error!(error = %err, "final flush failed");
     }
@@ -207,10 +208,12 @@ async fn serve_http(accepted: Accepted, app: Router, header_timeout: std::time::
         pressure: mut pressed,
     } = accepted;
     let service_activity = Arc::clone(&activity);
+    let memo = Arc::new(TokenMemo::default());
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         if let Some(peer) = peer {
             request.extensions_mut().insert(peer);
         }
+        request.extensions_mut().insert(Arc::clone(&memo));
         let in_flight = service_activity.begin_request();
         let answer = app.clone().oneshot(request);
         async move {

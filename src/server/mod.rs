@@ -12,8 +12,8 @@ mod connection;
 mod error;
 mod extract;
 mod import_routes;
+mod jobs;
 mod kms_routes;
-mod kms_tasks;
 mod lifecycle_routes;
 mod listener;
 mod ops_routes;
@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 pub use error::ApiError; // the compat front ends map its errors
 pub use extract::PeerCred;
+pub use jobs::Jobs;
 // The Redis-protocol front end ([`resp`]) shares the accept loop and its safety.
 pub(crate) use listener::{accept_until_signal, bind, Accepted};
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub vault: Vault,
     /// Peer uids allowed to talk to the socket; empty = any uid the socket mode lets in.
     pub allowed_uids: Vec<u32>,
+    /// The background tasks, stopped at shutdown before the final flush.
+    pub jobs: Jobs,
 }
 
 impl AppState {
@@ -87,6 +90,7 @@ pub fn app(vault: Vault) -> (axum::Router, Arc<AppState>) {
     let state = Arc::new(AppState {
         vault,
         allowed_uids: Vec::new(),
+        jobs: Jobs::default(),
     });
     (routes::router(Arc::clone(&state)), state)
 }
@@ -127,11 +131,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let state = Arc::new(AppState {
         vault,
         allowed_uids: config.allowed_uids.clone(),
+        jobs: Jobs::default(),
     });
-    spawn_background(Arc::clone(&state));
-    if let Some(every) = config.backup.schedule {
-        spawn_backup_schedule(Arc::clone(&state), every, config.backup.retention);
-    }
+    Jobs::start(&state, &config);
     crate::telemetry::metrics::install();
     if let Err(err) = ops_routes::listen_metrics(&config, Arc::clone(&state)).await {
         let _ = std::fs::remove_file(&config.socket);
@@ -156,74 +158,6 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         let _ = resp.await;
     }
     served
-}
-
-/// Background work: resume unfinished rotations, and purge expired soft deletions. On a
-/// store shared with other nodes, also claim every few seconds the rotations whose node died
-/// (its claim ended with its database session).
-fn spawn_background(state: Arc<AppState>) {
-    resume_rotations(&state);
-    if state.vault.store_is_shared() {
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(ORPHAN_SWEEP);
-            loop {
-                tick.tick().await;
-                if let Err(err) = state.vault.refresh_catalog().await {
-                    tracing::warn!(error = %err, "cannot refresh the catalog; retrying");
-                    continue;
-                }
-                resume_rotations(&state);
-            }
-        });
-    }
-    crate::server::kms_tasks::spawn(Arc::clone(&state));
-    import_routes::spawn_sweep(Arc::clone(&state));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(state.vault.purge_interval());
-        loop {
-            tick.tick().await;
-            match state.vault.purge_expired().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(databases = n, "purged expired soft-deleted databases"),
-                Err(err) => tracing::error!(error = %err, "purge failed; retrying"),
-            }
-        }
-    });
-}
-
-/// How often a node looks for rotation jobs nobody runs (shared store only).
-const ORPHAN_SWEEP: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Runs every unfinished rotation job this node can claim.
-fn resume_rotations(state: &Arc<AppState>) {
-    for job in state.vault.claim_orphan_rotations() {
-        let state = Arc::clone(state);
-        tokio::spawn(async move {
-            tracing::info!(job = %job.id, key = %job.key_id, "resuming rotation");
-            let system = crate::service::Principal::system();
-            if let Err(err) = state.vault.run_rotation(&system, job).await {
-                tracing::error!(error = %err, "resumed rotation failed");
-            }
-        });
-    }
-}
-
-/// Scheduled backups: every `every`, back up every active database and apply retention. A
-/// failed run is in the activity log and retried after a short pause, never skipped.
-fn spawn_backup_schedule(state: Arc<AppState>, every: std::time::Duration, retention: usize) {
-    tokio::spawn(async move {
-        let retry = (every / 10).clamp(
-            std::time::Duration::from_secs(1),
-            std::time::Duration::from_secs(300),
-        );
-        loop {
-            tokio::time::sleep(every).await;
-            while state.vault.run_scheduled_backups(retention).await > 0 {
-                tokio::time::sleep(retry).await;
-            }
-        }
-    });
 }
 
 /// A service error with its cause, for start-up failures shown to the operator (these never

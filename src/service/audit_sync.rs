@@ -38,25 +38,27 @@ pub use crate::config::DataPlaneSync;
 /// Action names of the data-plane events. The call sites that log them use these constants, so
 /// that a renamed action cannot silently fall out of [`is_data_plane`].
 pub mod data_plane {
+    use crate::service::Action;
+
     /// `POST /v1/keys/{key}/wrap`.
-    pub const WRAP: &str = "kms.secrets.wrap";
+    pub const WRAP: &str = Action::SecretsWrap.as_str();
     /// `POST /v1/keys/{key}/unwrap`.
-    pub const UNWRAP: &str = "kms.secrets.unwrap";
+    pub const UNWRAP: &str = Action::SecretsUnwrap.as_str();
     /// `POST /v1/keys/{key}/rewrap`: app-held material re-wrapped under the newest version
     /// (not the rotation job, which logs `kms.secrets.rotate`).
-    pub const REWRAP: &str = "kms.secrets.rewrap";
+    pub const REWRAP: &str = Action::SecretsRewrap.as_str();
     /// Transit `encrypt/<name>`.
-    pub const TRANSIT_ENCRYPT: &str = "kms.transit.encrypt";
+    pub const TRANSIT_ENCRYPT: &str = Action::TransitEncrypt.as_str();
     /// Transit `decrypt/<name>`.
-    pub const TRANSIT_DECRYPT: &str = "kms.transit.decrypt";
+    pub const TRANSIT_DECRYPT: &str = Action::TransitDecrypt.as_str();
     /// Transit `rewrap/<name>`.
-    pub const TRANSIT_REWRAP: &str = "kms.transit.rewrap";
+    pub const TRANSIT_REWRAP: &str = Action::TransitRewrap.as_str();
     /// Transit `datakey/{plaintext|wrapped}/<name>`.
-    pub const TRANSIT_DATAKEY: &str = "kms.transit.datakey";
+    pub const TRANSIT_DATAKEY: &str = Action::TransitDatakey.as_str();
     /// KMS v2 `Encrypt`.
-    pub const KMS_V2_ENCRYPT: &str = "kms.kmsv2.encrypt";
+    pub const KMS_V2_ENCRYPT: &str = Action::KmsV2Encrypt.as_str();
     /// KMS v2 `Decrypt`.
-    pub const KMS_V2_DECRYPT: &str = "kms.kmsv2.decrypt";
+    pub const KMS_V2_DECRYPT: &str = Action::KmsV2Decrypt.as_str();
 
     /// Every data-plane action.
     pub const ALL: [&str; 9] = [

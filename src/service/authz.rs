@@ -4,6 +4,7 @@
 //! authorization in place for as long as the database names that backup key.
 
 use super::catalog::CatalogChange;
+use crate::service::Action;
 use uuid::Uuid;
 
 pub use crate::api::{AuthorizationInfo, GrantRequest};
@@ -52,15 +53,17 @@ impl Vault {
         request: GrantRequest,
     ) -> Result<AuthorizationInfo, ServiceError> {
         let target_ref = request.target.clone();
-        let result = self.grant_inner(who, request, None).await;
+        let result = self.grant_as(who, request, None).await;
         let target = result
             .as_ref()
             .map(|a| a.target.clone())
             .unwrap_or(target_ref);
-        self.audited(who, "iam.authorizations.create", &target, result, None)
+        self.audited(who, Action::AuthorizationsCreate, &target, result, None)
     }
 
-    async fn grant_inner(
+    /// Grants without logging: the callers log it as their own action (a grant, or the
+    /// daemon recreating an authorization it needs), `created_by` kept from the original.
+    async fn grant_as(
         &self,
         who: &Principal,
         request: GrantRequest,
@@ -141,18 +144,53 @@ impl Vault {
     /// delegated authorization removed alone is recreated while its database still names the
     /// backup key and a delegator exists.
     pub async fn revoke(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
-        let result = self.revoke_inner(who, id).await;
+        let result: Result<(AuthorizationRecord, Vec<AuthorizationRecord>), ServiceError> = async {
+            who.require_operator()?;
+            let _gate = self.records.gate().write().await;
+            let _admin = self.admin().await?;
+            let record = self
+                .read_catalog()
+                .authorizations
+                .get(id)
+                .cloned()
+                .ok_or_else(|| ServiceError::NotFound(format!("no authorization {id:?}")))?;
+            let orphans = self.orphaned_delegations(id);
+            let mut changes = vec![CatalogChange::DeleteAuthorization(id.to_string())];
+            changes.extend(
+                orphans
+                    .iter()
+                    .map(|a| CatalogChange::DeleteAuthorization(a.id.clone())),
+            );
+            self.commit(changes).await?;
+            // Drop cached DEKs of every key that lost its authorization: the next use must pass
+            // the check again, and fails until a new grant.
+            let lost: Vec<Uuid> = {
+                let catalog = self.read_catalog();
+                catalog
+                    .keys
+                    .values()
+                    .filter(|k| k.origin != KeyOrigin::Provider)
+                    .filter(|k| !catalog.is_authorized(DATABASES, &k.id, &[READER]))
+                    .map(|k| k.id)
+                    .collect()
+            };
+            for key in lost {
+                self.keys.deks().purge_root_key(key);
+            }
+            Ok((record, orphans))
+        }
+        .await;
         let target = match &result {
             Ok(_) => self.crn_named("authorization", id),
             Err(_) => id.to_string(),
         };
         let (record, orphans) =
-            self.audited(who, "iam.authorizations.delete", &target, result, None)?;
+            self.audited(who, Action::AuthorizationsDelete, &target, result, None)?;
         for orphan in orphans {
             let details = serde_json::json!({ "with_delegator": target });
             self.audited(
                 &Principal::system(),
-                "iam.authorizations.delete",
+                Action::AuthorizationsDelete,
                 &self.crn_named("authorization", &orphan.id),
                 Ok(()),
                 Some(details),
@@ -162,48 +200,6 @@ impl Vault {
             self.restore_delegations(&record).await?;
         }
         Ok(())
-    }
-
-    /// Removes the authorization and the delegations it was the last delegator for, in one
-    /// commit; returns both.
-    async fn revoke_inner(
-        &self,
-        who: &Principal,
-        id: &str,
-    ) -> Result<(AuthorizationRecord, Vec<AuthorizationRecord>), ServiceError> {
-        who.require_operator()?;
-        let _gate = self.gate.write().await;
-        let _admin = self.admin().await?;
-        let record = self
-            .read_catalog()
-            .authorizations
-            .get(id)
-            .cloned()
-            .ok_or_else(|| ServiceError::NotFound(format!("no authorization {id:?}")))?;
-        let orphans = self.orphaned_delegations(id);
-        let mut changes = vec![CatalogChange::DeleteAuthorization(id.to_string())];
-        changes.extend(
-            orphans
-                .iter()
-                .map(|a| CatalogChange::DeleteAuthorization(a.id.clone())),
-        );
-        self.commit(changes).await?;
-        // Drop cached DEKs of every key that lost its authorization: the next use must pass
-        // the check again, and fails until a new grant.
-        let lost: Vec<Uuid> = {
-            let catalog = self.read_catalog();
-            catalog
-                .keys
-                .values()
-                .filter(|k| k.origin != KeyOrigin::Provider)
-                .filter(|k| !catalog.is_authorized(DATABASES, &k.id, &[READER]))
-                .map(|k| k.id)
-                .collect()
-        };
-        for key in lost {
-            self.deks.purge_root_key(key);
-        }
-        Ok((record, orphans))
     }
 
     /// The delegated authorizations that lose their last delegator (a `databases`
@@ -258,12 +254,12 @@ impl Vault {
         };
         let system = Principal::system();
         let result = self
-            .grant_inner(&system, request, removed.created_by.clone())
+            .grant_as(&system, request, removed.created_by.clone())
             .await;
         let target = self.crn("key", &key);
         self.audited(
             &system,
-            "iam.authorizations.recreate",
+            Action::AuthorizationsRecreate,
             &target,
             result,
             None,
@@ -295,7 +291,7 @@ impl Vault {
             roles: vec![READER.into()],
         };
         match self
-            .grant_inner(
+            .grant_as(
                 &Principal::system(),
                 request,
                 Some(database_crn.to_string()),

@@ -21,18 +21,15 @@ use crate::store::BackupRecord;
 impl Vault {
     /// Registers the shared target's verified, unregistered objects. No-op for a local dir.
     pub(super) async fn adopt_backup_objects(&self) -> Result<(), ServiceError> {
-        if !self.backup_target.is_shared() {
+        if !self.backups.target().is_shared() {
             return Ok(());
         }
         // Serialized with deletes, so an object being deleted is not registered again.
         let _admin = self.admin().await?;
-        let objects = tokio::task::block_in_place(|| self.backup_target.list())?;
+        let objects = tokio::task::block_in_place(|| self.backups.target().list())?;
         let candidates: Vec<ObjectEntry> = {
             let catalog = self.read_catalog();
-            let rejected = self
-                .unadoptable_backups
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let rejected = self.backups.rejected();
             objects
                 .into_iter()
                 .filter(|o| {
@@ -47,14 +44,11 @@ impl Vault {
                 Verdict::Adopt(record) => {
                     let id = record.id;
                     self.commit(vec![CatalogChange::PutBackup(record)]).await?;
-                    tracing::info!(backup = %id, object = %self.backup_target.location(&object.name), "registered a backup found in the backup target");
+                    tracing::info!(backup = %id, object = %self.backups.target().location(&object.name), "registered a backup found in the backup target");
                 }
                 Verdict::Reject(reason) => {
-                    tracing::warn!(object = %self.backup_target.location(&object.name), reason = %reason, "not listing an object of the backup target that does not verify");
-                    self.unadoptable_backups
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert((object.name, object.size));
+                    tracing::warn!(object = %self.backups.target().location(&object.name), reason = %reason, "not listing an object of the backup target that does not verify");
+                    self.backups.reject(object.name, object.size);
                 }
             }
         }
@@ -64,7 +58,7 @@ impl Vault {
     /// Whether an object verifies (see the module doc). Failing to read it at all is an
     /// error of the listing, not a verdict on the object.
     fn verify_backup_object(&self, object: &ObjectEntry) -> Result<Verdict, ServiceError> {
-        let opened = match self.backup_target.open(&object.name) {
+        let opened = match self.backups.target().open(&object.name) {
             Ok(opened) => opened,
             Err(TargetError::NotFound(_)) => return Ok(Verdict::Gone),
             Err(e) => return Err(e.into()),
@@ -106,7 +100,8 @@ impl Vault {
             ));
         }
         let plain = self
-            .keystore
+            .keys
+            .backend()
             .open(
                 header.backup_key_id,
                 EnvelopeKind::BackupDek,

@@ -159,8 +159,8 @@ impl Vault {
             ids
         };
         for id in databases {
-            self.deks.purge_database(id);
-            self.seal_budgets.remove(id);
+            self.keys.deks().purge_database(id);
+            self.records.seal_budgets().remove(id);
         }
         self.cluster.version.store(version, Ordering::Release);
         Ok(())

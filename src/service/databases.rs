@@ -1,6 +1,7 @@
 //! Databases: create (under a customer key or a provider-managed one), list, show.
 
 use super::catalog::CatalogChange;
+use crate::service::Action;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -9,7 +10,7 @@ use uuid::Uuid;
 
 use super::authz::{DATABASES, DELEGATOR, READER};
 use super::keys::{find_key, require_usable};
-use super::{now_rfc3339, validate_name, Principal, ServiceError, Vault};
+use super::{now_rfc3339, unix_to_rfc3339, validate_name, Principal, ServiceError, Vault};
 use crate::api::{CreateDatabaseRequest, DatabaseInfo};
 use crate::crypto::bindings::dek_context;
 use crate::crypto::{Cipher, EnvelopeKind, SecretKey};
@@ -26,10 +27,103 @@ impl Vault {
         request: CreateDatabaseRequest,
     ) -> Result<DatabaseInfo, ServiceError> {
         let name = request.name.clone();
-        let mut result = match self.create_missing_authorizations(who, &request).await {
-            Ok(()) => self.create_database_inner(who, request).await,
-            Err(err) => Err(err),
-        };
+        let authorized = self.create_missing_authorizations(who, &request).await;
+        let mut result: Result<DatabaseInfo, ServiceError> = async {
+            authorized?;
+            who.require_operator()?;
+            validate_name("database", &request.name)?;
+            let _admin = self.admin().await?;
+            let (customer_key, backup_key) = {
+                let catalog = self.read_catalog();
+                if catalog.database_names.contains_key(&request.name) {
+                    return Err(ServiceError::Conflict(format!(
+                        "a database named {:?} already exists",
+                        request.name
+                    )));
+                }
+                let customer = |reference: &Option<String>| -> Result<Option<KeyRecord>, ServiceError> {
+                    let Some(reference) = reference else {
+                        return Ok(None);
+                    };
+                    let key = find_key(&catalog, reference)?;
+                    if key.origin == KeyOrigin::Provider {
+                        return Err(ServiceError::BadRequest(
+                            "a provider-managed key belongs to its own database".into(),
+                        ));
+                    }
+                    require_usable(key)?;
+                    Ok(Some(key.clone()))
+                };
+                let customer_key = customer(&request.key)?;
+                let backup_key = customer(&request.backup_key)?;
+                // The database's own key named as its backup key is no separate backup key: it
+                // needs what the key needs, at creation as at backup time (`check_backup_key`).
+                let same_key =
+                    matches!((&customer_key, &backup_key), (Some(k), Some(b)) if k.id == b.id);
+                if let Some(key) = &customer_key {
+                    if !catalog.is_authorized(DATABASES, &key.id, &[READER]) {
+                        return Err(ServiceError::NotAuthorizedForKey(format!(
+                            "no {DATABASES:?} authorization with role {READER} exists for key {:?}",
+                            key.name
+                        )));
+                    }
+                }
+                if let Some(key) = backup_key.as_ref().filter(|_| !same_key) {
+                    if !catalog.is_authorized(DATABASES, &key.id, &[READER, DELEGATOR]) {
+                        return Err(ServiceError::NotAuthorizedForKey(format!(
+                            "backup key {:?} needs a {DATABASES:?} authorization with roles {READER} and {DELEGATOR}",
+                            key.name
+                        )));
+                    }
+                }
+                (customer_key, backup_key)
+            };
+            let database_id = Uuid::new_v4();
+            let mut ops = Vec::new();
+            let root = match customer_key {
+                Some(key) => key,
+                None => {
+                    let provider = KeyRecord {
+                        id: Uuid::new_v4(),
+                        name: format!("provider-{database_id}"),
+                        description: Some(format!("provider-managed key of database {}", request.name)),
+                        origin: KeyOrigin::Provider,
+                        state: KeyState::Active,
+                        version: 1,
+                        created_at: now_rfc3339(),
+                        owner_database: Some(database_id),
+                        last_rotated_at: None,
+                        destroy_at: None,
+                    };
+                    self.install_key(provider.clone(), NewKey::Generate).await?;
+                    provider
+                }
+            };
+            let record = DatabaseRecord {
+                id: database_id,
+                name: request.name,
+                key_id: root.id,
+                backup_key_id: backup_key.map(|k| k.id),
+                state: DatabaseState::Active,
+                state_reason: None,
+                created_at: now_rfc3339(),
+                deleted_at: None,
+                purge_at: None,
+                generation: 1,
+            };
+            let (dek_record, cipher) = self.new_dek(&record, &root, 1)?;
+            ops.push(CatalogChange::PutDatabase(record.clone()));
+            ops.push(CatalogChange::PutDek(dek_record));
+            if let Err(err) = self.commit(ops).await {
+                if root.origin == KeyOrigin::Provider {
+                    self.drop_provider_key(&root).await;
+                }
+                return Err(err);
+            }
+            self.keys.deks().insert(record.id, 1, root.id, cipher);
+            Ok(self.database_info(&self.read_catalog(), &record))
+        }
+        .await;
         if let Ok(info) = &result {
             let separate = info
                 .backup_key
@@ -43,7 +137,7 @@ impl Vault {
             }
         }
         let target = result.as_ref().map(|d| d.crn.clone()).unwrap_or(name);
-        self.audited(who, "databases.create", &target, result, None)
+        self.audited(who, Action::DatabasesCreate, &target, result, None)
     }
 
     /// With `create_authorization`, grants the `databases` authorizations the request's keys
@@ -90,105 +184,6 @@ impl Vault {
         Ok(())
     }
 
-    async fn create_database_inner(
-        &self,
-        who: &Principal,
-        request: CreateDatabaseRequest,
-    ) -> Result<DatabaseInfo, ServiceError> {
-        who.require_operator()?;
-        validate_name("database", &request.name)?;
-        let _admin = self.admin().await?;
-        let (customer_key, backup_key) = {
-            let catalog = self.read_catalog();
-            if catalog.database_names.contains_key(&request.name) {
-                return Err(ServiceError::Conflict(format!(
-                    "a database named {:?} already exists",
-                    request.name
-                )));
-            }
-            let customer = |reference: &Option<String>| -> Result<Option<KeyRecord>, ServiceError> {
-                let Some(reference) = reference else {
-                    return Ok(None);
-                };
-                let key = find_key(&catalog, reference)?;
-                if key.origin == KeyOrigin::Provider {
-                    return Err(ServiceError::BadRequest(
-                        "a provider-managed key belongs to its own database".into(),
-                    ));
-                }
-                require_usable(key)?;
-                Ok(Some(key.clone()))
-            };
-            let customer_key = customer(&request.key)?;
-            let backup_key = customer(&request.backup_key)?;
-            // The database's own key named as its backup key is no separate backup key: it
-            // needs what the key needs, at creation as at backup time (`check_backup_key`).
-            let same_key =
-                matches!((&customer_key, &backup_key), (Some(k), Some(b)) if k.id == b.id);
-            if let Some(key) = &customer_key {
-                if !catalog.is_authorized(DATABASES, &key.id, &[READER]) {
-                    return Err(ServiceError::NotAuthorizedForKey(format!(
-                        "no {DATABASES:?} authorization with role {READER} exists for key {:?}",
-                        key.name
-                    )));
-                }
-            }
-            if let Some(key) = backup_key.as_ref().filter(|_| !same_key) {
-                if !catalog.is_authorized(DATABASES, &key.id, &[READER, DELEGATOR]) {
-                    return Err(ServiceError::NotAuthorizedForKey(format!(
-                        "backup key {:?} needs a {DATABASES:?} authorization with roles {READER} and {DELEGATOR}",
-                        key.name
-                    )));
-                }
-            }
-            (customer_key, backup_key)
-        };
-        let database_id = Uuid::new_v4();
-        let mut ops = Vec::new();
-        let root = match customer_key {
-            Some(key) => key,
-            None => {
-                let provider = KeyRecord {
-                    id: Uuid::new_v4(),
-                    name: format!("provider-{database_id}"),
-                    description: Some(format!("provider-managed key of database {}", request.name)),
-                    origin: KeyOrigin::Provider,
-                    state: KeyState::Active,
-                    version: 1,
-                    created_at: now_rfc3339(),
-                    owner_database: Some(database_id),
-                    last_rotated_at: None,
-                    destroy_at: None,
-                };
-                self.install_key(provider.clone(), NewKey::Generate).await?;
-                provider
-            }
-        };
-        let record = DatabaseRecord {
-            id: database_id,
-            name: request.name,
-            key_id: root.id,
-            backup_key_id: backup_key.map(|k| k.id),
-            state: DatabaseState::Active,
-            state_reason: None,
-            created_at: now_rfc3339(),
-            deleted_at: None,
-            purge_at: None,
-            generation: 1,
-        };
-        let (dek_record, cipher) = self.new_dek(&record, &root, 1)?;
-        ops.push(CatalogChange::PutDatabase(record.clone()));
-        ops.push(CatalogChange::PutDek(dek_record));
-        if let Err(err) = self.commit(ops).await {
-            if root.origin == KeyOrigin::Provider {
-                self.drop_provider_key(&root).await;
-            }
-            return Err(err);
-        }
-        self.deks.insert(record.id, 1, root.id, cipher);
-        Ok(self.database_info(&self.read_catalog(), &record))
-    }
-
     /// Generates a DEK for `generation`, wrapped by the root key's newest version.
     pub(super) fn new_dek(
         &self,
@@ -197,7 +192,7 @@ impl Vault {
         generation: u32,
     ) -> Result<(DekRecord, Arc<Cipher>), ServiceError> {
         let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
-        let wrapped = self.keystore_call(|ks| {
+        let wrapped = self.keys.call(|ks| {
             ks.seal(
                 RootKeyRef {
                     key_id: root.id,
@@ -221,7 +216,7 @@ impl Vault {
 
     /// Undoes a provider key whose database never became durable.
     async fn drop_provider_key(&self, key: &KeyRecord) {
-        let _ = self.keystore_call(|ks| ks.destroy(key.id, None));
+        let _ = self.keys.call(|ks| ks.destroy(key.id, None));
         let _ = self.commit(vec![CatalogChange::DeleteKey(key.id)]).await;
     }
 
@@ -319,14 +314,4 @@ pub(super) fn find_database<'a>(
     catalog
         .find_database(reference)
         .ok_or_else(|| ServiceError::NotFound(format!("no database named {reference:?}")))
-}
-
-pub(super) fn unix_to_rfc3339(secs: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }

@@ -6,6 +6,7 @@
 //! days it lapses and a delete starts over. Each step is an activity-log event naming its
 //! initiator, and the second approval's event names both.
 
+use crate::service::Action;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -41,7 +42,51 @@ impl Vault {
         who: &Principal,
         reference: &str,
     ) -> Result<Option<DeletionApproval>, ServiceError> {
-        let result = self.authorize_key_deletion_inner(who, reference).await;
+        let result: Result<Step, ServiceError> = async {
+            who.require_operator()?;
+            let _admin = self.admin().await?;
+            let key = self.lifecycle_key(reference)?;
+            let (required, mut policy) = {
+                let catalog = self.read_catalog();
+                (
+                    self.dual_auth_for(&catalog, &key).is_some(),
+                    catalog.policies.get(&key.id).cloned().unwrap_or_default(),
+                )
+            };
+            // A destroyed key: the deletion itself reports it.
+            if !required || key.state == KeyState::Destroyed {
+                return Ok(Step::NotNeeded);
+            }
+            let now = unix_now();
+            match policy.delete_approval.clone().filter(|a| a.expires_at > now) {
+                Some(first) if first.token_id == who.token_id => Err(ServiceError::Conflict(format!(
+                    "the deletion of key {:?} is already authorized by this token ({}); a different operator token must carry it out before {}",
+                    key.name,
+                    first.token_id,
+                    rfc3339_of(first.expires_at)
+                ))),
+                Some(first) => Ok(Step::Second {
+                    key: key.id,
+                    first: first.token_id,
+                }),
+                None => {
+                    let approval = DeleteApproval {
+                        token_id: who.token_id.clone(),
+                        expires_at: now.saturating_add(APPROVAL_LIFETIME),
+                    };
+                    policy.delete_approval = Some(approval.clone());
+                    self.put_policy(key.id, policy).await?;
+                    Ok(Step::First(DeletionApproval {
+                        key: self.crn("key", &key.id),
+                        name: key.name.clone(),
+                        state: "deletion_authorized".into(),
+                        authorized_by: approval.token_id,
+                        authorization_expires_at: rfc3339_of(approval.expires_at),
+                    }))
+                }
+            }
+        }
+        .await;
         match result {
             Ok(Step::NotNeeded) => Ok(None),
             Ok(Step::First(approval)) => {
@@ -52,7 +97,7 @@ impl Vault {
                 let target = approval.key.clone();
                 self.audited(
                     who,
-                    "kms.secrets.setkeyfordeletion",
+                    Action::SecretsSetKeyForDeletion,
                     &target,
                     Ok(Some(approval)),
                     Some(details),
@@ -63,7 +108,7 @@ impl Vault {
                 let target = self.crn("key", &key);
                 self.audited(
                     who,
-                    "kms.secrets.setkeyfordeletion",
+                    Action::SecretsSetKeyForDeletion,
                     &target,
                     Ok(None),
                     Some(details),
@@ -73,60 +118,11 @@ impl Vault {
                 let target = self.target_crn(reference, &Err(&err));
                 self.audited(
                     who,
-                    "kms.secrets.setkeyfordeletion",
+                    Action::SecretsSetKeyForDeletion,
                     &target,
                     Err(err),
                     None,
                 )
-            }
-        }
-    }
-
-    async fn authorize_key_deletion_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-    ) -> Result<Step, ServiceError> {
-        who.require_operator()?;
-        let _admin = self.admin().await?;
-        let key = self.lifecycle_key(reference)?;
-        let (required, mut policy) = {
-            let catalog = self.read_catalog();
-            (
-                self.dual_auth_for(&catalog, &key).is_some(),
-                catalog.policies.get(&key.id).cloned().unwrap_or_default(),
-            )
-        };
-        // A destroyed key: the deletion itself reports it.
-        if !required || key.state == KeyState::Destroyed {
-            return Ok(Step::NotNeeded);
-        }
-        let now = unix_now();
-        match policy.delete_approval.clone().filter(|a| a.expires_at > now) {
-            Some(first) if first.token_id == who.token_id => Err(ServiceError::Conflict(format!(
-                "the deletion of key {:?} is already authorized by this token ({}); a different operator token must carry it out before {}",
-                key.name,
-                first.token_id,
-                rfc3339_of(first.expires_at)
-            ))),
-            Some(first) => Ok(Step::Second {
-                key: key.id,
-                first: first.token_id,
-            }),
-            None => {
-                let approval = DeleteApproval {
-                    token_id: who.token_id.clone(),
-                    expires_at: now.saturating_add(APPROVAL_LIFETIME),
-                };
-                policy.delete_approval = Some(approval.clone());
-                self.put_policy(key.id, policy).await?;
-                Ok(Step::First(DeletionApproval {
-                    key: self.crn("key", &key.id),
-                    name: key.name.clone(),
-                    state: "deletion_authorized".into(),
-                    authorized_by: approval.token_id,
-                    authorization_expires_at: rfc3339_of(approval.expires_at),
-                }))
             }
         }
     }
@@ -180,7 +176,7 @@ impl Vault {
                 let target = self.crn("key", &key_id);
                 self.audited(
                     who,
-                    "kms.secrets.unsetkeyfordeletion",
+                    Action::SecretsUnsetKeyForDeletion,
                     &target,
                     Ok(true),
                     Some(details),
@@ -190,7 +186,7 @@ impl Vault {
                 let target = self.crn("key", &key_id);
                 self.audited(
                     who,
-                    "kms.secrets.unsetkeyfordeletion",
+                    Action::SecretsUnsetKeyForDeletion,
                     &target,
                     Err(err),
                     None,

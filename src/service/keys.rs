@@ -2,12 +2,12 @@
 //! (wrap / unwrap / rewrap of application-held material).
 
 use super::catalog::CatalogChange;
+use crate::service::Action;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::audit_sync::data_plane;
 use super::{now_rfc3339, validate_name, Principal, ServiceError, Vault};
 use crate::api::{
     CreateKeyRequest, KeyInfo, Registration, RewrapResponse, UnwrapRequest, UnwrapResponse,
@@ -41,44 +41,39 @@ impl Vault {
     ) -> Result<KeyInfo, ServiceError> {
         let name = request.name.clone();
         let details = super::secure_import::create_key_details(&request);
-        let result = self.create_key_inner(who, request).await;
+        let result: Result<KeyInfo, ServiceError> = async {
+            who.require_operator()?;
+            validate_name("key", &request.name)?;
+            if request.description.as_ref().is_some_and(|d| d.len() > 1024) {
+                return Err(ServiceError::BadRequest(
+                    "description is longer than 1024 bytes".into(),
+                ));
+            }
+            let (material, origin) = self.new_key_material(&request).await?;
+            let _admin = self.admin().await?;
+            if self.read_catalog().key_names.contains_key(&request.name) {
+                return Err(ServiceError::Conflict(format!(
+                    "a key named {:?} already exists",
+                    request.name
+                )));
+            }
+            let record = KeyRecord {
+                id: Uuid::new_v4(),
+                name: request.name,
+                description: request.description,
+                origin,
+                state: KeyState::Active,
+                version: 1,
+                created_at: now_rfc3339(),
+                owner_database: None,
+                last_rotated_at: None,
+                destroy_at: None,
+            };
+            self.install_key(record, material).await
+        }
+        .await;
         let target = result.as_ref().map(|k| k.crn.clone()).unwrap_or(name);
-        self.audited(who, "kms.secrets.create", &target, result, details)
-    }
-
-    async fn create_key_inner(
-        &self,
-        who: &Principal,
-        request: CreateKeyRequest,
-    ) -> Result<KeyInfo, ServiceError> {
-        who.require_operator()?;
-        validate_name("key", &request.name)?;
-        if request.description.as_ref().is_some_and(|d| d.len() > 1024) {
-            return Err(ServiceError::BadRequest(
-                "description is longer than 1024 bytes".into(),
-            ));
-        }
-        let (material, origin) = self.new_key_material(&request).await?;
-        let _admin = self.admin().await?;
-        if self.read_catalog().key_names.contains_key(&request.name) {
-            return Err(ServiceError::Conflict(format!(
-                "a key named {:?} already exists",
-                request.name
-            )));
-        }
-        let record = KeyRecord {
-            id: Uuid::new_v4(),
-            name: request.name,
-            description: request.description,
-            origin,
-            state: KeyState::Active,
-            version: 1,
-            created_at: now_rfc3339(),
-            owner_database: None,
-            last_rotated_at: None,
-            destroy_at: None,
-        };
-        self.install_key(record, material).await
+        self.audited(who, Action::SecretsCreate, &target, result, details)
     }
 
     /// Stores material then metadata. A crash between the two leaves orphan material that the
@@ -90,7 +85,7 @@ impl Vault {
         material: NewKey,
     ) -> Result<KeyInfo, ServiceError> {
         let key_id = record.id;
-        let keystore = std::sync::Arc::clone(&self.keystore);
+        let keystore = std::sync::Arc::clone(self.keys.backend());
         tokio::task::spawn_blocking(move || keystore.create(key_id, material))
             .await
             .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
@@ -98,7 +93,7 @@ impl Vault {
             .commit(vec![CatalogChange::PutKey(record.clone())])
             .await
         {
-            let _ = self.keystore_call(|ks| ks.destroy(record.id, None));
+            let _ = self.keys.call(|ks| ks.destroy(record.id, None));
             return Err(err);
         }
         Ok(self.key_info(&self.read_catalog(), &record, false))
@@ -111,7 +106,7 @@ impl Vault {
         let _admin = self.admin().await?;
         // (key, versions to destroy; None = all)
         let mut doomed: Vec<(Uuid, Option<Vec<u32>>)> = Vec::new();
-        let key_ids = self.keystore_call(|ks| ks.key_ids())?;
+        let key_ids = self.keys.call(|ks| ks.key_ids())?;
         {
             let catalog = self.read_catalog();
             for id in key_ids {
@@ -123,7 +118,8 @@ impl Vault {
                     // A version added by a rotation that crashed before its commit.
                     Some(key) => {
                         let extra: Vec<u32> = self
-                            .keystore_call(|ks| ks.versions(id))?
+                            .keys
+                            .call(|ks| ks.versions(id))?
                             .into_iter()
                             .filter(|v| *v > key.version)
                             .collect();
@@ -136,7 +132,7 @@ impl Vault {
         }
         for (id, versions) in doomed {
             tracing::warn!(key_id = %id, ?versions, "destroying keystore material the catalog does not keep");
-            match self.keystore_call(|ks| ks.destroy(id, versions.as_deref())) {
+            match self.keys.call(|ks| ks.destroy(id, versions.as_deref())) {
                 // A backend that cannot drop a newer unused version (transit) keeps it; the
                 // next rotation of this key adopts it. Not a reason to refuse to start.
                 Err(KeystoreError::Unsupported(why)) => tracing::warn!(key_id = %id, "{why}"),
@@ -187,7 +183,7 @@ impl Vault {
                         "backup_key"
                     }
                     .into(),
-                    purge_at: db.purge_at.map(super::databases::unix_to_rfc3339),
+                    purge_at: db.purge_at.map(super::unix_to_rfc3339),
                 })
                 .chain(
                     catalog
@@ -200,7 +196,7 @@ impl Vault {
                             name: format!("backup of {} at {}", b.database_name, b.created_at),
                             state: b.state.clone(),
                             role: "backup_key".into(),
-                            purge_at: b.expires_at.map(super::databases::unix_to_rfc3339),
+                            purge_at: b.expires_at.map(super::unix_to_rfc3339),
                         }),
                 )
                 .collect()
@@ -240,52 +236,45 @@ impl Vault {
         reference: &str,
         request: WrapRequest,
     ) -> Result<WrapResponse, ServiceError> {
-        let result = self.wrap_inner(who, reference, request);
-        let target = self.reference_crn(reference);
-        self.audited(who, data_plane::WRAP, &target, result, None)
-    }
-
-    fn wrap_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-        request: WrapRequest,
-    ) -> Result<WrapResponse, ServiceError> {
-        who.require_operator()?;
-        let key = self.wrap_key(reference)?;
-        let aad = request.aad.unwrap_or_default();
-        let (plaintext, generated) = match &request.plaintext {
-            Some(text) => {
-                let bytes = Self::decode_base64("plaintext", text)?;
-                if bytes.is_empty() || bytes.len() > MAX_WRAP_PLAINTEXT {
-                    return Err(ServiceError::BadRequest(format!(
-                        "plaintext must be 1 to {MAX_WRAP_PLAINTEXT} bytes"
-                    )));
+        let result: Result<WrapResponse, ServiceError> = (|| {
+            who.require_operator()?;
+            let key = self.wrap_key(reference)?;
+            let aad = request.aad.unwrap_or_default();
+            let (plaintext, generated) = match &request.plaintext {
+                Some(text) => {
+                    let bytes = Self::decode_base64("plaintext", text)?;
+                    if bytes.is_empty() || bytes.len() > MAX_WRAP_PLAINTEXT {
+                        return Err(ServiceError::BadRequest(format!(
+                            "plaintext must be 1 to {MAX_WRAP_PLAINTEXT} bytes"
+                        )));
+                    }
+                    (bytes, false)
                 }
-                (bytes, false)
-            }
-            None => {
-                let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
-                (Zeroizing::new(dek.expose_secret().to_vec()), true)
-            }
-        };
-        let key_ref = RootKeyRef {
-            key_id: key.id,
-            version: key.version,
-        };
-        let sealed = self.keystore_call(|ks| {
-            ks.seal(
-                key_ref,
-                EnvelopeKind::AppWrap,
-                &app_wrap_context(key.id.as_bytes(), &aad),
-                &plaintext,
-            )
-        })?;
-        Ok(WrapResponse {
-            ciphertext: B64.encode(sealed),
-            key_version: key.version,
-            plaintext: generated.then(|| B64.encode(plaintext.as_slice())),
-        })
+                None => {
+                    let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
+                    (Zeroizing::new(dek.expose_secret().to_vec()), true)
+                }
+            };
+            let key_ref = RootKeyRef {
+                key_id: key.id,
+                version: key.version,
+            };
+            let sealed = self.keys.call(|ks| {
+                ks.seal(
+                    key_ref,
+                    EnvelopeKind::AppWrap,
+                    &app_wrap_context(key.id.as_bytes(), &aad),
+                    &plaintext,
+                )
+            })?;
+            Ok(WrapResponse {
+                ciphertext: B64.encode(sealed),
+                key_version: key.version,
+                plaintext: generated.then(|| B64.encode(plaintext.as_slice())),
+            })
+        })();
+        let target = self.reference_crn(reference);
+        self.audited(who, Action::SecretsWrap, &target, result, None)
     }
 
     fn unwrap_material(
@@ -295,7 +284,7 @@ impl Vault {
     ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
         let sealed = Self::decode_base64("ciphertext", &request.ciphertext)?;
         let aad = request.aad.clone().unwrap_or_default();
-        Ok(self.keystore_call(|ks| {
+        Ok(self.keys.call(|ks| {
             ks.open(
                 key.id,
                 EnvelopeKind::AppWrap,
@@ -312,23 +301,16 @@ impl Vault {
         reference: &str,
         request: UnwrapRequest,
     ) -> Result<UnwrapResponse, ServiceError> {
-        let result = self.unwrap_inner(who, reference, request);
+        let result: Result<UnwrapResponse, ServiceError> = (|| {
+            who.require_operator()?;
+            let key = self.wrap_key(reference)?;
+            let plain = self.unwrap_material(&key, &request)?;
+            Ok(UnwrapResponse {
+                plaintext: B64.encode(plain.as_slice()),
+            })
+        })();
         let target = self.reference_crn(reference);
-        self.audited(who, data_plane::UNWRAP, &target, result, None)
-    }
-
-    fn unwrap_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-        request: UnwrapRequest,
-    ) -> Result<UnwrapResponse, ServiceError> {
-        who.require_operator()?;
-        let key = self.wrap_key(reference)?;
-        let plain = self.unwrap_material(&key, &request)?;
-        Ok(UnwrapResponse {
-            plaintext: B64.encode(plain.as_slice()),
-        })
+        self.audited(who, Action::SecretsUnwrap, &target, result, None)
     }
 
     /// Re-wraps app-held material under the key's newest version.
@@ -338,37 +320,30 @@ impl Vault {
         reference: &str,
         request: UnwrapRequest,
     ) -> Result<RewrapResponse, ServiceError> {
-        let result = self.rewrap_inner(who, reference, request);
+        let result: Result<RewrapResponse, ServiceError> = (|| {
+            who.require_operator()?;
+            let key = self.wrap_key(reference)?;
+            let plain = self.unwrap_material(&key, &request)?;
+            let aad = request.aad.unwrap_or_default();
+            let key_ref = RootKeyRef {
+                key_id: key.id,
+                version: key.version,
+            };
+            let sealed = self.keys.call(|ks| {
+                ks.seal(
+                    key_ref,
+                    EnvelopeKind::AppWrap,
+                    &app_wrap_context(key.id.as_bytes(), &aad),
+                    &plain,
+                )
+            })?;
+            Ok(RewrapResponse {
+                ciphertext: B64.encode(sealed),
+                key_version: key.version,
+            })
+        })();
         let target = self.reference_crn(reference);
-        self.audited(who, data_plane::REWRAP, &target, result, None)
-    }
-
-    fn rewrap_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-        request: UnwrapRequest,
-    ) -> Result<RewrapResponse, ServiceError> {
-        who.require_operator()?;
-        let key = self.wrap_key(reference)?;
-        let plain = self.unwrap_material(&key, &request)?;
-        let aad = request.aad.unwrap_or_default();
-        let key_ref = RootKeyRef {
-            key_id: key.id,
-            version: key.version,
-        };
-        let sealed = self.keystore_call(|ks| {
-            ks.seal(
-                key_ref,
-                EnvelopeKind::AppWrap,
-                &app_wrap_context(key.id.as_bytes(), &aad),
-                &plain,
-            )
-        })?;
-        Ok(RewrapResponse {
-            ciphertext: B64.encode(sealed),
-            key_version: key.version,
-        })
+        self.audited(who, Action::SecretsRewrap, &target, result, None)
     }
 }
 

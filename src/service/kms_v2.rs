@@ -7,9 +7,9 @@
 //! routes nor as any other kind. `key_id` is `<key CRN>/v<version>`: a rotation changes it,
 //! which is how the API server learns to rewrite its data.
 
+use crate::service::Action;
 use zeroize::Zeroizing;
 
-use super::audit_sync::data_plane;
 use super::keys::{find_key, require_usable};
 use super::{Principal, ServiceError, Vault};
 use crate::crypto::bindings::kms_v2_context;
@@ -45,7 +45,7 @@ impl Vault {
             let mut probe = Zeroizing::new([0u8; 32]);
             crate::crypto::os_random(probe.as_mut()).map_err(|_| ServiceError::Random)?;
             let sealed = self.kms_v2_seal(&key, probe.as_ref())?;
-            let opened = self.keystore.open(
+            let opened = self.keys.backend().open(
                 key.id,
                 EnvelopeKind::Transit,
                 &kms_v2_context(key.id.as_bytes()),
@@ -63,7 +63,7 @@ impl Vault {
     }
 
     fn kms_v2_seal(&self, key: &KeyRecord, plaintext: &[u8]) -> Result<Vec<u8>, ServiceError> {
-        Ok(self.keystore.seal(
+        Ok(self.keys.backend().seal(
             RootKeyRef {
                 key_id: key.id,
                 version: key.version,
@@ -88,7 +88,7 @@ impl Vault {
             Ok((sealed, self.kms_v2_key_id(&key, key.version)))
         })();
         let target = self.reference_crn(reference);
-        self.audited(who, data_plane::KMS_V2_ENCRYPT, &target, result, None)
+        self.audited(who, Action::KmsV2Encrypt, &target, result, None)
     }
 
     /// `Decrypt`: opens a ciphertext of [`Vault::kms_v2_encrypt`]. `key_id` must be the one
@@ -111,7 +111,7 @@ impl Vault {
                     "key_id {key_id:?} does not name the key and version this ciphertext was sealed with"
                 )));
             }
-            Ok(self.keystore.open(
+            Ok(self.keys.backend().open(
                 key.id,
                 EnvelopeKind::Transit,
                 &kms_v2_context(key.id.as_bytes()),
@@ -119,6 +119,6 @@ impl Vault {
             )?)
         })();
         let target = self.reference_crn(reference);
-        self.audited(who, data_plane::KMS_V2_DECRYPT, &target, result, None)
+        self.audited(who, Action::KmsV2Decrypt, &target, result, None)
     }
 }

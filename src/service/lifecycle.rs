@@ -7,6 +7,7 @@
 //! state (also on connections opened before).
 
 use super::catalog::CatalogChange;
+use crate::service::Action;
 use uuid::Uuid;
 
 use super::databases::find_database;
@@ -123,51 +124,45 @@ impl Vault {
         enable: bool,
     ) -> Result<KeyInfo, ServiceError> {
         let action = if enable {
-            "kms.secrets.enable"
+            Action::SecretsEnable
         } else {
-            "kms.secrets.disable"
+            Action::SecretsDisable
         };
-        let result = self.set_key_enabled_inner(who, reference, enable).await;
+        let result: Result<KeyInfo, ServiceError> = async {
+            who.require_operator()?;
+            let _gate = self.records.gate().write().await;
+            let _admin = self.admin().await?;
+            let mut key = self.lifecycle_key(reference)?;
+            if key.state == KeyState::Destroyed {
+                return Err(ServiceError::KeyDestroyed(format!(
+                    "key {:?} was destroyed",
+                    key.name
+                )));
+            }
+            if key.state == KeyState::PendingDestruction {
+                return Err(ServiceError::KeyPendingDestruction(format!(
+                    "key {:?} is scheduled for destruction; `key cancel-deletion` restores it",
+                    key.name
+                )));
+            }
+            let wanted = if enable {
+                KeyState::Active
+            } else {
+                KeyState::Suspended
+            };
+            if key.state != wanted {
+                key.state = wanted;
+                self.commit(vec![CatalogChange::PutKey(key.clone())])
+                    .await?;
+                if !enable {
+                    self.keys.deks().purge_root_key(key.id);
+                }
+            }
+            Ok(self.key_info(&self.read_catalog(), &key, false))
+        }
+        .await;
         let target = self.target_crn(reference, &result.as_ref().map(|k| k.crn.clone()));
         self.audited(who, action, &target, result, None)
-    }
-
-    async fn set_key_enabled_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-        enable: bool,
-    ) -> Result<KeyInfo, ServiceError> {
-        who.require_operator()?;
-        let _gate = self.gate.write().await;
-        let _admin = self.admin().await?;
-        let mut key = self.lifecycle_key(reference)?;
-        if key.state == KeyState::Destroyed {
-            return Err(ServiceError::KeyDestroyed(format!(
-                "key {:?} was destroyed",
-                key.name
-            )));
-        }
-        if key.state == KeyState::PendingDestruction {
-            return Err(ServiceError::KeyPendingDestruction(format!(
-                "key {:?} is scheduled for destruction; `key cancel-deletion` restores it",
-                key.name
-            )));
-        }
-        let wanted = if enable {
-            KeyState::Active
-        } else {
-            KeyState::Suspended
-        };
-        if key.state != wanted {
-            key.state = wanted;
-            self.commit(vec![CatalogChange::PutKey(key.clone())])
-                .await?;
-            if !enable {
-                self.deks.purge_root_key(key.id);
-            }
-        }
-        Ok(self.key_info(&self.read_catalog(), &key, false))
     }
 
     /// Deletes a key. With registrations this needs `force` and is a cryptoshred.
@@ -177,58 +172,52 @@ impl Vault {
         reference: &str,
         force: bool,
     ) -> Result<ShredReceipt, ServiceError> {
-        let result = self.delete_key_inner(who, reference, force).await;
+        let result: Result<ShredReceipt, ServiceError> = async {
+            who.require_operator()?;
+            let _gate = self.records.gate().write().await;
+            let _admin = self.admin().await?;
+            let mut key = self.lifecycle_key(reference)?;
+            if key.state == KeyState::Destroyed {
+                return Err(ServiceError::KeyDestroyed(format!(
+                    "key {:?} was already destroyed",
+                    key.name
+                )));
+            }
+            let impact = self.impact("delete", key.id, false)?;
+            let in_use = !impact.databases.is_empty() || !impact.backups.is_empty();
+            if in_use && !force {
+                let names: Vec<String> = impact
+                    .databases
+                    .iter()
+                    .chain(impact.backups.iter())
+                    .map(|d| format!("{} ({}, {})", d.name, d.state, d.role))
+                    .collect();
+                return Err(ServiceError::KeyInUse(format!(
+                    "key {:?} protects {} resource(s): {}; use force to cryptoshred",
+                    key.name,
+                    names.len(),
+                    names.join(", ")
+                )));
+            }
+            let destroyed_versions = self.keys.call(|ks| ks.versions(key.id))?;
+            self.shred(&mut key).await?;
+            let receipt = ShredReceipt {
+                key: self.crn("key", &key.id),
+                destroyed_versions,
+                affected: self.after_shred(impact),
+                time: now_rfc3339(),
+                audit_chain_head: String::new(),
+            };
+            // Logged while the gate is still held, so no request refused because of this shred
+            // can be logged before the shred itself.
+            self.log_shred(who, receipt)
+        }
+        .await;
         if result.is_ok() {
             return result; // logged inside, while the gate was held
         }
         let target = self.target_crn(reference, &result.as_ref().map(|r| r.key.clone()));
-        self.audited(who, "kms.secrets.delete", &target, result, None)
-    }
-
-    async fn delete_key_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-        force: bool,
-    ) -> Result<ShredReceipt, ServiceError> {
-        who.require_operator()?;
-        let _gate = self.gate.write().await;
-        let _admin = self.admin().await?;
-        let mut key = self.lifecycle_key(reference)?;
-        if key.state == KeyState::Destroyed {
-            return Err(ServiceError::KeyDestroyed(format!(
-                "key {:?} was already destroyed",
-                key.name
-            )));
-        }
-        let impact = self.impact("delete", key.id, false)?;
-        let in_use = !impact.databases.is_empty() || !impact.backups.is_empty();
-        if in_use && !force {
-            let names: Vec<String> = impact
-                .databases
-                .iter()
-                .chain(impact.backups.iter())
-                .map(|d| format!("{} ({}, {})", d.name, d.state, d.role))
-                .collect();
-            return Err(ServiceError::KeyInUse(format!(
-                "key {:?} protects {} resource(s): {}; use force to cryptoshred",
-                key.name,
-                names.len(),
-                names.join(", ")
-            )));
-        }
-        let destroyed_versions = self.keystore_call(|ks| ks.versions(key.id))?;
-        self.shred(&mut key).await?;
-        let receipt = ShredReceipt {
-            key: self.crn("key", &key.id),
-            destroyed_versions,
-            affected: self.after_shred(impact),
-            time: now_rfc3339(),
-            audit_chain_head: String::new(),
-        };
-        // Logged while the gate is still held, so no request refused because of this shred
-        // can be logged before the shred itself.
-        self.log_shred(who, receipt)
+        self.audited(who, Action::SecretsDelete, &target, result, None)
     }
 
     /// Destroys a key: catalog first (durably marks the key destroyed and its databases
@@ -271,15 +260,15 @@ impl Vault {
             .collect();
         ops.extend(dead_backups.into_iter().map(CatalogChange::PutBackup));
         self.commit(ops).await?;
-        let keystore = std::sync::Arc::clone(&self.keystore);
+        let keystore = std::sync::Arc::clone(self.keys.backend());
         let key_id = key.id;
         tokio::task::spawn_blocking(move || keystore.destroy(key_id, None))
             .await
             .map_err(|e| ServiceError::TaskFailed(e.to_string()))??;
-        self.deks.purge_root_key(key.id);
+        self.keys.deks().purge_root_key(key.id);
         for db in &disabled {
-            self.deks.purge_database(db.id);
-            self.seal_budgets.remove(db.id);
+            self.keys.deks().purge_database(db.id);
+            self.records.seal_budgets().remove(db.id);
         }
         Ok(disabled.into_iter().map(|db| db.id).collect())
     }
@@ -290,44 +279,39 @@ impl Vault {
         who: &Principal,
         reference: &str,
     ) -> Result<DatabaseInfo, ServiceError> {
-        let result = self.delete_database_inner(who, reference).await;
-        let target = self.target_crn(reference, &result.as_ref().map(|d| d.crn.clone()));
-        self.audited(who, "databases.delete", &target, result, None)
-    }
-
-    async fn delete_database_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-    ) -> Result<DatabaseInfo, ServiceError> {
-        who.require_operator()?;
-        let _gate = self.gate.write().await;
-        let _admin = self.admin().await?;
-        let mut db = find_database(&self.read_catalog(), reference)?.clone();
-        match db.state {
-            DatabaseState::Active => {}
-            DatabaseState::Deleted => {
-                return Err(ServiceError::DatabaseDeleted(format!(
-                    "database {:?} is already deleted",
-                    db.name
-                )))
+        let result: Result<DatabaseInfo, ServiceError> = async {
+            who.require_operator()?;
+            let _gate = self.records.gate().write().await;
+            let _admin = self.admin().await?;
+            let mut db = find_database(&self.read_catalog(), reference)?.clone();
+            match db.state {
+                DatabaseState::Active => {}
+                DatabaseState::Deleted => {
+                    return Err(ServiceError::DatabaseDeleted(format!(
+                        "database {:?} is already deleted",
+                        db.name
+                    )))
+                }
+                // A shredded database is deleted and purged like any other; its metadata stays
+                // readable until the purge.
+                DatabaseState::Disabled => {}
             }
-            // A shredded database is deleted and purged like any other; its metadata stays
-            // readable until the purge.
-            DatabaseState::Disabled => {}
+            let now = unix_now();
+            db.state = DatabaseState::Deleted;
+            db.deleted_at = Some(now_rfc3339());
+            // Rounded up to the next whole second: the period is never shorter than configured.
+            // A shredded database restored after an earlier deletion keeps that purge date.
+            let period = self.records.soft_delete_period();
+            let period_secs = period.as_secs() + u64::from(period.subsec_nanos() > 0);
+            db.purge_at = Some(db.purge_at.unwrap_or(now + period_secs + 1));
+            self.commit(vec![CatalogChange::PutDatabase(db.clone())])
+                .await?;
+            self.keys.deks().purge_database(db.id);
+            Ok(self.database_info(&self.read_catalog(), &db))
         }
-        let now = unix_now();
-        db.state = DatabaseState::Deleted;
-        db.deleted_at = Some(now_rfc3339());
-        // Rounded up to the next whole second: the period is never shorter than configured.
-        // A shredded database restored after an earlier deletion keeps that purge date.
-        let period = self.soft_delete_period;
-        let period_secs = period.as_secs() + u64::from(period.subsec_nanos() > 0);
-        db.purge_at = Some(db.purge_at.unwrap_or(now + period_secs + 1));
-        self.commit(vec![CatalogChange::PutDatabase(db.clone())])
-            .await?;
-        self.deks.purge_database(db.id);
-        Ok(self.database_info(&self.read_catalog(), &db))
+        .await;
+        let target = self.target_crn(reference, &result.as_ref().map(|d| d.crn.clone()));
+        self.audited(who, Action::DatabasesDelete, &target, result, None)
     }
 
     /// Restores a soft-deleted database within its soft-deletion period.
@@ -336,49 +320,44 @@ impl Vault {
         who: &Principal,
         reference: &str,
     ) -> Result<DatabaseInfo, ServiceError> {
-        let result = self.restore_database_inner(who, reference).await;
+        let result: Result<DatabaseInfo, ServiceError> = async {
+            who.require_operator()?;
+            let _admin = self.admin().await?;
+            let mut db = find_database(&self.read_catalog(), reference)?.clone();
+            if db.state != DatabaseState::Deleted {
+                return Err(ServiceError::Conflict(format!(
+                    "database {:?} is not deleted",
+                    db.name
+                )));
+            }
+            if db.purge_at.is_some_and(|at| at <= unix_now()) {
+                return Err(ServiceError::Conflict(format!(
+                    "the soft-deletion period of database {:?} has expired; it is being purged",
+                    db.name
+                )));
+            }
+            // A database whose key was shredded comes back disabled and keeps its purge date: its
+            // data is gone, so the restore only delays nothing.
+            let key_destroyed = self
+                .read_catalog()
+                .keys
+                .get(&db.key_id)
+                .is_none_or(|k| k.state == KeyState::Destroyed);
+            if key_destroyed {
+                db.state = DatabaseState::Disabled;
+                db.state_reason = Some("key_destroyed".into());
+            } else {
+                db.state = DatabaseState::Active;
+                db.purge_at = None;
+            }
+            db.deleted_at = None;
+            self.commit(vec![CatalogChange::PutDatabase(db.clone())])
+                .await?;
+            Ok(self.database_info(&self.read_catalog(), &db))
+        }
+        .await;
         let target = self.target_crn(reference, &result.as_ref().map(|d| d.crn.clone()));
-        self.audited(who, "databases.restore", &target, result, None)
-    }
-
-    async fn restore_database_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-    ) -> Result<DatabaseInfo, ServiceError> {
-        who.require_operator()?;
-        let _admin = self.admin().await?;
-        let mut db = find_database(&self.read_catalog(), reference)?.clone();
-        if db.state != DatabaseState::Deleted {
-            return Err(ServiceError::Conflict(format!(
-                "database {:?} is not deleted",
-                db.name
-            )));
-        }
-        if db.purge_at.is_some_and(|at| at <= unix_now()) {
-            return Err(ServiceError::Conflict(format!(
-                "the soft-deletion period of database {:?} has expired; it is being purged",
-                db.name
-            )));
-        }
-        // A database whose key was shredded comes back disabled and keeps its purge date: its
-        // data is gone, so the restore only delays nothing.
-        let key_destroyed = self
-            .read_catalog()
-            .keys
-            .get(&db.key_id)
-            .is_none_or(|k| k.state == KeyState::Destroyed);
-        if key_destroyed {
-            db.state = DatabaseState::Disabled;
-            db.state_reason = Some("key_destroyed".into());
-        } else {
-            db.state = DatabaseState::Active;
-            db.purge_at = None;
-        }
-        db.deleted_at = None;
-        self.commit(vec![CatalogChange::PutDatabase(db.clone())])
-            .await?;
-        Ok(self.database_info(&self.read_catalog(), &db))
+        self.audited(who, Action::DatabasesRestore, &target, result, None)
     }
 
     /// The CRN to log: the resolved one, else the key or database the reference names, else

@@ -1,7 +1,42 @@
 //! The rules of DESIGN.md: root keys, databases, records, tokens. Route handlers call one
-//! method here each; this layer owns state checks, durability and the DEK cache.
+//! method of [`Vault`] each; this layer owns state checks, durability and the DEK cache.
+//!
+//! `Vault` is a facade over what every part shares (the store and its group-commit flusher,
+//! the in-memory catalog, the admin mutex, the cluster state) and five parts that own the rest
+//! of the state, each reached only through its methods:
+//!
+//! - `keyring::Keyring`, keys and keystore: the root-key backend, the DEK cache, the import
+//!   tokens;
+//! - `record_state::RecordState`, databases and records: the gate, the per-database locks,
+//!   the seal budgets, free space, limits;
+//! - `backups::Backups`: the backup target and what is known of its objects;
+//! - `jobs::JobState`: rotation progress, token last uses, instance-wide key policies;
+//! - `activity::Activity`, audit: the activity log and this instance's CRNs; every event is
+//!   a typed [`Action`].
+//!
+//! # Lock order
+//!
+//! Locks are taken in this order, never the reverse: a lock further down may be taken while
+//! one above it is held, not the other way round.
+//!
+//! | # | Lock | Kind | Taken by |
+//! |---|------|------|----------|
+//! | 1 | `RecordState::gate` | tokio `RwLock` | record operations and batches (shared, for their whole duration); disable, shred, revoke, scheduled deletion (exclusive, before 3) |
+//! | 2 | a database lock (`Vault::database_lock`) | tokio `RwLock` per database | record writes and deletes (shared); a backup's snapshot (exclusive) |
+//! | 3 | the admin mutex (`Vault::admin`) | tokio `Mutex` | every catalog mutation, held until its commit is applied; a record write reserving seal budget takes it under 1 and 2 |
+//! | 4 | the cluster admin lock | PostgreSQL advisory lock | with 3, on a shared store only |
+//! | 5 | `ClusterState::refresh` | tokio `Mutex` | with 3 while the catalog is brought up to date; alone when a request refreshes it |
+//! | 6 | the catalog (`Vault::catalog`) | std `RwLock` | short reads and the one writer `catalog::apply`; never held across an `.await` |
+//! | 7 | the database-lock map, the seal budgets, the DEK cache's shards, rotation progress, token last uses, the backup rejects (`Backups::rejected`, under 6's read lock) | std `Mutex`/`RwLock` | single lookups or updates, never across an `.await`, never while taking another lock |
+//! | 8 | the activity log (its tail and fsync state) | std `Mutex` | `AuditLog::append`; never with 6 held (the target is resolved first) |
+//!
+//! The group-commit flusher and the keystore are no locks here: they are awaited (or called)
+//! with at most 1–5 held. A shred takes 1 exclusively and then 3, so no record operation is
+//! between its check and its acknowledgement while the key's state changes.
 
+mod activity;
 mod audit;
+mod audit_action;
 mod audit_chain;
 mod audit_head;
 mod audit_sync;
@@ -18,6 +53,8 @@ mod dual_auth;
 mod durability;
 mod error;
 mod import_tokens;
+mod jobs;
+mod keyring;
 mod keys;
 mod kms_v2;
 mod lifecycle;
@@ -26,6 +63,7 @@ mod purge_backups;
 mod purge_databases;
 mod readiness;
 mod record_batch;
+mod record_state;
 mod records;
 mod rotation;
 mod scheduled_deletion;
@@ -43,6 +81,7 @@ use uuid::Uuid;
 
 pub use crate::api::ComponentHealth;
 pub use audit::{verify_data_dir, AuditEvent, AuditLog, ChainKey, VerifyReport};
+pub use audit_action::Action;
 pub use audit_sync::data_plane;
 pub use authz::{AuthorizationInfo, GrantRequest};
 pub use backups::BackupInfo;
@@ -59,7 +98,7 @@ pub use record_batch::{BatchOp, BatchOutcome, MAX_BATCH_OPS};
 pub use rotation::RotationStatus;
 pub use secure_import::{import_settings, IMPORT_TOKEN_CREATE, IMPORT_TOKEN_READ};
 pub use token_lifecycle::unix_now;
-pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenInfo};
+pub use tokens::{CreateTokenRequest, NewToken, Principal, TokenHash, TokenInfo};
 pub use transit::{ItemResults, OpenItem, SealItem, TransitKey, TransitSealed};
 
 use crate::config::Config;
@@ -79,47 +118,28 @@ pub struct Limits {
     pub max_record_key: usize,
 }
 
-/// The daemon's state: catalog, keystore, store and caches.
+/// The daemon's state: what every part shares (store, catalog, admin mutex, cluster state)
+/// and the parts (see the module doc).
 pub struct Vault {
     store: Arc<dyn Store>,
-    keystore: Arc<dyn RootKeyBackend>,
-    /// Whether keystore calls may wait on a device or the network (see `keystore_call`).
-    keystore_remote: bool,
-    catalog: RwLock<Catalog>,
-    deks: DekCache,
-    seal_budgets: seal_budget::SealBudgets,
-    database_locks: records::DatabaseLocks,
-    /// Where backups are written (a local directory or an S3 bucket).
-    backup_target: Arc<dyn crate::backup::target::BackupTarget>,
-    /// Objects in a shared backup target that did not verify, by name and size, so that
-    /// listing does not fetch them again.
-    unadoptable_backups: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
-    rotations: rotation::RotationProgress,
     flusher: GroupFlusher,
+    catalog: RwLock<Catalog>,
     /// Serializes catalog mutations (create, delete, state changes) so each computes its
-    /// change from a state no other mutation is changing. Record traffic never takes it.
+    /// change from a state no other mutation is changing. Record traffic takes it only to
+    /// reserve seal budget.
     admin: tokio::sync::Mutex<()>,
     /// Following other nodes' catalog changes on a shared store.
     cluster: cluster::ClusterState,
-    /// Record operations hold it shared for their whole duration, acknowledgement included;
-    /// disable, shred and purge take it exclusively. So once one of those returns, no write
-    /// can still be acknowledged under the old state.
-    gate: tokio::sync::RwLock<()>,
-    audit: AuditLog,
-    instance_name: String,
-    instance_id: Uuid,
-    limits: Limits,
-    soft_delete_period: Duration,
-    /// How long backups of a purged database are kept (`[backup] keep_after_purge`).
-    keep_after_purge: Duration,
-    /// The data dir's free-space floor, checked before record writes.
-    disk_space: DiskSpace,
-    /// Token last uses not yet persisted.
-    token_use: token_lifecycle::TokenUse,
-    /// Instance-wide key policies (`[keys] rotate_every`, `[lifecycle] dual_auth_delete`).
-    policy_defaults: policies::PolicyDefaults,
-    /// This node's import tokens (in memory only; `[keys] import_token_*`).
-    import_tokens: import_tokens::ImportTokens,
+    /// Keys and keystore: the root-key backend, the DEK cache, the import tokens.
+    keys: keyring::Keyring,
+    /// Databases and records: the gate, database locks, seal budgets, free space, limits.
+    records: record_state::RecordState,
+    /// Backups: the backup target and what is known of its objects.
+    backups: backups::Backups,
+    /// Jobs: rotation progress, token last uses, instance-wide key policies.
+    jobs: jobs::JobState,
+    /// Audit: the activity log and this instance's CRNs.
+    activity: activity::Activity,
 }
 
 impl Vault {
@@ -166,14 +186,21 @@ impl Vault {
             config.lifecycle.soft_delete_period,
         )?
         .with_dek_cache(config.cache.max_deks, config.cache.dek_ttl);
-        vault.disk_space = DiskSpace::new(data_dir.clone(), config.limits.min_free_space);
-        vault.backup_target = crate::backup::target::from_config(config)?;
-        vault.keep_after_purge = config.backup.keep_after_purge;
-        vault.policy_defaults = policies::PolicyDefaults {
+        vault.records.set_disk_space(DiskSpace::new(
+            data_dir.clone(),
+            config.limits.min_free_space,
+        ));
+        vault.backups = backups::Backups::new(
+            crate::backup::target::from_config(config)?,
+            config.backup.keep_after_purge,
+        );
+        vault.jobs.set_policy_defaults(policies::PolicyDefaults {
             provider_rotate_every_days: config.keys.rotate_every_days,
             dual_auth_delete: config.lifecycle.dual_auth_delete,
-        };
-        vault.import_tokens = ImportTokens::new(import_settings(&config.keys));
+        });
+        vault
+            .keys
+            .set_import_tokens(ImportTokens::new(import_settings(&config.keys)));
         Ok(vault)
     }
 
@@ -193,31 +220,20 @@ impl Vault {
         let flusher = GroupFlusher::start(Arc::clone(&store));
         Ok(Self {
             store,
-            keystore_remote: keystore.describe().remote,
-            keystore,
+            keys: keyring::Keyring::new(keystore),
             catalog: RwLock::new(catalog),
-            deks: DekCache::default(),
-            seal_budgets: seal_budget::SealBudgets::default(),
-            database_locks: records::DatabaseLocks::default(),
-            backup_target: Arc::new(crate::backup::target::local::LocalDirTarget::new(
-                backup_dir,
-            )),
-            unadoptable_backups: Default::default(),
-            rotations: rotation::RotationProgress::default(),
+            backups: backups::Backups::new(
+                Arc::new(crate::backup::target::local::LocalDirTarget::new(
+                    backup_dir,
+                )),
+                Duration::ZERO,
+            ),
             flusher,
             admin: tokio::sync::Mutex::new(()),
             cluster: cluster::ClusterState::at_version(version),
-            gate: tokio::sync::RwLock::new(()),
-            audit,
-            instance_name,
-            instance_id: instance.id,
-            limits,
-            soft_delete_period,
-            keep_after_purge: Duration::ZERO,
-            disk_space: DiskSpace::unchecked(),
-            token_use: Default::default(),
-            policy_defaults: Default::default(),
-            import_tokens: Default::default(),
+            activity: activity::Activity::new(audit, instance_name, instance.id),
+            records: record_state::RecordState::new(limits, soft_delete_period),
+            jobs: jobs::JobState::default(),
         })
     }
 
@@ -246,23 +262,9 @@ impl Vault {
         Ok((catalog, instance))
     }
 
-    /// Runs a keystore call. A remote backend (HSM, transit server) may wait up to its timeout,
-    /// so the call then leaves the async worker (`block_in_place`) and the runtime keeps
-    /// serving other requests, including those answered from the DEK cache; the file backend is
-    /// called inline. (Which backend it is does not matter here, only whether it may block.)
-    fn keystore_call<T>(&self, call: impl FnOnce(&dyn RootKeyBackend) -> T) -> T {
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if self.keystore_remote && multi_thread {
-            tokio::task::block_in_place(|| call(self.keystore.as_ref()))
-        } else {
-            call(self.keystore.as_ref())
-        }
-    }
-
     /// The keystore backend's description (for start-up logs).
     pub fn keystore_info(&self) -> crate::keystore::BackendInfo {
-        self.keystore.describe()
+        self.keys.backend().describe()
     }
 
     fn read_catalog(&self) -> RwLockReadGuard<'_, Catalog> {
@@ -302,12 +304,12 @@ impl Vault {
         for effect in effects {
             match effect {
                 catalog::Effect::KeyUnusable(key) => {
-                    self.deks.purge_root_key(key);
+                    self.keys.deks().purge_root_key(key);
                 }
                 catalog::Effect::Database { id, unusable } => {
-                    self.seal_budgets.remove(id);
+                    self.records.seal_budgets().remove(id);
                     if unusable {
-                        self.deks.purge_database(id);
+                        self.keys.deks().purge_database(id);
                     }
                 }
             }
@@ -322,18 +324,12 @@ impl Vault {
 
     /// `crn:v1:envault:local:a/<instance>:<instance-id>:<kind>:<id>`.
     pub fn crn(&self, kind: &str, id: &Uuid) -> String {
-        format!(
-            "crn:v1:envault:local:a/{}:{}:{kind}:{id}",
-            self.instance_name, self.instance_id
-        )
+        self.activity.crn(kind, id)
     }
 
     /// [`Vault::crn`] for resources whose ids are not UUIDs (tokens, authorizations).
     pub fn crn_named(&self, kind: &str, id: &str) -> String {
-        format!(
-            "crn:v1:envault:local:a/{}:{}:{kind}:{id}",
-            self.instance_name, self.instance_id
-        )
+        self.activity.crn_named(kind, id)
     }
 
     /// Every activity-log target is a CRN: a reference (name, id) that names a resource becomes
@@ -341,11 +337,7 @@ impl Vault {
     /// logged against this instance's CRN (`…:<instance-id>::`), the reference kept in the
     /// details as `reference`.
     fn audit_target(&self, target: &str) -> (String, Option<String>) {
-        let own = format!(
-            "crn:v1:envault:local:a/{}:{}:",
-            self.instance_name, self.instance_id
-        );
-        if target.starts_with(&own) {
+        if target.starts_with(&self.activity.own_prefix()) {
             return (target.to_string(), None);
         }
         let resolved = {
@@ -369,7 +361,7 @@ impl Vault {
         };
         match resolved {
             Some(crn) => (crn, None),
-            None => (format!("{own}:"), Some(target.to_string())),
+            None => (self.activity.instance_crn(), Some(target.to_string())),
         }
     }
 
@@ -377,56 +369,36 @@ impl Vault {
     pub(crate) fn audit_append(
         &self,
         who: &Principal,
-        action: &str,
+        action: Action,
         target: &str,
         outcome: &str,
         reason: Option<String>,
         details: Option<serde_json::Value>,
     ) -> std::io::Result<String> {
         let (target, reference) = self.audit_target(target);
-        let details = match reference {
-            None => details,
-            Some(reference) => Some(match details {
-                Some(serde_json::Value::Object(mut map)) => {
-                    map.insert("reference".into(), reference.into());
-                    serde_json::Value::Object(map)
-                }
-                None => serde_json::json!({ "reference": reference }),
-                Some(other) => serde_json::json!({ "reference": reference, "details": other }),
-            }),
-        };
-        self.audit
-            .append(who, action, &target, outcome, reason, details)
+        self.activity
+            .append(who, action, &target, reference, outcome, reason, details)
     }
 
     /// Appends the outcome of `action` on `target` to the activity log and passes `result`
-    /// through. A success whose event cannot be written is reported as a storage failure:
-    /// the log must never miss an action that was acknowledged.
+    /// through ([`activity::Activity::record`]), the target made a CRN first.
     pub(crate) fn audited<T>(
         &self,
         who: &Principal,
-        action: &str,
+        action: Action,
         target: &str,
         result: Result<T, ServiceError>,
         details: Option<serde_json::Value>,
     ) -> Result<T, ServiceError> {
-        let (outcome, reason) = match &result {
-            Ok(_) => ("success", None),
-            Err(err) if err.is_denial() => ("denied", Some(err.code().to_string())),
-            Err(err) => ("failure", Some(err.code().to_string())),
-        };
-        if let Err(err) = self.audit_append(who, action, target, outcome, reason, details) {
-            tracing::error!(error = %err, action, "cannot append to the activity log");
-            return Err(ServiceError::AuditLog(err.to_string()));
-        }
-        result
+        self.activity
+            .record(who, action, self.audit_target(target), result, details)
     }
 
     /// Logs a denied request only (record traffic is not logged when it succeeds).
     pub(crate) fn audit_denial<T>(
         &self,
         who: &Principal,
-        action: &str,
+        action: Action,
         target: &str,
         result: Result<T, ServiceError>,
     ) -> Result<T, ServiceError> {
@@ -438,7 +410,7 @@ impl Vault {
 
     /// The activity log.
     pub fn audit_log(&self) -> &AuditLog {
-        &self.audit
+        self.activity.log()
     }
 
     /// Makes everything written so far durable (used at shutdown).
@@ -448,17 +420,17 @@ impl Vault {
 
     /// The configured limits.
     pub fn limits(&self) -> Limits {
-        self.limits
+        self.records.limits()
     }
 
     /// Number of DEKs currently unwrapped in memory.
     pub fn cached_dek_count(&self) -> usize {
-        self.deks.len()
+        self.keys.deks().len()
     }
 
     /// Size and counters of the DEK cache (`GET /v1/health`).
     pub fn dek_cache_stats(&self) -> crate::api::DekCacheStats {
-        self.deks.stats()
+        self.keys.deks().stats()
     }
 
     /// The store's value-log counters, when it has one (`GET /v1/health`).
@@ -468,7 +440,7 @@ impl Vault {
 
     /// Replaces the (still empty) DEK cache by one with the configured cap and lifetime.
     pub fn with_dek_cache(mut self, max_deks: usize, ttl: Option<Duration>) -> Self {
-        self.deks = DekCache::new(max_deks, ttl);
+        self.keys.set_dek_cache(DekCache::new(max_deks, ttl));
         self
     }
 }
@@ -478,6 +450,17 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}
+
+/// A Unix time, RFC 3339 UTC (empty if out of range).
+pub(crate) fn unix_to_rfc3339(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 /// Names of keys and databases: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.

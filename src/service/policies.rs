@@ -7,6 +7,7 @@
 //! (the key's last rotation, else its creation), so a daemon that was down when a rotation fell
 //! due runs it at its next start, and no clock is kept anywhere else.
 
+use crate::service::Action;
 use uuid::Uuid;
 
 use super::catalog::Catalog;
@@ -41,7 +42,8 @@ impl Vault {
     fn rotation_period(&self, catalog: &Catalog, key: &KeyRecord) -> Option<(u32, &'static str)> {
         if key.origin == KeyOrigin::Provider {
             return self
-                .policy_defaults
+                .jobs
+                .policy_defaults()
                 .provider_rotate_every_days
                 .map(|d| (d, "instance"));
         }
@@ -60,7 +62,8 @@ impl Vault {
             .is_some_and(|p| p.dual_auth_delete)
         {
             Some("key")
-        } else if self.policy_defaults.dual_auth_delete && key.origin != KeyOrigin::Provider {
+        } else if self.jobs.policy_defaults().dual_auth_delete && key.origin != KeyOrigin::Provider
+        {
             Some("instance")
         } else {
             None
@@ -107,59 +110,53 @@ impl Vault {
         reference: &str,
         request: SetPolicyRequest,
     ) -> Result<KeyPolicyInfo, ServiceError> {
-        let result = self.set_key_policy_inner(who, reference, request).await;
+        let result: Result<KeyPolicyInfo, ServiceError> = async {
+            who.require_operator()?;
+            let rotate = request
+                .rotate_every
+                .as_deref()
+                .map(parse_rotate_every)
+                .transpose()
+                .map_err(ServiceError::BadRequest)?;
+            if rotate.is_none() && request.dual_auth.is_none() {
+                return Err(ServiceError::BadRequest(
+                    "name a policy to set: rotate_every and/or dual_auth".into(),
+                ));
+            }
+            let _admin = self.admin().await?;
+            let key = self.lifecycle_key(reference)?;
+            if key.state == KeyState::Destroyed {
+                return Err(ServiceError::KeyDestroyed(format!(
+                    "key {:?} was destroyed",
+                    key.name
+                )));
+            }
+            let mut policy = self
+                .read_catalog()
+                .policies
+                .get(&key.id)
+                .cloned()
+                .unwrap_or_default();
+            if let Some(rotate) = rotate {
+                policy.rotate_every_days = rotate;
+            }
+            if let Some(dual) = request.dual_auth {
+                policy.dual_auth_delete = dual;
+                if !dual {
+                    policy.delete_approval = None;
+                }
+            }
+            policy.updated_at = now_rfc3339();
+            self.put_policy(key.id, policy).await?;
+            Ok(self.policy_info(&self.read_catalog(), &key))
+        }
+        .await;
         let target = self.target_crn(reference, &Err(&ServiceError::Integrity));
         let details = result
             .as_ref()
             .ok()
             .and_then(|p| serde_json::to_value(p).ok());
-        self.audited(who, "kms.secrets.setkeypolicies", &target, result, details)
-    }
-
-    async fn set_key_policy_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-        request: SetPolicyRequest,
-    ) -> Result<KeyPolicyInfo, ServiceError> {
-        who.require_operator()?;
-        let rotate = request
-            .rotate_every
-            .as_deref()
-            .map(parse_rotate_every)
-            .transpose()
-            .map_err(ServiceError::BadRequest)?;
-        if rotate.is_none() && request.dual_auth.is_none() {
-            return Err(ServiceError::BadRequest(
-                "name a policy to set: rotate_every and/or dual_auth".into(),
-            ));
-        }
-        let _admin = self.admin().await?;
-        let key = self.lifecycle_key(reference)?;
-        if key.state == KeyState::Destroyed {
-            return Err(ServiceError::KeyDestroyed(format!(
-                "key {:?} was destroyed",
-                key.name
-            )));
-        }
-        let mut policy = self
-            .read_catalog()
-            .policies
-            .get(&key.id)
-            .cloned()
-            .unwrap_or_default();
-        if let Some(rotate) = rotate {
-            policy.rotate_every_days = rotate;
-        }
-        if let Some(dual) = request.dual_auth {
-            policy.dual_auth_delete = dual;
-            if !dual {
-                policy.delete_approval = None;
-            }
-        }
-        policy.updated_at = now_rfc3339();
-        self.put_policy(key.id, policy).await?;
-        Ok(self.policy_info(&self.read_catalog(), &key))
+        self.audited(who, Action::SecretsSetKeyPolicies, &target, result, details)
     }
 
     /// A key's policies (operator only).
@@ -245,7 +242,13 @@ impl Vault {
                 Err(err) => {
                     self.release_rotation(key_id);
                     let target = self.crn("key", &key_id);
-                    return self.audited(&initiator, "kms.secrets.rotate", &target, Err(err), None);
+                    return self.audited(
+                        &initiator,
+                        Action::SecretsRotate,
+                        &target,
+                        Err(err),
+                        None,
+                    );
                 }
             }
         };

@@ -9,6 +9,7 @@
 //! unit. The registration goes last, so a crash in between leaves a registration whose object
 //! is already gone, which the next sweep finishes.
 
+use crate::service::Action;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -66,7 +67,7 @@ impl Vault {
             .filter(|b| b.database_id == db.id && b.expires_at.is_none())
             .cloned()
             .collect();
-        let keep = self.keep_after_purge;
+        let keep = self.backups.keep_after_purge();
         let (doomed, kept) = if keep.is_zero() {
             (own, Vec::new())
         } else {
@@ -102,7 +103,7 @@ impl Vault {
         if backups.is_empty() {
             return Ok(());
         }
-        let target = Arc::clone(&self.backup_target);
+        let target = Arc::clone(self.backups.target());
         let files: Vec<String> = backups.iter().map(|b| b.file.clone()).collect();
         tokio::task::spawn_blocking(move || {
             files
@@ -158,8 +159,8 @@ impl Vault {
         changes.extend(orphan_keys.iter().map(|k| CatalogChange::DeleteKey(*k)));
         self.commit(changes).await?;
         for key in &orphan_keys {
-            self.keystore_call(|ks| ks.destroy(*key, None))?;
-            self.deks.purge_root_key(*key);
+            self.keys.call(|ks| ks.destroy(*key, None))?;
+            self.keys.deks().purge_root_key(*key);
         }
         drop(_admin);
         for b in &doomed {
@@ -169,7 +170,7 @@ impl Vault {
             });
             self.audited(
                 &Principal::system(),
-                "backups.purge",
+                Action::BackupsPurge,
                 &self.crn("backup", &b.id),
                 Ok(()),
                 Some(details),

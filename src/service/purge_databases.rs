@@ -1,6 +1,7 @@
 //! Purge of soft-deleted databases whose period has ended: records, DEKs, registration, and a
 //! provider-managed key with them; and how often the purge task looks.
 
+use crate::service::Action;
 use uuid::Uuid;
 
 use super::catalog::CatalogChange;
@@ -31,7 +32,7 @@ impl Vault {
             let target = self.crn("database", &db.id);
             self.audited(
                 &Principal::system(),
-                "databases.purge",
+                Action::DatabasesPurge,
                 &target,
                 result,
                 details,
@@ -95,11 +96,11 @@ impl Vault {
         }
         self.commit(ops).await?;
         if let Some(key) = &provider {
-            self.keystore_call(|ks| ks.destroy(key.id, None))?;
-            self.deks.purge_root_key(key.id);
+            self.keys.call(|ks| ks.destroy(key.id, None))?;
+            self.keys.deks().purge_root_key(key.id);
         }
-        self.deks.purge_database(db.id);
-        self.seal_budgets.remove(db.id);
+        self.keys.deks().purge_database(db.id);
+        self.records.seal_budgets().remove(db.id);
         let crns = |list: &[crate::store::BackupRecord]| -> Vec<String> {
             list.iter().map(|b| self.crn("backup", &b.id)).collect()
         };
@@ -112,7 +113,7 @@ impl Vault {
 
     /// How often the purge task should look for expired soft deletions.
     pub fn purge_interval(&self) -> std::time::Duration {
-        (self.soft_delete_period / 4).clamp(
+        (self.records.soft_delete_period() / 4).clamp(
             std::time::Duration::from_millis(250),
             std::time::Duration::from_secs(60),
         )

@@ -39,7 +39,7 @@ impl Vault {
                 Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
             }
         };
-        let keystore = self.keystore.clone();
+        let keystore = std::sync::Arc::clone(self.keys.backend());
         let listed = tokio::task::spawn_blocking(move || keystore.key_ids().map(|_| ()));
         let backend = async {
             match tokio::time::timeout(PROBE_TIMEOUT, listed).await {
@@ -52,7 +52,7 @@ impl Vault {
             }
         };
         let (store, backend) = tokio::join!(store, backend);
-        let audit = self.audit.probe().map_err(|err| err.to_string());
+        let audit = self.activity.log().probe().map_err(|err| err.to_string());
         vec![
             component("store", store),
             component("key_backend", backend),
@@ -74,7 +74,7 @@ impl Vault {
 
     /// Rotations this node ran or runs, and jobs in the catalog nobody runs here yet.
     pub fn rotation_snapshot(&self) -> Vec<(Uuid, RotationStatus)> {
-        let mut known = self.rotations.snapshot();
+        let mut known = self.jobs.rotations().snapshot();
         let catalog = self.read_catalog();
         for (key, job) in &catalog.jobs {
             if !known.iter().any(|(k, _)| k == key) {

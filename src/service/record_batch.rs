@@ -9,6 +9,7 @@
 //! - the answer comes once every write in it is durable (one flush for the batch), so a
 //!   reported success is acknowledged exactly like a single `PUT`.
 
+use crate::service::Action;
 use uuid::Uuid;
 
 use super::{Principal, ServiceError, Vault};
@@ -68,7 +69,7 @@ impl Vault {
         ops: Vec<BatchOp>,
     ) -> Result<Vec<BatchOutcome>, ServiceError> {
         let result = self.record_batch_inner(who, database, ops).await;
-        self.audit_denial(who, "databases.records.batch", database, result)
+        self.audit_denial(who, Action::RecordsBatch, database, result)
     }
 
     async fn record_batch_inner(
@@ -77,7 +78,7 @@ impl Vault {
         database: &str,
         ops: Vec<BatchOp>,
     ) -> Result<Vec<BatchOutcome>, ServiceError> {
-        let _gate = self.gate.read().await;
+        let _gate = self.records.gate().read().await;
         let db = self.usable_database(who, database)?;
         let written_bytes = self.validate_batch(&ops)?;
         let writes = ops.iter().any(|op| !matches!(op, BatchOp::Get { .. }));
@@ -89,12 +90,12 @@ impl Vault {
             None
         };
         if written_bytes > 0 {
-            self.disk_space.ensure_room(written_bytes)?;
+            self.records.disk_space().ensure_room(written_bytes)?;
         }
         let mut outcomes = Vec::with_capacity(ops.len());
         // Reads stop adding values once the answer holds `max_record_size` bytes of them, so
         // a batch's answer is no bigger than the largest single GET.
-        let mut read_budget = self.limits.max_record_size;
+        let mut read_budget = self.records.limits().max_record_size;
         for op in ops {
             outcomes.push(self.run_batch_op(db, op, &mut read_budget).await);
         }
@@ -117,10 +118,10 @@ impl Vault {
             self.validate_record_key(op.key())
                 .map_err(|err| ServiceError::BadRequest(format!("operation {index}: {err}")))?;
             if let BatchOp::Put { key, value } = op {
-                if value.len() > self.limits.max_record_size {
+                if value.len() > self.records.limits().max_record_size {
                     return Err(ServiceError::TooLarge(format!(
                         "operation {index}: record value exceeds {} bytes",
-                        self.limits.max_record_size
+                        self.records.limits().max_record_size
                     )));
                 }
                 written += (key.len() + value.len()) as u64;
@@ -143,7 +144,7 @@ impl Vault {
                 Ok(value) if value.len() > *read_budget => Err(ServiceError::TooLarge(format!(
                     "the batch's answer would exceed {} bytes of values: read {key:?} \
                      with a later request",
-                    self.limits.max_record_size
+                    self.records.limits().max_record_size
                 ))),
                 Ok(value) => {
                     *read_budget -= value.len();

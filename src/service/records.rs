@@ -2,6 +2,7 @@
 //! cache, and (for writes) returns only once the change is durable. Which DEK generation seals
 //! a record, and its nonce budget, is `seal_budget`'s.
 
+use crate::service::Action;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -77,7 +78,7 @@ impl Vault {
     }
 
     pub(super) fn validate_record_key(&self, key: &str) -> Result<(), ServiceError> {
-        let max = self.limits.max_record_key;
+        let max = self.records.limits().max_record_key;
         if key.is_empty() || key.len() > max {
             return Err(ServiceError::BadRequest(format!(
                 "record key must be 1 to {max} bytes"
@@ -93,7 +94,7 @@ impl Vault {
 
     /// The DEK of (database, generation): from the cache, else unwrapped once and cached.
     pub(super) fn dek(&self, database: Uuid, generation: u32) -> Result<Arc<Cipher>, ServiceError> {
-        if let Some(cipher) = self.deks.get(database, generation) {
+        if let Some(cipher) = self.keys.deks().get(database, generation) {
             return Ok(cipher);
         }
         let record = {
@@ -111,7 +112,8 @@ impl Vault {
             .decode(&record.wrapped)
             .map_err(|_| ServiceError::Integrity)?;
         let plain = self
-            .keystore_call(|ks| {
+            .keys
+            .call(|ks| {
                 ks.open(
                     record.key_id,
                     EnvelopeKind::WrappedDek,
@@ -122,7 +124,8 @@ impl Vault {
             .map_err(ServiceError::from_stored_open)?;
         let dek = SecretKey::from_slice(&plain).map_err(|_| ServiceError::Integrity)?;
         let cipher = Arc::new(Cipher::new(&dek));
-        self.deks
+        self.keys
+            .deks()
             .insert(database, generation, record.key_id, Arc::clone(&cipher));
         Ok(cipher)
     }
@@ -135,18 +138,19 @@ impl Vault {
         key: &str,
         value: &[u8],
     ) -> Result<(), ServiceError> {
-        let _gate = self.gate.read().await;
+        let _gate = self.records.gate().read().await;
         let db = self.usable_database(who, database)?;
         let lock = self.database_lock(db);
         let _writing = lock.read().await;
         self.validate_record_key(key)?;
-        if value.len() > self.limits.max_record_size {
+        if value.len() > self.records.limits().max_record_size {
             return Err(ServiceError::TooLarge(format!(
                 "record value exceeds {} bytes",
-                self.limits.max_record_size
+                self.records.limits().max_record_size
             )));
         }
-        self.disk_space
+        self.records
+            .disk_space()
             .ensure_room((key.len() + value.len()) as u64)?;
         self.seal_and_store(db, key, value).await?;
         self.flusher.durable().await
@@ -183,7 +187,7 @@ impl Vault {
         database: &str,
         key: &str,
     ) -> Result<Vec<u8>, ServiceError> {
-        let _gate = self.gate.read().await;
+        let _gate = self.records.gate().read().await;
         let db = self.usable_database(who, database)?;
         self.validate_record_key(key)?;
         self.load_and_open(db, key).await
@@ -225,7 +229,7 @@ impl Vault {
         database: &str,
         key: &str,
     ) -> Result<(), ServiceError> {
-        let _gate = self.gate.read().await;
+        let _gate = self.records.gate().read().await;
         let db = self.usable_database(who, database)?;
         let lock = self.database_lock(db);
         let _writing = lock.read().await;
@@ -255,7 +259,7 @@ impl Vault {
         database: &str,
         query: RecordListQuery,
     ) -> Result<RecordPage, ServiceError> {
-        let _gate = self.gate.read().await;
+        let _gate = self.records.gate().read().await;
         let db = self.usable_database(who, database)?;
         let limit = query.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
@@ -291,7 +295,7 @@ impl Vault {
         value: &[u8],
     ) -> Result<(), ServiceError> {
         let result = self.put_record_inner(who, database, key, value).await;
-        self.audit_denial(who, "databases.records.write", database, result)
+        self.audit_denial(who, Action::RecordsWrite, database, result)
     }
 
     /// Reads and opens a record. Denials are logged.
@@ -302,7 +306,7 @@ impl Vault {
         key: &str,
     ) -> Result<Vec<u8>, ServiceError> {
         let result = self.get_record_inner(who, database, key).await;
-        self.audit_denial(who, "databases.records.read", database, result)
+        self.audit_denial(who, Action::RecordsRead, database, result)
     }
 
     /// Deletes a record; `not_found` if it did not exist. Denials are logged.
@@ -313,7 +317,7 @@ impl Vault {
         key: &str,
     ) -> Result<(), ServiceError> {
         let result = self.delete_record_inner(who, database, key).await;
-        self.audit_denial(who, "databases.records.delete", database, result)
+        self.audit_denial(who, Action::RecordsDelete, database, result)
     }
 
     /// Lists record keys by prefix, in pages. Denials are logged.
@@ -324,7 +328,7 @@ impl Vault {
         query: RecordListQuery,
     ) -> Result<RecordPage, ServiceError> {
         let result = self.list_records_inner(who, database, query).await;
-        self.audit_denial(who, "databases.records.list", database, result)
+        self.audit_denial(who, Action::RecordsList, database, result)
     }
 }
 
@@ -337,7 +341,8 @@ impl Vault {
     /// The write lock of a database.
     pub(super) fn database_lock(&self, database: Uuid) -> Arc<tokio::sync::RwLock<()>> {
         let mut locks = self
-            .database_locks
+            .records
+            .locks()
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner());

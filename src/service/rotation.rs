@@ -8,6 +8,7 @@
 //! stays readable at any kill point. At start, unfinished jobs resume (`resume_rotations`).
 
 use super::catalog::CatalogChange;
+use crate::service::Action;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -68,44 +69,38 @@ impl Vault {
         reference: &str,
         retire_old: bool,
     ) -> Result<RotationJob, ServiceError> {
-        let result = self.start_rotation_inner(who, reference, retire_old).await;
+        let result: Result<RotationJob, ServiceError> = async {
+            who.require_operator()?;
+            let _admin = self.admin().await?;
+            let key = self.lifecycle_key(reference)?;
+            require_usable(&key)?;
+            if self.read_catalog().jobs.contains_key(&key.id) {
+                return Err(ServiceError::Conflict(format!(
+                    "a rotation of key {:?} is already running",
+                    key.name
+                )));
+            }
+            let key_id = key.id;
+            // The job is this node's to run until it ends (or this node dies: then another node
+            // claims it, see `claim_orphan_rotations`).
+            if !self.claim_rotation(key_id)? {
+                return Err(ServiceError::Conflict(format!(
+                    "a rotation of key {:?} is already running",
+                    key.name
+                )));
+            }
+            let started = self.start_claimed_rotation(key, retire_old).await;
+            if started.is_err() {
+                self.release_rotation(key_id);
+            }
+            started
+        }
+        .await;
         if result.is_err() {
             let target = self.reference_crn(reference);
-            return self.audited(who, "kms.secrets.rotate", &target, result, None);
+            return self.audited(who, Action::SecretsRotate, &target, result, None);
         }
         result
-    }
-
-    async fn start_rotation_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-        retire_old: bool,
-    ) -> Result<RotationJob, ServiceError> {
-        who.require_operator()?;
-        let _admin = self.admin().await?;
-        let key = self.lifecycle_key(reference)?;
-        require_usable(&key)?;
-        if self.read_catalog().jobs.contains_key(&key.id) {
-            return Err(ServiceError::Conflict(format!(
-                "a rotation of key {:?} is already running",
-                key.name
-            )));
-        }
-        let key_id = key.id;
-        // The job is this node's to run until it ends (or this node dies: then another node
-        // claims it, see `claim_orphan_rotations`).
-        if !self.claim_rotation(key_id)? {
-            return Err(ServiceError::Conflict(format!(
-                "a rotation of key {:?} is already running",
-                key.name
-            )));
-        }
-        let started = self.start_claimed_rotation(key, retire_old).await;
-        if started.is_err() {
-            self.release_rotation(key_id);
-        }
-        started
     }
 
     /// Adds the version and records the job; the caller holds the admin lock and the claim.
@@ -115,7 +110,7 @@ impl Vault {
         retire_old: bool,
     ) -> Result<RotationJob, ServiceError> {
         let version = key.version + 1;
-        let keystore = std::sync::Arc::clone(&self.keystore);
+        let keystore = std::sync::Arc::clone(self.keys.backend());
         let key_ref = RootKeyRef {
             key_id: key.id,
             version,
@@ -145,7 +140,7 @@ impl Vault {
         .await?;
         // Progress of this job from the moment it exists, so a caller that does not wait sees
         // it (and not the previous job's final status).
-        self.rotations.set(
+        self.jobs.rotations().set(
             job.key_id,
             RotationStatus::pending(job.id.clone(), job.target_version),
         );
@@ -160,12 +155,97 @@ impl Vault {
     ) -> Result<RotationStatus, ServiceError> {
         // The caller claimed the job (start_rotation or claim_orphan_rotations); the claim
         // ends with this run, whatever its outcome.
-        let result = self.run_rotation_inner(job.clone()).await;
+        let result: Result<RotationStatus, ServiceError> = async {
+            let job = job.clone();
+            let pending = |catalog: &super::Catalog| -> Vec<DekRecord> {
+                catalog
+                    .deks
+                    .values()
+                    .flat_map(|g| g.values())
+                    .filter(|d| d.key_id == job.key_id && d.key_version < job.target_version)
+                    .cloned()
+                    .collect()
+            };
+            let total = pending(&self.read_catalog()).len() as u64;
+            self.jobs.rotations().set(
+                job.key_id,
+                RotationStatus {
+                    job: job.id.clone(),
+                    state: "running".into(),
+                    target_version: job.target_version,
+                    total,
+                    done: 0,
+                    retired_versions: Vec::new(),
+                    backups_rewrapped: 0,
+                    error: None,
+                },
+            );
+            loop {
+                let _admin = self.admin().await?;
+                if !self.read_catalog().jobs.contains_key(&job.key_id) {
+                    // The key was shredded meanwhile: nothing left to rewrap.
+                    return Err(ServiceError::KeyDestroyed(
+                        "the key was destroyed during rotation".into(),
+                    ));
+                }
+                let batch: Vec<DekRecord> = pending(&self.read_catalog())
+                    .into_iter()
+                    .take(BATCH)
+                    .collect();
+                if batch.is_empty() {
+                    break;
+                }
+                let mut rewrapped = Vec::with_capacity(batch.len());
+                for dek in batch {
+                    rewrapped.push(self.rewrap_dek(dek, job.target_version)?);
+                }
+                let n = rewrapped.len() as u64;
+                self.commit(rewrapped.into_iter().map(CatalogChange::PutDek).collect())
+                    .await?;
+                self.jobs.rotations().update(job.key_id, |s| s.done += n);
+            }
+            let _admin = self.admin().await?;
+            let backups = tokio::task::block_in_place(|| {
+                self.rewrap_backups(job.key_id, job.target_version)
+            })?;
+            let backups_rewrapped = backups.len() as u64;
+            if !backups.is_empty() {
+                self.commit(backups.into_iter().map(CatalogChange::PutBackup).collect())
+                    .await?;
+            }
+            let mut retired = Vec::new();
+            if job.retire_old {
+                retired = self
+                    .keys
+                    .call(|ks| ks.versions(job.key_id))?
+                    .into_iter()
+                    .filter(|v| *v < job.target_version)
+                    .collect();
+                if !retired.is_empty() {
+                    self.keys
+                        .call(|ks| ks.destroy(job.key_id, Some(&retired)))?;
+                }
+            }
+            self.commit(vec![CatalogChange::DeleteJob(job.key_id)])
+                .await?;
+            self.jobs.rotations().update(job.key_id, |s| {
+                s.state = "completed".into();
+                s.retired_versions = retired.clone();
+                s.backups_rewrapped = backups_rewrapped;
+            });
+            self.jobs
+                .rotations()
+                .get(job.key_id)
+                .ok_or(ServiceError::Internal(
+                    "a finished rotation has no progress entry",
+                ))
+        }
+        .await;
         self.release_rotation(job.key_id);
         if let Err(err) = &result {
             // Visible in `GET …/rotation`; the job stays in the catalog and resumes at start.
             let reason = format!("{} ({})", err, err.code());
-            self.rotations.update(job.key_id, |s| {
+            self.jobs.rotations().update(job.key_id, |s| {
                 s.state = "failed".into();
                 s.error = Some(reason);
             });
@@ -175,86 +255,7 @@ impl Vault {
             .as_ref()
             .ok()
             .and_then(|s| serde_json::to_value(s).ok());
-        self.audited(who, "kms.secrets.rotate", &target, result, details)
-    }
-
-    async fn run_rotation_inner(&self, job: RotationJob) -> Result<RotationStatus, ServiceError> {
-        let pending = |catalog: &super::Catalog| -> Vec<DekRecord> {
-            catalog
-                .deks
-                .values()
-                .flat_map(|g| g.values())
-                .filter(|d| d.key_id == job.key_id && d.key_version < job.target_version)
-                .cloned()
-                .collect()
-        };
-        let total = pending(&self.read_catalog()).len() as u64;
-        self.rotations.set(
-            job.key_id,
-            RotationStatus {
-                job: job.id.clone(),
-                state: "running".into(),
-                target_version: job.target_version,
-                total,
-                done: 0,
-                retired_versions: Vec::new(),
-                backups_rewrapped: 0,
-                error: None,
-            },
-        );
-        loop {
-            let _admin = self.admin().await?;
-            if !self.read_catalog().jobs.contains_key(&job.key_id) {
-                // The key was shredded meanwhile: nothing left to rewrap.
-                return Err(ServiceError::KeyDestroyed(
-                    "the key was destroyed during rotation".into(),
-                ));
-            }
-            let batch: Vec<DekRecord> = pending(&self.read_catalog())
-                .into_iter()
-                .take(BATCH)
-                .collect();
-            if batch.is_empty() {
-                break;
-            }
-            let mut rewrapped = Vec::with_capacity(batch.len());
-            for dek in batch {
-                rewrapped.push(self.rewrap_dek(dek, job.target_version)?);
-            }
-            let n = rewrapped.len() as u64;
-            self.commit(rewrapped.into_iter().map(CatalogChange::PutDek).collect())
-                .await?;
-            self.rotations.update(job.key_id, |s| s.done += n);
-        }
-        let _admin = self.admin().await?;
-        let backups =
-            tokio::task::block_in_place(|| self.rewrap_backups(job.key_id, job.target_version))?;
-        let backups_rewrapped = backups.len() as u64;
-        if !backups.is_empty() {
-            self.commit(backups.into_iter().map(CatalogChange::PutBackup).collect())
-                .await?;
-        }
-        let mut retired = Vec::new();
-        if job.retire_old {
-            retired = self
-                .keystore_call(|ks| ks.versions(job.key_id))?
-                .into_iter()
-                .filter(|v| *v < job.target_version)
-                .collect();
-            if !retired.is_empty() {
-                self.keystore_call(|ks| ks.destroy(job.key_id, Some(&retired)))?;
-            }
-        }
-        self.commit(vec![CatalogChange::DeleteJob(job.key_id)])
-            .await?;
-        self.rotations.update(job.key_id, |s| {
-            s.state = "completed".into();
-            s.retired_versions = retired.clone();
-            s.backups_rewrapped = backups_rewrapped;
-        });
-        self.rotations.get(job.key_id).ok_or(ServiceError::Internal(
-            "a finished rotation has no progress entry",
-        ))
+        self.audited(who, Action::SecretsRotate, &target, result, details)
     }
 
     /// Unwraps a DEK with its current version and wraps it with `version` (same DEK bytes).
@@ -268,9 +269,10 @@ impl Vault {
             .decode(&dek.wrapped)
             .map_err(|_| ServiceError::Integrity)?;
         let plain = self
-            .keystore_call(|ks| ks.open(dek.key_id, EnvelopeKind::WrappedDek, &context, wrapped))
+            .keys
+            .call(|ks| ks.open(dek.key_id, EnvelopeKind::WrappedDek, &context, wrapped))
             .map_err(ServiceError::from_stored_open)?;
-        let rewrapped = self.keystore_call(|ks| {
+        let rewrapped = self.keys.call(|ks| {
             ks.seal(
                 RootKeyRef {
                     key_id: dek.key_id,
@@ -296,7 +298,7 @@ impl Vault {
     ) -> Result<RotationStatus, ServiceError> {
         who.require_operator()?;
         let key = self.lifecycle_key(reference)?;
-        if let Some(status) = self.rotations.get(key.id) {
+        if let Some(status) = self.jobs.rotations().get(key.id) {
             return Ok(status);
         }
         match self.read_catalog().jobs.get(&key.id) {

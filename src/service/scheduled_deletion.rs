@@ -6,6 +6,7 @@
 //! The date is stored in the key record (`destroy_at`), so a daemon that was down at that date
 //! shreds the key at its next start.
 
+use crate::service::Action;
 use std::time::Duration;
 
 use super::catalog::CatalogChange;
@@ -51,9 +52,43 @@ impl Vault {
         force: bool,
         after: &str,
     ) -> Result<KeyInfo, ServiceError> {
-        let result = self
-            .schedule_key_deletion_inner(who, reference, force, after)
-            .await;
+        let result: Result<KeyInfo, ServiceError> = async {
+            who.require_operator()?;
+            let wait = parse_deletion_wait(after)?;
+            let _gate = self.records.gate().write().await;
+            let _admin = self.admin().await?;
+            let mut key = self.lifecycle_key(reference)?;
+            match key.state {
+                KeyState::Destroyed => {
+                    return Err(ServiceError::KeyDestroyed(format!(
+                        "key {:?} was already destroyed",
+                        key.name
+                    )))
+                }
+                KeyState::PendingDestruction => {
+                    return Err(ServiceError::Conflict(format!(
+                        "key {:?} is already scheduled for destruction at {}",
+                        key.name,
+                        key.destroy_at.map(rfc3339_of).unwrap_or_default()
+                    )))
+                }
+                KeyState::Active | KeyState::Suspended => {}
+            }
+            let impact = self.impact("delete", key.id, false)?;
+            if (!impact.databases.is_empty() || !impact.backups.is_empty()) && !force {
+                return Err(ServiceError::KeyInUse(format!(
+                    "key {:?} protects {} resource(s); use force to schedule its cryptoshred",
+                    key.name,
+                    impact.databases.len() + impact.backups.len()
+                )));
+            }
+            key.state = KeyState::PendingDestruction;
+            key.destroy_at = Some(unix_now().saturating_add(wait.as_secs()));
+            self.commit(vec![CatalogChange::PutKey(key.clone())])
+                .await?;
+            Ok(self.key_info(&self.read_catalog(), &key, false))
+        }
+        .await;
         let target = self.target_crn(reference, &result.as_ref().map(|k| k.crn.clone()));
         let details = result
             .as_ref()
@@ -61,54 +96,11 @@ impl Vault {
             .map(|k| serde_json::json!({ "destroy_at": k.destroy_at, "waiting_period": after }));
         self.audited(
             who,
-            "kms.secrets.scheduledeletion",
+            Action::SecretsScheduleDeletion,
             &target,
             result,
             details,
         )
-    }
-
-    async fn schedule_key_deletion_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-        force: bool,
-        after: &str,
-    ) -> Result<KeyInfo, ServiceError> {
-        who.require_operator()?;
-        let wait = parse_deletion_wait(after)?;
-        let _gate = self.gate.write().await;
-        let _admin = self.admin().await?;
-        let mut key = self.lifecycle_key(reference)?;
-        match key.state {
-            KeyState::Destroyed => {
-                return Err(ServiceError::KeyDestroyed(format!(
-                    "key {:?} was already destroyed",
-                    key.name
-                )))
-            }
-            KeyState::PendingDestruction => {
-                return Err(ServiceError::Conflict(format!(
-                    "key {:?} is already scheduled for destruction at {}",
-                    key.name,
-                    key.destroy_at.map(rfc3339_of).unwrap_or_default()
-                )))
-            }
-            KeyState::Active | KeyState::Suspended => {}
-        }
-        let impact = self.impact("delete", key.id, false)?;
-        if (!impact.databases.is_empty() || !impact.backups.is_empty()) && !force {
-            return Err(ServiceError::KeyInUse(format!(
-                "key {:?} protects {} resource(s); use force to schedule its cryptoshred",
-                key.name,
-                impact.databases.len() + impact.backups.len()
-            )));
-        }
-        key.state = KeyState::PendingDestruction;
-        key.destroy_at = Some(unix_now().saturating_add(wait.as_secs()));
-        self.commit(vec![CatalogChange::PutKey(key.clone())])
-            .await?;
-        Ok(self.key_info(&self.read_catalog(), &key, false))
     }
 
     /// `POST /v1/keys/{key}/cancel_deletion`: cancels a scheduled deletion, or else a pending
@@ -125,7 +117,7 @@ impl Vault {
             Ok(key) => key,
             Err(err) => {
                 let target = self.target_crn(reference, &Err(&err));
-                return self.audited(who, "kms.secrets.canceldeletion", &target, Err(err), None);
+                return self.audited(who, Action::SecretsCancelDeletion, &target, Err(err), None);
             }
         };
         if key.state != KeyState::PendingDestruction
@@ -144,32 +136,29 @@ impl Vault {
         who: &Principal,
         key: KeyRecord,
     ) -> Result<KeyInfo, ServiceError> {
-        let result = self.cancel_scheduled_deletion_inner(key.clone()).await;
-        let target = self.crn("key", &key.id);
-        self.audited(who, "kms.secrets.canceldeletion", &target, result, None)
-    }
-
-    async fn cancel_scheduled_deletion_inner(
-        &self,
-        mut key: KeyRecord,
-    ) -> Result<KeyInfo, ServiceError> {
-        let _gate = self.gate.write().await;
-        let _admin = self.admin().await?;
-        // Re-read under the locks: the shred may have run meanwhile.
-        let current = self.lifecycle_key(&key.id.to_string())?;
-        if current.state != KeyState::PendingDestruction {
-            return Err(ServiceError::Conflict(format!(
-                "key {:?} is not scheduled for destruction (state {})",
-                key.name,
-                current.state.as_str()
-            )));
+        let result: Result<KeyInfo, ServiceError> = async {
+            let mut key = key.clone();
+            let _gate = self.records.gate().write().await;
+            let _admin = self.admin().await?;
+            // Re-read under the locks: the shred may have run meanwhile.
+            let current = self.lifecycle_key(&key.id.to_string())?;
+            if current.state != KeyState::PendingDestruction {
+                return Err(ServiceError::Conflict(format!(
+                    "key {:?} is not scheduled for destruction (state {})",
+                    key.name,
+                    current.state.as_str()
+                )));
+            }
+            key = current;
+            key.state = KeyState::Active;
+            key.destroy_at = None;
+            self.commit(vec![CatalogChange::PutKey(key.clone())])
+                .await?;
+            Ok(self.key_info(&self.read_catalog(), &key, false))
         }
-        key = current;
-        key.state = KeyState::Active;
-        key.destroy_at = None;
-        self.commit(vec![CatalogChange::PutKey(key.clone())])
-            .await?;
-        Ok(self.key_info(&self.read_catalog(), &key, false))
+        .await;
+        let target = self.crn("key", &key.id);
+        self.audited(who, Action::SecretsCancelDeletion, &target, result, None)
     }
 
     /// Shreds every key whose scheduled date has passed; returns how many, and the Unix time
@@ -213,7 +202,7 @@ impl Vault {
             databases: Vec::new(),
             peer_uid: None,
         };
-        let _gate = self.gate.write().await;
+        let _gate = self.records.gate().write().await;
         let _admin = self.admin().await?;
         let Some(mut key) = self.read_catalog().keys.get(&key_id).cloned() else {
             return Ok(false);
@@ -222,10 +211,10 @@ impl Vault {
             return Ok(false);
         }
         let impact = self.impact("delete", key.id, false)?;
-        let destroyed_versions = self.keystore_call(|ks| ks.versions(key.id))?;
+        let destroyed_versions = self.keys.call(|ks| ks.versions(key.id))?;
         let target = self.crn("key", &key.id);
         if let Err(err) = self.shred(&mut key).await {
-            return self.audited(&initiator, "kms.secrets.delete", &target, Err(err), None);
+            return self.audited(&initiator, Action::SecretsDelete, &target, Err(err), None);
         }
         let mut affected = impact.databases;
         affected.extend(impact.backups);
@@ -236,10 +225,11 @@ impl Vault {
             time: now_rfc3339(),
             audit_chain_head: String::new(),
         };
-        self.audit
+        self.activity
+            .log()
             .append_with(
                 &initiator,
-                "kms.secrets.delete",
+                Action::SecretsDelete.as_str(),
                 &target,
                 "success",
                 None,

@@ -70,7 +70,7 @@ impl Vault {
     /// The generation to seal with, reserving more budget (or starting a generation) if due.
     pub(super) async fn seal_generation(&self, database: Uuid) -> Result<u32, ServiceError> {
         loop {
-            if let Some(generation) = self.seal_budgets.take(database) {
+            if let Some(generation) = self.records.seal_budgets().take(database) {
                 return Ok(generation);
             }
             self.reserve_seals(database).await?;
@@ -99,7 +99,8 @@ impl Vault {
             (db, dek)
         };
         let budget = self
-            .seal_budgets
+            .records
+            .seal_budgets()
             .get(database)
             .filter(|b| b.generation == db.generation)
             .unwrap_or(SealBudget {
@@ -108,7 +109,7 @@ impl Vault {
                 reserved: current.seals_reserved,
             });
         if budget.used < budget.reserved && budget.used < MAX_SEALS_PER_GENERATION {
-            self.seal_budgets.set(database, budget);
+            self.records.seal_budgets().set(database, budget);
             return Ok(()); // another writer reserved while we waited
         }
         // Seals are counted from the catalog's high-water mark: on a shared store other nodes
@@ -119,7 +120,7 @@ impl Vault {
             dek.seals_reserved = (start + RESERVATION_STEP).min(MAX_SEALS_PER_GENERATION);
             let reserved = dek.seals_reserved;
             self.commit(vec![CatalogChange::PutDek(dek)]).await?;
-            self.seal_budgets.set(
+            self.records.seal_budgets().set(
                 database,
                 SealBudget {
                     generation: db.generation,
@@ -148,8 +149,10 @@ impl Vault {
             CatalogChange::PutDatabase(next_db),
         ])
         .await?;
-        self.deks.insert(database, generation, root.id, cipher);
-        self.seal_budgets.set(
+        self.keys
+            .deks()
+            .insert(database, generation, root.id, cipher);
+        self.records.seal_budgets().set(
             database,
             SealBudget {
                 generation,
@@ -187,7 +190,8 @@ impl Vault {
             (db, dek)
         };
         let used = self
-            .seal_budgets
+            .records
+            .seal_budgets()
             .get(database)
             .filter(|b| b.generation == db.generation)
             .map_or(dek.seals_reserved, |b| b.used.max(dek.seals_reserved));
@@ -199,7 +203,7 @@ impl Vault {
         }
         dek.seals_reserved = end;
         self.commit(vec![CatalogChange::PutDek(dek)]).await?;
-        self.seal_budgets.set(
+        self.records.seal_budgets().set(
             database,
             SealBudget {
                 generation: db.generation,

@@ -1,7 +1,7 @@
 //! Shred receipts (DESIGN.md rule 4): what a cryptoshred touched, as it is after the shred,
 //! and the `kms.secrets.delete` event whose own hash the receipt names.
 
-use super::{Principal, ServiceError, Vault};
+use super::{Action, Principal, ServiceError, Vault};
 use crate::api::{AffectedResource, Impact, ShredReceipt};
 
 impl Vault {
@@ -43,8 +43,16 @@ impl Vault {
             map.remove("audit_chain_head");
         }
         receipt.audit_chain_head = self
-            .audit
-            .append(who, "kms.secrets.delete", &target, "success", None, details)
+            .activity
+            .append(
+                who,
+                Action::SecretsDelete,
+                &target,
+                None,
+                "success",
+                None,
+                details,
+            )
             .map_err(|e| ServiceError::AuditLog(format!("activity log: {e}")))?;
         Ok(receipt)
     }

@@ -85,14 +85,14 @@ impl Vault {
         if record.expires_at.is_some_and(|at| now >= at) {
             return Err(ServiceError::TokenExpired);
         }
-        self.token_use.note(record, now);
+        self.jobs.token_use().note(record, now);
         Ok(())
     }
 
     /// Persists the last uses noted since the previous call, in one commit; returns how many
     /// tokens were updated. Tokens revoked meanwhile are skipped (never written back).
     pub async fn persist_token_use(&self) -> Result<usize, ServiceError> {
-        let noted = self.token_use.take();
+        let noted = self.jobs.token_use().take();
         if noted.is_empty() {
             return Ok(0);
         }

@@ -2,6 +2,7 @@
 //! daemon writes an operator token to `<data_dir>/operator.token` (0600) for the CLI.
 
 use super::catalog::CatalogChange;
+use crate::service::Action;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -49,6 +50,17 @@ impl Principal {
                 "this route needs an operator token".into(),
             )),
         }
+    }
+}
+
+/// A bearer token's hash, as the catalog looks tokens up (never the secret itself).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenHash(String);
+
+impl TokenHash {
+    /// Hashes a bearer token.
+    pub fn of(secret: &str) -> Self {
+        Self(hash_hex(secret))
     }
 }
 
@@ -154,11 +166,22 @@ impl Vault {
         peer_uid: Option<u32>,
     ) -> Result<Principal, ServiceError> {
         let secret = bearer.ok_or(ServiceError::Unauthenticated)?;
-        let hash = hash_hex(secret);
+        self.authenticate_hashed(&TokenHash(hash_hex(secret)), peer_uid)
+    }
+
+    /// [`Vault::authenticate`] with the token's hash computed earlier: a connection that keeps
+    /// its token (the Redis protocol's) checks it again before every round of commands, and
+    /// need not hash it each time to see whether it was revoked or expired meanwhile.
+    pub fn authenticate_hashed(
+        &self,
+        hash: &TokenHash,
+        peer_uid: Option<u32>,
+    ) -> Result<Principal, ServiceError> {
+        let hash = &hash.0;
         let catalog = self.read_catalog();
         let record = catalog
             .tokens_by_hash
-            .get(&hash)
+            .get(hash.as_str())
             .ok_or(ServiceError::Unauthenticated)?;
         // The map lookup compares hashes, which leak nothing useful about the secret; the
         // explicit constant-time check keeps the final comparison timing-independent anyway.
@@ -256,7 +279,50 @@ impl Vault {
         who: &Principal,
         request: CreateTokenRequest,
     ) -> Result<NewToken, ServiceError> {
-        let result = self.create_token_inner(who, request).await;
+        let result: Result<NewToken, ServiceError> = async {
+            who.require_operator()?;
+            if let Some(name) = &request.name {
+                super::validate_name("token", name)?;
+            }
+            let ttl = request.ttl.as_deref().map(parse_ttl).transpose()?;
+            let databases: Vec<Uuid> = {
+                let catalog = self.read_catalog();
+                request
+                    .databases
+                    .iter()
+                    .map(|r| {
+                        catalog.find_database(r).map(|db| db.id).ok_or_else(|| {
+                            ServiceError::NotFound(format!("no database named {r:?}"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            };
+            match request.role {
+                TokenRole::App if databases.is_empty() => {
+                    return Err(ServiceError::BadRequest(
+                        "an app token must name at least one database".into(),
+                    ))
+                }
+                TokenRole::Operator if !databases.is_empty() => {
+                    return Err(ServiceError::BadRequest(
+                        "operator tokens cover every database; do not name any".into(),
+                    ))
+                }
+                _ => {}
+            }
+            let (record, secret) = self
+                .issue_named_token(request.role, databases, request.name, ttl)
+                .await?;
+            Ok(NewToken {
+                id: record.id.clone(),
+                token: secret.to_string(),
+                role: record.role,
+                databases: record.databases.iter().map(Uuid::to_string).collect(),
+                name: record.name.clone(),
+                expires_at: record.expires_at.map(rfc3339_of),
+            })
+        }
+        .await;
         let target = result
             .as_ref()
             .map(|t| self.crn_named("token", &t.id))
@@ -265,56 +331,7 @@ impl Vault {
         let details = result.as_ref().ok().map(
             |t| serde_json::json!({ "name": t.name, "role": t.role, "expires_at": t.expires_at }),
         );
-        self.audited(who, "iam.tokens.create", &target, result, details)
-    }
-
-    async fn create_token_inner(
-        &self,
-        who: &Principal,
-        request: CreateTokenRequest,
-    ) -> Result<NewToken, ServiceError> {
-        who.require_operator()?;
-        if let Some(name) = &request.name {
-            super::validate_name("token", name)?;
-        }
-        let ttl = request.ttl.as_deref().map(parse_ttl).transpose()?;
-        let databases: Vec<Uuid> = {
-            let catalog = self.read_catalog();
-            request
-                .databases
-                .iter()
-                .map(|r| {
-                    catalog
-                        .find_database(r)
-                        .map(|db| db.id)
-                        .ok_or_else(|| ServiceError::NotFound(format!("no database named {r:?}")))
-                })
-                .collect::<Result<_, _>>()?
-        };
-        match request.role {
-            TokenRole::App if databases.is_empty() => {
-                return Err(ServiceError::BadRequest(
-                    "an app token must name at least one database".into(),
-                ))
-            }
-            TokenRole::Operator if !databases.is_empty() => {
-                return Err(ServiceError::BadRequest(
-                    "operator tokens cover every database; do not name any".into(),
-                ))
-            }
-            _ => {}
-        }
-        let (record, secret) = self
-            .issue_named_token(request.role, databases, request.name, ttl)
-            .await?;
-        Ok(NewToken {
-            id: record.id.clone(),
-            token: secret.to_string(),
-            role: record.role,
-            databases: record.databases.iter().map(Uuid::to_string).collect(),
-            name: record.name.clone(),
-            expires_at: record.expires_at.map(rfc3339_of),
-        })
+        self.audited(who, Action::TokensCreate, &target, result, details)
     }
 
     /// Every token (operator only).
@@ -334,25 +351,24 @@ impl Vault {
     /// Revokes a token (by id or name); effective on the next request, also on open
     /// connections.
     pub async fn revoke_token(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
-        let result = self.revoke_token_inner(who, id).await;
+        let result: Result<(), ServiceError> = async {
+            who.require_operator()?;
+            let _admin = self.admin().await?;
+            let found = self
+                .read_catalog()
+                .tokens_by_hash
+                .values()
+                .find(|t| t.id == id || t.name.as_deref() == Some(id))
+                .map(|t| t.id.clone());
+            let id = found.ok_or_else(|| ServiceError::NotFound(format!("no token {id:?}")))?;
+            self.commit(vec![CatalogChange::DeleteToken(id)]).await?;
+            Ok(())
+        }
+        .await;
         let target = match &result {
             Ok(()) => self.crn_named("token", id),
             Err(_) => id.to_string(),
         };
-        self.audited(who, "iam.tokens.delete", &target, result, None)
-    }
-
-    async fn revoke_token_inner(&self, who: &Principal, id: &str) -> Result<(), ServiceError> {
-        who.require_operator()?;
-        let _admin = self.admin().await?;
-        let found = self
-            .read_catalog()
-            .tokens_by_hash
-            .values()
-            .find(|t| t.id == id || t.name.as_deref() == Some(id))
-            .map(|t| t.id.clone());
-        let id = found.ok_or_else(|| ServiceError::NotFound(format!("no token {id:?}")))?;
-        self.commit(vec![CatalogChange::DeleteToken(id)]).await?;
-        Ok(())
+        self.audited(who, Action::TokensDelete, &target, result, None)
     }
 }

@@ -5,10 +5,12 @@
 //! The exporter's own HTTP listener is off: the text is served by the daemon itself, on its
 //! socket and on the optional loopback address `[metrics] listen`.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -101,29 +103,130 @@ fn describe() {
 /// Router layer: counts every answer by matched route (the pattern, never the raw path,
 /// which holds names and record keys) and status, and times it.
 pub async fn track(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed().as_secs_f64();
+    match route_handles(route, &method) {
+        Some(handles) => {
+            handles.duration.record(elapsed);
+            handles.answered(status).increment(1);
+        }
+        None => {
+            record_uncached(route, method.as_str(), status, elapsed);
+        }
+    }
+    response
+}
+
+/// A route's (and method's) metric handles. Building a labelled handle through the facade
+/// allocates the labels and hashes them in the recorder's registry, several thousand
+/// instructions per request; a handle made once and kept records directly.
+struct RouteHandles {
+    route: String,
+    method: &'static str,
+    duration: metrics::Histogram,
+    /// One counter per status seen on this route (a handful).
+    answers: RwLock<Vec<(u16, metrics::Counter)>>,
+}
+
+impl RouteHandles {
+    fn answered(&self, status: u16) -> metrics::Counter {
+        let known = read(&self.answers)
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map(|(_, c)| c.clone());
+        if let Some(counter) = known {
+            return counter;
+        }
+        let counter = metrics::counter!(
+            "envault_http_requests_total",
+            "route" => self.route.clone(),
+            "method" => self.method,
+            "status" => status.to_string()
+        );
+        let mut answers = self.answers.write().unwrap_or_else(|p| p.into_inner());
+        if !answers.iter().any(|(s, _)| *s == status) {
+            answers.push((status, counter.clone()));
+        }
+        counter
+    }
+}
+
+/// Route pattern → its handles per method. Bounded: patterns are the router's, methods the
+/// standard ones (anything else is recorded without a cache).
+type RouteTable = RwLock<HashMap<String, Vec<Arc<RouteHandles>>>>;
+static ROUTES: OnceLock<RouteTable> = OnceLock::new();
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The cached handles of (route, method); `None` while this module's recorder is not the
+/// installed one (a handle made then would stay a no-op) or for a non-standard method.
+fn route_handles(route: &str, method: &Method) -> Option<Arc<RouteHandles>> {
+    if !matches!(HANDLE.get(), Some(Some(_))) {
+        return None;
+    }
+    let method = standard_method(method)?;
+    let table = ROUTES.get_or_init(RouteTable::default);
+    if let Some(found) = read(table)
+        .get(route)
+        .and_then(|by_method| by_method.iter().find(|h| h.method == method))
+    {
+        return Some(Arc::clone(found));
+    }
+    let handles = Arc::new(RouteHandles {
+        route: route.to_owned(),
+        method,
+        duration: metrics::histogram!(
+            "envault_http_request_duration_seconds",
+            "route" => route.to_owned(),
+            "method" => method
+        ),
+        answers: RwLock::new(Vec::new()),
+    });
+    let mut table = table.write().unwrap_or_else(|p| p.into_inner());
+    let by_method = table.entry(route.to_owned()).or_default();
+    match by_method.iter().find(|h| h.method == method) {
+        Some(found) => Some(Arc::clone(found)),
+        None => {
+            by_method.push(Arc::clone(&handles));
+            Some(handles)
+        }
+    }
+}
+
+fn standard_method(method: &Method) -> Option<&'static str> {
+    Some(match *method {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => return None,
+    })
+}
+
+fn record_uncached(route: &str, method: &str, status: u16, elapsed: f64) {
     metrics::histogram!(
         "envault_http_request_duration_seconds",
-        "route" => route.clone(),
-        "method" => method.clone()
+        "route" => route.to_owned(),
+        "method" => method.to_owned()
     )
-    .record(started.elapsed().as_secs_f64());
+    .record(elapsed);
     metrics::counter!(
         "envault_http_requests_total",
-        "route" => route,
-        "method" => method,
-        "status" => status
+        "route" => route.to_owned(),
+        "method" => method.to_owned(),
+        "status" => status.to_string()
     )
     .increment(1);
-    response
 }
 
 /// Samples the service's counters and states, then renders the page.

@@ -861,13 +861,10 @@ async fn scheduled_backups_keep_the_retention() {
     })
     .await;
 
-    // Retention applies right after each backup: a listing may catch the moment between a
-    // round's backup and its pruning, so look twice.
-    let mut over = Vec::new();
-    for _ in 0..2 {
-        let listed = list_backups(&client).await;
-        over = dbs
-            .iter()
+    // Retention applies right after each backup, and a round runs every second: a listing may
+    // catch the moment between a round's backup and its pruning, so look until one does not.
+    let counts = |listed: &[Value]| {
+        dbs.iter()
             .map(|db| {
                 let n = listed
                     .iter()
@@ -875,15 +872,21 @@ async fn scheduled_backups_keep_the_retention() {
                     .count();
                 (db.name.clone(), n)
             })
-            .filter(|(_, n)| *n > 2)
-            .collect::<Vec<_>>();
-        if over.is_empty() {
+            .collect::<Vec<_>>()
+    };
+    let mut listed = list_backups(&client).await;
+    for _ in 0..20 {
+        if counts(&listed).iter().all(|(_, n)| *n <= 2) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        listed = list_backups(&client).await;
     }
+    let over: Vec<_> = counts(&listed)
+        .into_iter()
+        .filter(|(_, n)| *n > 2)
+        .collect();
     assert!(over.is_empty(), "more than 2 backups kept: {over:?}");
-    let listed = list_backups(&client).await;
     for db in &dbs {
         let own: Vec<&Value> = listed
             .iter()

@@ -2,6 +2,7 @@
 //! with, which is checked again before every round of commands so that a revoked token stops
 //! working on open connections at once.
 
+use crate::service::Action;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -11,19 +12,17 @@ use zeroize::Zeroizing;
 use super::codec::Reply;
 use super::connection::Settings;
 use crate::server::{AppState, PeerCred};
-use crate::service::{Principal, ServiceError};
+use crate::service::{Principal, ServiceError, TokenHash};
 use crate::store::TokenRole;
 
 /// Connection ids (`CLIENT ID`), unique for the daemon's life.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// The activity-log action of a refused authentication, as on the socket API.
-const AUTH_DENIED: &str = "auth.denied";
-
 /// An authenticated connection's token and database.
 pub struct Auth {
-    /// The token, kept to authenticate each round again (revocation takes effect at once).
-    secret: Zeroizing<String>,
+    /// The token's hash, kept to authenticate each round again (revocation takes effect at
+    /// once) without hashing the token every round.
+    token: TokenHash,
     pub principal: Principal,
     /// Index into `principal.databases` (`SELECT n`).
     pub db_index: usize,
@@ -87,7 +86,8 @@ impl Session {
             return Err(wrong_pass());
         }
         let secret = Zeroizing::new(String::from_utf8_lossy(secret).trim().to_string());
-        let principal = match self.resolve(&secret).await {
+        let token = TokenHash::of(&secret);
+        let principal = match self.resolve(&token).await {
             Ok(principal) => principal,
             Err(err) => {
                 let unauthenticated = matches!(err, ServiceError::Unauthenticated);
@@ -112,7 +112,7 @@ impl Session {
             return Err(Reply::error("NOPERM this token names no database"));
         };
         self.auth = Some(Auth {
-            secret,
+            token,
             principal,
             db_index: 0,
             db_ref: first.to_string(),
@@ -122,7 +122,7 @@ impl Session {
     }
 
     /// Resolves a token as the socket API does: peer uid allowed, catalog fresh.
-    async fn resolve(&self, secret: &str) -> Result<Principal, ServiceError> {
+    async fn resolve(&self, token: &TokenHash) -> Result<Principal, ServiceError> {
         let uid = self.peer.map(|p| p.uid);
         if !self.state.peer_allowed(uid) {
             return Err(ServiceError::Forbidden(format!(
@@ -131,7 +131,7 @@ impl Session {
             )));
         }
         self.state.vault.refresh_catalog().await?;
-        self.state.vault.authenticate(Some(secret), uid)
+        self.state.vault.authenticate_hashed(token, uid)
     }
 
     /// Before each round of commands: is the token still valid?
@@ -140,7 +140,7 @@ impl Session {
         if auth.revoked {
             return;
         }
-        match self.resolve(&auth.secret).await {
+        match self.resolve(&auth.token).await {
             Ok(principal) => {
                 if let Some(auth) = &mut self.auth {
                     auth.principal = principal;
@@ -168,10 +168,13 @@ impl Session {
             databases: Vec::new(),
             peer_uid: self.peer.map(|p| p.uid),
         };
-        let _ =
-            self.state
-                .vault
-                .audited::<()>(&anonymous, AUTH_DENIED, "RESP AUTH", Err(err), None);
+        let _ = self.state.vault.audited::<()>(
+            &anonymous,
+            Action::AuthDenied,
+            "RESP AUTH",
+            Err(err),
+            None,
+        );
     }
 
     /// `SELECT`: by index among the token's databases (what clients send for `db=n`), or by

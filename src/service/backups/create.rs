@@ -1,6 +1,7 @@
 //! Making backups: one on request, the scheduled ones with their retention, and the page-wise
 //! writer that re-seals every record under the backup DEK.
 
+use crate::service::Action;
 use uuid::Uuid;
 
 use super::{header_prefix, BackupInfo};
@@ -27,116 +28,112 @@ impl Vault {
         who: &Principal,
         database: &str,
     ) -> Result<BackupInfo, ServiceError> {
-        let result = self.create_backup_inner(who, database).await;
-        let target = self.target_crn(database, &result.as_ref().map(|b| b.crn.clone()));
-        self.audited(who, "backups.create", &target, result, None)
-    }
-
-    async fn create_backup_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-    ) -> Result<BackupInfo, ServiceError> {
-        who.require_operator()?;
-        let db_id = self.usable_database(who, reference)?;
-        let (db, key) = {
-            let catalog = self.read_catalog();
-            let db = catalog
-                .databases
-                .get(&db_id)
-                .cloned()
-                .ok_or(ServiceError::Internal(
-                    "a backed-up database is not in the catalog",
-                ))?;
-            let key_id = db.backup_key_id.unwrap_or(db.key_id);
-            let key = catalog
-                .keys
-                .get(&key_id)
-                .cloned()
-                .ok_or(ServiceError::Internal("a backup key is not in the catalog"))?;
-            (db, key)
-        };
-        let db_crn = self.crn("database", &db.id);
-        self.check_backup_key(&key, db.key_id, &db_crn).await?;
-        let backup_id = Uuid::new_v4();
-        let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
-        let wrapped = self.keystore_call(|ks| {
-            ks.seal(
-                RootKeyRef {
-                    key_id: key.id,
-                    version: key.version,
-                },
-                EnvelopeKind::BackupDek,
-                &backup_dek_context(backup_id.as_bytes(), key.id.as_bytes()),
-                dek.expose_secret(),
-            )
-        })?;
-        let cipher = Cipher::new(&dek);
-        drop(dek);
-        let file_name = object_name(&backup_id);
-        // Writers to this database wait while the snapshot is taken: the backup is of one
-        // point in time, and every write is wholly in it or wholly not.
-        let lock = self.database_lock(db.id);
-        let _writers_paused = lock.write().await;
-        let written = tokio::task::block_in_place(|| {
-            let record_count = self.store.record_count(db.id.as_bytes())?;
-            let header = BackupHeader {
-                backup_id,
-                created_at: now_rfc3339(),
-                database: BackedUpDatabase {
-                    id: db.id,
-                    name: db.name.clone(),
-                    crn: db_crn.clone(),
-                    key_id: db.key_id,
-                },
-                backup_key_id: key.id,
-                chunk_size: CHUNK_SIZE as u32,
-                record_count,
-                nonce_prefix: random_prefix()
-                    .map_err(|_| ServiceError::Random)?
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect(),
+        let result: Result<BackupInfo, ServiceError> = async {
+            let reference = database;
+            who.require_operator()?;
+            let db_id = self.usable_database(who, reference)?;
+            let (db, key) = {
+                let catalog = self.read_catalog();
+                let db = catalog
+                    .databases
+                    .get(&db_id)
+                    .cloned()
+                    .ok_or(ServiceError::Internal(
+                        "a backed-up database is not in the catalog",
+                    ))?;
+                let key_id = db.backup_key_id.unwrap_or(db.key_id);
+                let key = catalog
+                    .keys
+                    .get(&key_id)
+                    .cloned()
+                    .ok_or(ServiceError::Internal("a backup key is not in the catalog"))?;
+                (db, key)
             };
-            let mut out = self.backup_target.create(
-                &file_name,
-                &BackupObjectMeta {
+            let db_crn = self.crn("database", &db.id);
+            self.check_backup_key(&key, db.key_id, &db_crn).await?;
+            let backup_id = Uuid::new_v4();
+            let dek = SecretKey::generate().map_err(|_| ServiceError::Random)?;
+            let wrapped = self.keys.call(|ks| {
+                ks.seal(
+                    RootKeyRef {
+                        key_id: key.id,
+                        version: key.version,
+                    },
+                    EnvelopeKind::BackupDek,
+                    &backup_dek_context(backup_id.as_bytes(), key.id.as_bytes()),
+                    dek.expose_secret(),
+                )
+            })?;
+            let cipher = Cipher::new(&dek);
+            drop(dek);
+            let file_name = object_name(&backup_id);
+            // Writers to this database wait while the snapshot is taken: the backup is of one
+            // point in time, and every write is wholly in it or wholly not.
+            let lock = self.database_lock(db.id);
+            let _writers_paused = lock.write().await;
+            let written = tokio::task::block_in_place(|| {
+                let record_count = self.store.record_count(db.id.as_bytes())?;
+                let header = BackupHeader {
                     backup_id,
-                    database_id: db.id,
+                    created_at: now_rfc3339(),
+                    database: BackedUpDatabase {
+                        id: db.id,
+                        name: db.name.clone(),
+                        crn: db_crn.clone(),
+                        key_id: db.key_id,
+                    },
                     backup_key_id: key.id,
-                    created_at: header.created_at.clone(),
-                },
-            )?;
-            // Nothing lists as a backup unless `finish` completes: a failure aborts the object.
-            match self.write_backup(&mut out, &header, &wrapped, key.version, &cipher, db.id) {
-                Ok(()) => Ok((header, out.finish()?)),
-                Err(err) => {
-                    out.abort();
-                    Err(err)
+                    chunk_size: CHUNK_SIZE as u32,
+                    record_count,
+                    nonce_prefix: random_prefix()
+                        .map_err(|_| ServiceError::Random)?
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                };
+                let mut out = self.backups.target().create(
+                    &file_name,
+                    &BackupObjectMeta {
+                        backup_id,
+                        database_id: db.id,
+                        backup_key_id: key.id,
+                        created_at: header.created_at.clone(),
+                    },
+                )?;
+                // Nothing lists as a backup unless `finish` completes: a failure aborts the object.
+                match self.write_backup(&mut out, &header, &wrapped, key.version, &cipher, db.id) {
+                    Ok(()) => Ok((header, out.finish()?)),
+                    Err(err) => {
+                        out.abort();
+                        Err(err)
+                    }
                 }
+            });
+            drop(_writers_paused);
+            let (header, size) = written?;
+            let record = BackupRecord {
+                id: backup_id,
+                database_id: db.id,
+                database_name: db.name.clone(),
+                key_id: key.id,
+                key_version: key.version,
+                file: file_name.clone(),
+                size,
+                record_count: header.record_count,
+                created_at: header.created_at.clone(),
+                state: "available".into(),
+                expires_at: None,
+            };
+            let info = self.backup_info(&record);
+            if let Err(err) = self.commit(vec![CatalogChange::PutBackup(record)]).await {
+                let _ = tokio::task::block_in_place(|| self.backups.target().delete(&file_name));
+                return Err(err);
             }
-        });
-        drop(_writers_paused);
-        let (header, size) = written?;
-        let record = BackupRecord {
-            id: backup_id,
-            database_id: db.id,
-            database_name: db.name.clone(),
-            key_id: key.id,
-            key_version: key.version,
-            file: file_name.clone(),
-            size,
-            record_count: header.record_count,
-            created_at: header.created_at.clone(),
-            state: "available".into(),
-            expires_at: None,
-        };
-        let info = self.backup_info(&record);
-        if let Err(err) = self.commit(vec![CatalogChange::PutBackup(record)]).await {
-            let _ = tokio::task::block_in_place(|| self.backup_target.delete(&file_name));
-            return Err(err);
+            Ok(info)
         }
-        Ok(info)
+        .await;
+        let target = self.target_crn(database, &result.as_ref().map(|b| b.crn.clone()));
+        self.audited(who, Action::BackupsCreate, &target, result, None)
     }
 
     /// Writes a complete backup to `out` (the caller finishes or aborts it).

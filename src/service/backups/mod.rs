@@ -11,7 +11,10 @@ mod create;
 mod registry;
 mod restore;
 
+use std::collections::HashSet;
 use std::io::Read;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -20,7 +23,7 @@ use super::authz::{BACKUPS, DATABASES, DELEGATOR, READER};
 use super::keys::require_usable;
 use super::{ServiceError, Vault};
 use crate::backup::format::{self, BackupFormatError, BackupHeader, KeySlot};
-use crate::backup::target::TargetError;
+use crate::backup::target::{BackupTarget, TargetError};
 use crate::store::{BackupRecord, KeyOrigin, KeyRecord};
 
 /// A backup as the API shows it.
@@ -94,8 +97,8 @@ impl Vault {
             record_count: b.record_count,
             created_at: b.created_at.clone(),
             state: b.state.clone(),
-            path: self.backup_target.location(&b.file),
-            expires_at: b.expires_at.map(super::databases::unix_to_rfc3339),
+            path: self.backups.target().location(&b.file),
+            expires_at: b.expires_at.map(super::unix_to_rfc3339),
         }
     }
 
@@ -145,7 +148,7 @@ impl Vault {
     /// backup is not registered (a shared target may hold it).
     async fn find_backup_adopting(&self, reference: &str) -> Result<BackupRecord, ServiceError> {
         match self.find_backup(reference) {
-            Err(ServiceError::NotFound(_)) if self.backup_target.is_shared() => {
+            Err(ServiceError::NotFound(_)) if self.backups.target().is_shared() => {
                 self.adopt_backup_objects().await?;
                 self.find_backup(reference)
             }
@@ -171,7 +174,7 @@ impl Vault {
         &self,
         record: &BackupRecord,
     ) -> Result<(format::BackupFront, Box<dyn Read + Send>), ServiceError> {
-        let opened = self.backup_target.open(&record.file)?;
+        let opened = self.backups.target().open(&record.file)?;
         let mut reader = opened.reader;
         let front = format::read_front(&mut reader)?;
         let meta_matches = opened.meta.as_ref().is_none_or(|m| {
@@ -203,4 +206,47 @@ fn header_prefix(header: &BackupHeader) -> Result<[u8; 7], ServiceError> {
         payload_offset: 0,
     };
     Ok(front.prefix()?)
+}
+
+/// The backups part's own state: the target backups are written to, and what is known
+/// about its objects. The backup operations themselves run on the facade, since they read the
+/// catalog, take the database locks and log through the audit part.
+pub(crate) struct Backups {
+    target: Arc<dyn BackupTarget>,
+    /// Objects in a shared backup target that did not verify, by name and size, so that
+    /// listing does not fetch them again.
+    unadoptable: Mutex<HashSet<(String, u64)>>,
+    /// How long backups of a purged database are kept (`[backup] keep_after_purge`).
+    keep_after_purge: Duration,
+}
+
+impl Backups {
+    pub(crate) fn new(target: Arc<dyn BackupTarget>, keep_after_purge: Duration) -> Self {
+        Self {
+            target,
+            unadoptable: Mutex::default(),
+            keep_after_purge,
+        }
+    }
+
+    /// Where backups are written (a local directory or an S3 bucket).
+    pub(crate) fn target(&self) -> &Arc<dyn BackupTarget> {
+        &self.target
+    }
+
+    /// How long backups of a purged database are kept.
+    pub(crate) fn keep_after_purge(&self) -> Duration {
+        self.keep_after_purge
+    }
+
+    /// The objects that did not verify (held briefly, under the catalog's read lock at most).
+    pub(crate) fn rejected(&self) -> MutexGuard<'_, HashSet<(String, u64)>> {
+        // A set of names changed by single inserts: a poisoned lock is still consistent.
+        self.unadoptable.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes an object that did not verify, so that it is not fetched again.
+    pub(crate) fn reject(&self, name: String, size: u64) {
+        self.rejected().insert((name, size));
+    }
 }

@@ -1,6 +1,7 @@
 //! Registered backups: listing (adopting a shared target's objects), showing, deleting,
 //! rewrapping headers on rotation, and cleaning the local directory.
 
+use crate::service::Action;
 use uuid::Uuid;
 
 use super::BackupInfo;
@@ -44,24 +45,19 @@ impl Vault {
             .find_backup(reference)
             .map(|b| self.crn("backup", &b.id))
             .unwrap_or_else(|_| reference.to_string());
-        let result = self.delete_backup_inner(who, reference).await;
-        self.audited(who, "backups.delete", &target, result, None)
-    }
-
-    pub(in crate::service) async fn delete_backup_inner(
-        &self,
-        who: &Principal,
-        reference: &str,
-    ) -> Result<(), ServiceError> {
-        who.require_operator()?;
-        let record = self.find_backup_adopting(reference).await?;
-        // Adoption takes `admin` too: it cannot re-register the object being deleted.
-        let _admin = self.admin().await?;
-        // The object first: if the target refuses, the backup stays registered and listed.
-        tokio::task::block_in_place(|| self.backup_target.delete(&record.file))?;
-        self.commit(vec![CatalogChange::DeleteBackup(record.id)])
-            .await?;
-        Ok(())
+        let result: Result<(), ServiceError> = async {
+            who.require_operator()?;
+            let record = self.find_backup_adopting(reference).await?;
+            // Adoption takes `admin` too: it cannot re-register the object being deleted.
+            let _admin = self.admin().await?;
+            // The object first: if the target refuses, the backup stays registered and listed.
+            tokio::task::block_in_place(|| self.backups.target().delete(&record.file))?;
+            self.commit(vec![CatalogChange::DeleteBackup(record.id)])
+                .await?;
+            Ok(())
+        }
+        .await;
+        self.audited(who, Action::BackupsDelete, &target, result, None)
     }
 
     /// Rewraps every backup header under `key_id` to `version` (rotation). Flat in backup
@@ -84,7 +80,7 @@ impl Vault {
             drop(payload);
             let context = backup_dek_context(record.id.as_bytes(), key_id.as_bytes());
             if front.slot.key_version < version {
-                let plain = self.keystore_call(|ks| {
+                let plain = self.keys.call(|ks| {
                     ks.open(
                         key_id,
                         EnvelopeKind::BackupDek,
@@ -92,7 +88,7 @@ impl Vault {
                         front.slot.wrapped.clone(),
                     )
                 })?;
-                let wrapped = self.keystore_call(|ks| {
+                let wrapped = self.keys.call(|ks| {
                     ks.seal(
                         RootKeyRef { key_id, version },
                         EnvelopeKind::BackupDek,
@@ -111,7 +107,8 @@ impl Vault {
                     key_version: version,
                     wrapped,
                 };
-                self.backup_target
+                self.backups
+                    .target()
                     .write_slot(&record.file, 1 - front.slot_index, &slot)?;
             }
             record.key_version = version;
@@ -129,6 +126,6 @@ impl Vault {
             .values()
             .map(|b| b.file.clone())
             .collect();
-        Ok(self.backup_target.clean(&known)?)
+        Ok(self.backups.target().clean(&known)?)
     }
 }

@@ -1,6 +1,7 @@
 //! The data plane of transit: encrypt, decrypt and rewrap of item batches, each item sealed or
 //! opened under a chosen root-key version and written to the activity log.
 
+use crate::service::Action;
 use zeroize::Zeroizing;
 
 use super::{bad, ItemResults, OpenItem, SealItem, TransitSealed, TransitUse};
@@ -9,7 +10,6 @@ use crate::crypto::bindings::transit_context;
 use crate::crypto::envelope::{header, HEADER_LEN};
 use crate::crypto::EnvelopeKind;
 use crate::keystore::RootKeyRef;
-use crate::service::audit_sync::data_plane;
 use crate::service::keys::{find_key, require_usable};
 use crate::service::{Principal, ServiceError, Vault};
 use crate::store::KeyOrigin;
@@ -61,7 +61,7 @@ impl Vault {
             }
             Some(v) => v,
         };
-        let mut sealed = self.keystore_call(|keystore| {
+        let mut sealed = self.keys.call(|keystore| {
             keystore.seal(
                 RootKeyRef {
                     key_id: key.id,
@@ -77,7 +77,7 @@ impl Vault {
         let expected = header(EnvelopeKind::Transit, version);
         if sealed.len() < HEADER_LEN
             || sealed[..4] != expected[..4]
-            || sealed[4] != self.keystore.envelope_version()
+            || sealed[4] != self.keys.backend().envelope_version()
             || sealed[5..HEADER_LEN] != expected[5..]
         {
             return Err(ServiceError::Internal(
@@ -122,9 +122,9 @@ impl Vault {
         }
         let mut sealed = Vec::with_capacity(HEADER_LEN + item.body.len());
         sealed.extend_from_slice(&header(EnvelopeKind::Transit, v));
-        sealed[4] = self.keystore.envelope_version();
+        sealed[4] = self.keys.backend().envelope_version();
         sealed.extend_from_slice(&item.body);
-        Ok(self.keystore_call(|keystore| {
+        Ok(self.keys.call(|keystore| {
             keystore.open(
                 key.id,
                 EnvelopeKind::Transit,
@@ -139,7 +139,7 @@ impl Vault {
     fn transit_audited<T>(
         &self,
         who: &Principal,
-        action: &str,
+        action: Action,
         target: &str,
         result: Result<ItemResults<T>, ServiceError>,
     ) -> Result<ItemResults<T>, ServiceError> {
@@ -169,7 +169,7 @@ impl Vault {
     pub fn transit_encrypt(
         &self,
         who: &Principal,
-        action: &str,
+        action: Action,
         name: &str,
         items: &[SealItem],
     ) -> Result<ItemResults<TransitSealed>, ServiceError> {
@@ -199,7 +199,7 @@ impl Vault {
                 .map(|item| self.transit_open_one(&key, item))
                 .collect())
         });
-        self.transit_audited(who, data_plane::TRANSIT_DECRYPT, &target, result)
+        self.transit_audited(who, Action::TransitDecrypt, &target, result)
     }
 
     /// `rewrap/<name>`: opens each item and seals it again under `key_version` (or the latest).
@@ -225,6 +225,6 @@ impl Vault {
                 })
                 .collect())
         });
-        self.transit_audited(who, data_plane::TRANSIT_REWRAP, &target, result)
+        self.transit_audited(who, Action::TransitRewrap, &target, result)
     }
 }

@@ -18,6 +18,7 @@
 mod crypto;
 
 use super::catalog::CatalogChange;
+use crate::service::Action;
 
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -118,7 +119,8 @@ impl Vault {
         let min = settings.min_decryption_version.max(1);
         let created = unix_time(&key.created_at);
         let versions = self
-            .keystore
+            .keys
+            .backend()
             .versions(key.id)?
             .into_iter()
             .filter(|v| *v >= min && *v <= key.version)
@@ -159,7 +161,7 @@ impl Vault {
         });
         self.audited(
             who,
-            "kms.transit.read",
+            Action::TransitRead,
             &self.transit_target(name),
             result,
             None,
@@ -184,7 +186,7 @@ impl Vault {
             };
             let details = serde_json::json!({ "already_existed": true });
             let target = self.crn("key", &key.id);
-            return self.audited(who, "kms.transit.create", &target, result, Some(details));
+            return self.audited(who, Action::TransitCreate, &target, result, Some(details));
         }
         let request = CreateKeyRequest {
             name: name.to_string(),
@@ -205,47 +207,38 @@ impl Vault {
         min_decryption_version: Option<u32>,
         deletion_allowed: Option<bool>,
     ) -> Result<TransitKey, ServiceError> {
-        let result = self
-            .transit_configure_inner(who, name, min_decryption_version, deletion_allowed)
-            .await;
+        let result: Result<TransitKey, ServiceError> = async {
+            who.require_operator()?;
+            let _admin = self.admin().await?;
+            let key = self.transit_record(name)?;
+            if key.state == KeyState::Destroyed {
+                return Err(ServiceError::KeyDestroyed(format!(
+                    "key {name:?} was destroyed"
+                )));
+            }
+            let mut settings = self.transit_settings(&key.id);
+            if let Some(min) = min_decryption_version {
+                if min > key.version {
+                    return Err(bad(
+                        "cannot set min decryption version to be larger than the latest version",
+                    ));
+                }
+                settings.min_decryption_version = min.max(1);
+            }
+            if let Some(allowed) = deletion_allowed {
+                settings.deletion_allowed = allowed;
+            }
+            self.commit(vec![CatalogChange::PutTransit(key.id, settings.clone())])
+                .await?;
+            self.transit_view(&key, &settings)
+        }
+        .await;
         let details = serde_json::json!({
             "min_decryption_version": min_decryption_version,
             "deletion_allowed": deletion_allowed,
         });
         let target = self.transit_target(name);
-        self.audited(who, "kms.transit.config", &target, result, Some(details))
-    }
-
-    async fn transit_configure_inner(
-        &self,
-        who: &Principal,
-        name: &str,
-        min_decryption_version: Option<u32>,
-        deletion_allowed: Option<bool>,
-    ) -> Result<TransitKey, ServiceError> {
-        who.require_operator()?;
-        let _admin = self.admin().await?;
-        let key = self.transit_record(name)?;
-        if key.state == KeyState::Destroyed {
-            return Err(ServiceError::KeyDestroyed(format!(
-                "key {name:?} was destroyed"
-            )));
-        }
-        let mut settings = self.transit_settings(&key.id);
-        if let Some(min) = min_decryption_version {
-            if min > key.version {
-                return Err(bad(
-                    "cannot set min decryption version to be larger than the latest version",
-                ));
-            }
-            settings.min_decryption_version = min.max(1);
-        }
-        if let Some(allowed) = deletion_allowed {
-            settings.deletion_allowed = allowed;
-        }
-        self.commit(vec![CatalogChange::PutTransit(key.id, settings.clone())])
-            .await?;
-        self.transit_view(&key, &settings)
+        self.audited(who, Action::TransitConfig, &target, result, Some(details))
     }
 
     /// `POST transit/keys/<name>/rotate`: an envault rotation (new version, DEKs under the key
@@ -286,7 +279,7 @@ impl Vault {
         if allowed.is_err() {
             return self.audited(
                 who,
-                "kms.secrets.delete",
+                Action::SecretsDelete,
                 &self.transit_target(name),
                 allowed,
                 None,

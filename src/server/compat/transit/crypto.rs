@@ -2,6 +2,7 @@
 //! service method, shape the answer. A batch answers per item (`error` instead of a result),
 //! with 400 only when every item failed, as Vault does.
 
+use crate::service::Action;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -16,7 +17,7 @@ use super::wire::{
     uint, TransitAuth, TransitBody, TransitError, TransitResult,
 };
 use crate::server::AppState;
-use crate::service::{data_plane, ItemResults, OpenItem, Principal, SealItem, ServiceError};
+use crate::service::{ItemResults, OpenItem, Principal, SealItem, ServiceError};
 
 type S = State<Arc<AppState>>;
 /// JSON object of one request item.
@@ -237,7 +238,7 @@ type Sealed = ItemResults<crate::service::TransitSealed>;
 async fn seal(
     state: &AppState,
     who: &Principal,
-    action: &'static str,
+    action: Action,
     name: &str,
     items: &[SealItem],
 ) -> Result<Sealed, TransitError> {
@@ -269,7 +270,7 @@ pub async fn encrypt(
         })
     })?;
     let (slots, items) = split(items);
-    let results = seal(&s.0, &who, data_plane::TRANSIT_ENCRYPT, &name, &items).await?;
+    let results = seal(&s.0, &who, Action::TransitEncrypt, &name, &items).await?;
     answer(batch, &inputs, merge(slots, results), sealed_shape)
 }
 
@@ -342,7 +343,7 @@ pub async fn datakey(
         associated_data: base64_data(&body, "associated_data")?,
         key_version: uint(&body, "key_version")?,
     };
-    let action = data_plane::TRANSIT_DATAKEY;
+    let action = Action::TransitDatakey;
     let results = s.vault.transit_encrypt(&who, action, &name, &[item])?;
     answer(false, &[], merge(vec![None], results), |sealed| {
         let mut shape = sealed_shape(sealed);
