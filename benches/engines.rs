@@ -14,6 +14,10 @@
 //!   then the time to open the directory again is measured in a fresh process.
 //!
 //! Values are random bytes, as sealed records are. Keys are a 16-byte database id and a key.
+//!
+//! `fjall` has the store's settings (every value in a blob file); `fjall-inline` keeps values
+//! under 4 KiB inline in the tables, as the store did before. `ENGINES_PUT_GET_ONLY=1` stops
+//! each engine after its PUT and GET rows (to compare settings without the long scan).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,7 +62,10 @@ struct Fjall {
 }
 
 impl Fjall {
-    fn open(dir: &Path) -> Self {
+    /// Values of at least `separation` bytes go to blob files: 1 is the store's setting (every
+    /// value in a blob file, under its own checksum), 4096 its earlier one (1 KiB values inline
+    /// in the tables' blocks).
+    fn open(dir: &Path, separation: u32) -> Self {
         let db = fjall::Database::builder(dir)
             .cache_size(CACHE)
             .manual_journal_persist(true)
@@ -70,7 +77,7 @@ impl Fjall {
                     .manual_journal_persist(true)
                     .max_memtable_size(8 << 20)
                     .with_kv_separation(Some(
-                        fjall::KvSeparationOptions::default().separation_threshold(2048),
+                        fjall::KvSeparationOptions::default().separation_threshold(separation),
                     ))
             })
             .expect("keyspace");
@@ -201,7 +208,8 @@ impl Engine for Sled {
 
 fn open(engine: &str, dir: &Path) -> Box<dyn Engine> {
     match engine {
-        "fjall" => Box::new(Fjall::open(dir)),
+        "fjall" => Box::new(Fjall::open(dir, 1)),
+        "fjall-inline" => Box::new(Fjall::open(dir, 4096)),
         "redb" => Box::new(Redb::open(dir)),
         "sled" => Box::new(Sled::open(dir)),
         other => panic!("unknown engine {other}"),
@@ -380,6 +388,11 @@ fn bench(engine: &str, root: &Path, scan_records: u64, secs: f64) {
     }
     let get = gets(e.clone(), 100_000, secs);
     println!("| {engine} | GET, 2 threads | {get:.0} ops/s | |");
+    if std::env::var_os("ENGINES_PUT_GET_ONLY").is_some() {
+        drop(e);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let t = Instant::now();
     load(e.as_ref(), 100_000, scan_records);
     let load_secs = t.elapsed().as_secs_f64();

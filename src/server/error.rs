@@ -30,7 +30,9 @@ pub fn status_of(err: &ServiceError) -> StatusCode {
         StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         KeySuspended(_) | KeyPendingDestruction(_) | KeyDestroyed(_) => StatusCode::LOCKED,
         Store(crate::store::StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
-        Store(_) | Keystore(_) | Integrity | BackupTarget(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Store(_) | Keystore(_) | Integrity | RecordDamaged(_) | BackupTarget(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
         Random | TaskFailed(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         AuditLog(_) | DataDir(_) | TokenFile(_) | UnsafeDataDir(_) => {
             StatusCode::INTERNAL_SERVER_ERROR

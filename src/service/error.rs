@@ -65,6 +65,11 @@ pub enum ServiceError {
     /// authenticate (or, once opened, is not what envault wrote there).
     #[error("stored data failed to authenticate")]
     Integrity,
+    /// One record's stored bytes are damaged (the store's checksum fails) or do not
+    /// authenticate; the message names the record. The database's other records are not
+    /// affected.
+    #[error("record {0:?} is damaged: its stored bytes fail their integrity check; the other records are not affected; write it again or restore the database from a backup")]
+    RecordDamaged(String),
     /// The operating system's random generator failed; nothing was created.
     #[error("the random generator failed")]
     Random,
@@ -148,7 +153,7 @@ impl ServiceError {
             ServiceError::Store(StoreError::Corrupt { .. }) => "integrity_error",
             ServiceError::Store(_) => "storage_error",
             ServiceError::Keystore(_) => "keystore_error",
-            ServiceError::Integrity => "integrity_error",
+            ServiceError::Integrity | ServiceError::RecordDamaged(_) => "integrity_error",
             ServiceError::Random | ServiceError::TaskFailed(_) | ServiceError::Internal(_) => {
                 "internal_error"
             }

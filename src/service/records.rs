@@ -16,7 +16,7 @@ use super::{Principal, ServiceError, Vault};
 use crate::api::{RecordListQuery, RecordPage};
 use crate::crypto::bindings::{dek_context, record_context};
 use crate::crypto::{Cipher, Envelope, EnvelopeKind, SecretKey};
-use crate::store::{DatabaseState, KeyOrigin, KeyState, TokenRole};
+use crate::store::{DatabaseState, KeyOrigin, KeyState, StoreError, TokenRole};
 
 impl Vault {
     /// Checks that `who` may use the database's records now; returns its id.
@@ -195,15 +195,22 @@ impl Vault {
 
     /// Reads and opens one record of a usable database (the caller holds the gate).
     pub(super) async fn load_and_open(&self, db: Uuid, key: &str) -> Result<Vec<u8>, ServiceError> {
-        let sealed = self
+        let damaged = || ServiceError::RecordDamaged(key.to_string());
+        let sealed = match self
             .store
             .record_get_async(*db.as_bytes(), key.as_bytes().to_vec())
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no record {key:?}")))?;
+            .await
+        {
+            Ok(Some(sealed)) => sealed,
+            Ok(None) => return Err(ServiceError::NotFound(format!("no record {key:?}"))),
+            Err(StoreError::Damaged(why)) => {
+                tracing::error!(record = key, %why, "a record's stored bytes are damaged");
+                return Err(damaged());
+            }
+            Err(other) => return Err(other.into()),
+        };
         let envelope = Envelope(EnvelopeKind::Record);
-        let generation = envelope
-            .label(&sealed)
-            .map_err(|_| ServiceError::Integrity)?;
+        let generation = envelope.label(&sealed).map_err(|_| damaged())?;
         let cipher = self.dek(db, generation)?;
         let (_, plain) = envelope
             .open(
@@ -211,7 +218,7 @@ impl Vault {
                 &record_context(db.as_bytes(), key.as_bytes()),
                 sealed,
             )
-            .map_err(|_| ServiceError::Integrity)?;
+            .map_err(|_| damaged())?;
         Ok(plain)
     }
 

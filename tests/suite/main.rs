@@ -55,6 +55,7 @@ mod s3_backups;
 mod s3_support;
 mod shred_proof;
 mod shredded_lifecycle;
+mod store_damage;
 mod store_upgrade;
 mod tamper;
 mod token_lifecycle;

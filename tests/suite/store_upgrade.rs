@@ -151,22 +151,26 @@ async fn a_sled_data_dir_is_migrated_at_first_start_and_reads_back() {
 
 #[tokio::test]
 async fn a_migration_killed_midway_is_completed_by_the_next_start() {
-    const EXTRA: u32 = 5_000;
+    // Enough records that copying the rest takes far longer than the test needs to see the
+    // migration's first progress line (after 1,000) and kill the daemon (milliseconds; a
+    // debug build copies some 10,000 records a second), in a database the catalog does not
+    // name.
+    const EXTRA: u32 = 20_000;
     let mut daemon = daemon_on_fixture().await;
-    // More records than one copy batch, in a database the catalog does not name, so the
-    // migration is cut after its first batch with the rest still to copy.
     {
         // Written the way the sled store kept records of at most 2 KiB: inline in its
         // `records` tree under `database id | record key`.
         let sled = sled::open(daemon.data_dir.join("store")).expect("open sled");
         let records = sled.open_tree("records").expect("records tree");
+        let mut batch = sled::Batch::default();
         for i in 0..EXTRA {
             let mut key = [0x42u8; 16].to_vec();
             key.extend_from_slice(format!("x-{i:05}").as_bytes());
             let mut value = b"EVRC".to_vec();
-            value.resize(if i % 10 == 0 { 2000 } else { 200 }, (i % 251) as u8);
-            records.insert(key, value).expect("put");
+            value.resize(if i % 1000 == 10 { 2000 } else { 100 }, (i % 251) as u8);
+            batch.insert(key, value);
         }
+        records.apply_batch(batch).expect("put");
         sled.flush().expect("flush");
     }
     // The earlier release let sled create its directories with the umask (0755 as a rule):
@@ -176,14 +180,29 @@ async fn a_migration_killed_midway_is_completed_by_the_next_start() {
         let open = std::fs::Permissions::from_mode(0o755);
         std::fs::set_permissions(daemon.data_dir.join("store"), open).expect("chmod store");
     }
-    let status = daemon
+    // Start the daemon and `kill -9` it as soon as it reports the first copied batch.
+    let mut child = daemon
         .serve_command()
-        .env("ENVAULT_TEST_MIGRATION_ABORT_AFTER", "1000")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run serve");
-    assert!(!status.success(), "the migration was cut short");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut seen = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+        let line = line.expect("read stderr");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("migrating the store:") && line.contains("records copied") {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert!(
+        seen.contains("records copied") && !seen.contains("store migrated to"),
+        "the migration was killed midway: {seen}"
+    );
     assert!(daemon.data_dir.join("fjall.migrating").is_dir());
     assert!(!daemon.data_dir.join("fjall").exists(), "not switched over");
     assert!(daemon.data_dir.join("store/db").exists(), "sled untouched");
@@ -200,9 +219,9 @@ async fn a_migration_killed_midway_is_completed_by_the_next_start() {
     let store = FjallStore::open(&daemon.data_dir.join("fjall"), 8 << 20).expect("open fjall");
     let db = [0x42u8; 16];
     assert_eq!(store.record_count(&db).unwrap(), u64::from(EXTRA));
-    let big = store.record_get(&db, b"x-00010").unwrap().expect("x-00010");
+    let big = store.record_get(&db, b"x-01010").unwrap().expect("x-01010");
     assert_eq!(big.len(), 2000);
-    assert!(big[4..].iter().all(|b| *b == 10));
+    assert!(big[4..].iter().all(|b| *b == (1010 % 251) as u8));
 }
 
 #[tokio::test]

@@ -121,7 +121,6 @@ fn copy(
             done.records += batch.len() as u64;
             new.put_raw(std::mem::take(&mut batch))?;
             progress(done.records);
-            crash_hook(done.records);
         }
     }
     done.records += batch.len() as u64;
@@ -129,19 +128,6 @@ fn copy(
     progress(done.records);
     new.persist_all()?;
     Ok(done)
-}
-
-/// Tests stop a migration midway, as a crash would: `ENVAULT_TEST_MIGRATION_ABORT_AFTER=N`
-/// kills the process (no unwinding, nothing flushed) once N records are copied.
-fn crash_hook(copied: u64) {
-    if let Some(limit) = std::env::var("ENVAULT_TEST_MIGRATION_ABORT_AFTER")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if copied >= limit {
-            std::process::abort();
-        }
-    }
 }
 
 fn io_error(path: &Path, err: std::io::Error) -> StoreError {

@@ -2,9 +2,11 @@
 //! `<data_dir>/fjall`, with two keyspaces.
 //!
 //! - `catalog`: `kind/id` → [`super::codec`]-encoded entries; applied in atomic batches.
-//! - `records`: `database id (16 bytes) | record key` → the sealed record envelope. Values
-//!   over [`BLOB_THRESHOLD`] are kept in fjall's blob files (key–value separation), so
-//!   compaction does not rewrite them.
+//! - `records`: `database id (16 bytes) | record key` → the sealed record envelope. Every
+//!   value is kept in fjall's blob files (key–value separation, [`BLOB_THRESHOLD`]), each
+//!   blob under its own checksum: a damaged byte in one record's value fails that record
+//!   only, where a table block of inline values would fail all its neighbours too. The LSM
+//!   tables hold keys and blob pointers, and compaction does not rewrite the values.
 //!
 //! Writes go to the journal's buffer; [`Store::flush`] is the only durability point: one
 //! `persist(SyncData)` of the journal per group commit, which makes every write before it
@@ -22,10 +24,19 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, Pers
 
 use super::{CatalogOp, Store, StoreError};
 
-/// Record values larger than this live in blob files.
-pub const BLOB_THRESHOLD: u32 = 4096;
+/// Record values of at least this many bytes live in blob files: all of them (a sealed
+/// record is never empty). Stored with the keyspace when it is created: a store created with
+/// an earlier threshold keeps it (its records read the same either way).
+pub const BLOB_THRESHOLD: u32 = 1;
 /// Largest memtable of one keyspace.
 const MEMTABLE: u64 = 8 << 20;
+/// Most bytes all memtables (the active ones and those waiting to be flushed) may hold before
+/// a record write waits for a flush: one full memtable being flushed while the next fills.
+/// fjall rotates a full memtable only once a background worker gets to it, so under a fast
+/// writer (a restore) the active one otherwise grows far past [`MEMTABLE`]: hundreds of MiB.
+const WRITE_BUFFER_CAP: u64 = 2 * MEMTABLE;
+/// Longest a record write waits for [`WRITE_BUFFER_CAP`] (then it goes ahead anyway).
+const WRITE_BUFFER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// fjall's background threads (memtable flushes and compactions). With more than one, fjall
 /// 3.1's first worker hands every compaction back to the queue and takes the next message,
 /// which is that compaction again while the other worker is busy: it spins on its channel for
@@ -85,6 +96,7 @@ impl FjallStore {
 
     /// Writes (full key, sealed value) records in one batch, not yet durable (migration).
     pub fn put_raw(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
+        self.bound_write_buffer();
         let mut batch = self.db.batch();
         for (k, v) in records {
             batch.insert(&self.records, k, v);
@@ -103,12 +115,26 @@ impl FjallStore {
     fn read_error(&self, err: fjall::Error) -> StoreError {
         if is_damage(&err) {
             StoreError::Damaged(format!(
-                "a block of the store in {} fails its checksum ({err}); the records in it \
-                 cannot be read",
+                "stored bytes in {} fail their checksum ({err}): a record's value (that \
+                 record only) or a table block (the records in it) cannot be read",
                 self.dir.display()
             ))
         } else {
             StoreError::Backend(format!("store {}: {err}", self.dir.display()))
+        }
+    }
+
+    /// Waits (a bounded time) while the memtables hold more than [`WRITE_BUFFER_CAP`], so
+    /// that writing faster than fjall flushes does not grow the daemon without bound.
+    fn bound_write_buffer(&self) {
+        if self.db.write_buffer_size() <= WRITE_BUFFER_CAP {
+            return;
+        }
+        let started = std::time::Instant::now();
+        while self.db.write_buffer_size() > WRITE_BUFFER_CAP
+            && started.elapsed() < WRITE_BUFFER_WAIT
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
 
@@ -205,6 +231,7 @@ impl Store for FjallStore {
         key: &[u8],
         sealed: Vec<u8>,
     ) -> Result<(), StoreError> {
+        self.bound_write_buffer();
         self.records
             .insert(record_key(database, key), sealed)
             .map_err(|e| self.write_error(e))

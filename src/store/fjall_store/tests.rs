@@ -177,3 +177,139 @@ fn a_damaged_store_file_at_open_names_the_store_and_the_next_step() {
         }
     }
 }
+
+/// The first file under `dir` whose path has a component `folder` and which holds `needle`:
+/// (file, offset of the needle).
+fn find_bytes(dir: &Path, folder: &str, needle: &[u8]) -> Option<(PathBuf, usize)> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.components().any(|c| c.as_os_str() == folder) {
+                let bytes = std::fs::read(&p).unwrap();
+                if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+                    return Some((p, at));
+                }
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_damaged_small_record_is_an_integrity_error_for_that_record_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = [8u8; 16];
+    // Incompressible, like ciphertext (blob files compress what compresses).
+    let value = |i: u16| {
+        let mut x = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut v = b"EVRC".to_vec();
+        while v.len() < 100 + usize::from(i % 7) * 40 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.push(x as u8);
+        }
+        v
+    };
+    {
+        let store = FjallStore::open(dir.path(), CACHE).unwrap();
+        for i in 0..500u16 {
+            store
+                .record_put(&db, format!("s{i:04}").as_bytes(), value(i))
+                .unwrap();
+        }
+        store.flush().unwrap();
+        store.records.rotate_memtable_and_wait().unwrap();
+    }
+    // The blob of s0250 holds its full key, then its value: flip a byte of the value.
+    let (file, at) = find_bytes(dir.path(), "blobs", &record_key(&db, b"s0250"))
+        .expect("small values are kept in blob files");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[at + 16 + 5 + 20] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+
+    let store = FjallStore::open(dir.path(), CACHE).unwrap();
+    for i in 0..500u16 {
+        let key = format!("s{i:04}");
+        match store.record_get(&db, key.as_bytes()) {
+            Ok(Some(v)) if i != 250 => assert_eq!(v, value(i), "{key}"),
+            Err(StoreError::Damaged(_)) if i == 250 => {}
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+    // A page over the damaged record fails; pages that skip it read.
+    assert!(matches!(
+        store.record_page(&db, Some(b"s0249"), 1, usize::MAX),
+        Err(StoreError::Damaged(_))
+    ));
+    let after = store
+        .record_page(&db, Some(b"s0250"), 10, usize::MAX)
+        .unwrap();
+    assert_eq!(after[0], (b"s0251".to_vec(), value(251)));
+    // The keys are intact, so listing and counting still work.
+    assert_eq!(store.record_count(&db).unwrap(), 500);
+}
+
+#[test]
+fn a_store_created_with_the_earlier_inline_threshold_keeps_reading_and_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = [9u8; 16];
+    {
+        // The records keyspace as the store created it before every value went to blob files:
+        // values under 4 KiB inline in the tables.
+        let old = Database::builder(dir.path())
+            .cache_size(CACHE)
+            .manual_journal_persist(true)
+            .open()
+            .unwrap();
+        let records = old
+            .keyspace("records", || {
+                KeyspaceCreateOptions::default()
+                    .manual_journal_persist(true)
+                    .max_memtable_size(MEMTABLE)
+                    .with_kv_separation(Some(
+                        KvSeparationOptions::default().separation_threshold(4096),
+                    ))
+            })
+            .unwrap();
+        for i in 0..100u8 {
+            records
+                .insert(
+                    record_key(&db, format!("old{i:03}").as_bytes()),
+                    sealed(i, 300),
+                )
+                .unwrap();
+        }
+        records
+            .insert(record_key(&db, b"old-large"), sealed(1, 50_000))
+            .unwrap();
+        old.persist(PersistMode::SyncAll).unwrap();
+        records.rotate_memtable_and_wait().unwrap();
+        assert!(
+            find_bytes(dir.path(), "blobs", &record_key(&db, b"old007")).is_none(),
+            "the earlier layout keeps small values inline"
+        );
+    }
+    {
+        let store = FjallStore::open(dir.path(), CACHE).unwrap();
+        for i in 0..100u8 {
+            let key = format!("old{i:03}");
+            assert_eq!(
+                store.record_get(&db, key.as_bytes()).unwrap(),
+                Some(sealed(i, 300))
+            );
+        }
+        assert_eq!(
+            store.record_get(&db, b"old-large").unwrap(),
+            Some(sealed(1, 50_000))
+        );
+        store.record_put(&db, b"new", sealed(7, 300)).unwrap();
+        store.flush().unwrap();
+    }
+    let store = FjallStore::open(dir.path(), CACHE).unwrap();
+    assert_eq!(store.record_get(&db, b"new").unwrap(), Some(sealed(7, 300)));
+    assert_eq!(store.record_count(&db).unwrap(), 102);
+}
