@@ -107,6 +107,17 @@ pub trait Store: Send + Sync {
         key: &[u8],
         sealed: Vec<u8>,
     ) -> Result<(), StoreError>;
+    /// [`Store::record_put`] for bulk writers (a restore) on a blocking thread: a store may
+    /// make it wait until its write buffers drain, so that writing faster than the store
+    /// flushes does not grow the daemon. The request path never waits here.
+    fn record_put_bulk(
+        &self,
+        database: &[u8; 16],
+        key: &[u8],
+        sealed: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.record_put(database, key, sealed)
+    }
     /// Reads a sealed record.
     fn record_get(&self, database: &[u8; 16], key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Removes a record; `true` if it existed.

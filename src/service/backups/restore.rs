@@ -103,7 +103,7 @@ impl Vault {
                         .seal(&dek, generation, &record_context(db_id.as_bytes(), k), v)
                         .map_err(|_| BackupFormatError::Invalid("cannot seal"))?;
                     self.store
-                        .record_put(db_id.as_bytes(), k, sealed)
+                        .record_put_bulk(db_id.as_bytes(), k, sealed)
                         .map_err(|e| BackupFormatError::Io(std::io::Error::other(e.to_string())))
                 })?)
             });

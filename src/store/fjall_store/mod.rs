@@ -31,11 +31,11 @@ pub const BLOB_THRESHOLD: u32 = 1;
 /// Largest memtable of one keyspace.
 const MEMTABLE: u64 = 8 << 20;
 /// Most bytes all memtables (the active ones and those waiting to be flushed) may hold before
-/// a record write waits for a flush: one full memtable being flushed while the next fills.
+/// a bulk write (restore, migration) waits for a flush: one full memtable being flushed while the next fills.
 /// fjall rotates a full memtable only once a background worker gets to it, so under a fast
 /// writer (a restore) the active one otherwise grows far past [`MEMTABLE`]: hundreds of MiB.
 const WRITE_BUFFER_CAP: u64 = 2 * MEMTABLE;
-/// Longest a record write waits for [`WRITE_BUFFER_CAP`] (then it goes ahead anyway).
+/// Longest a bulk write waits for [`WRITE_BUFFER_CAP`] (then it goes ahead anyway).
 const WRITE_BUFFER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// fjall's background threads (memtable flushes and compactions). With more than one, fjall
 /// 3.1's first worker hands every compaction back to the queue and takes the next message,
@@ -231,10 +231,20 @@ impl Store for FjallStore {
         key: &[u8],
         sealed: Vec<u8>,
     ) -> Result<(), StoreError> {
-        self.bound_write_buffer();
         self.records
             .insert(record_key(database, key), sealed)
             .map_err(|e| self.write_error(e))
+    }
+
+    fn record_put_bulk(
+        &self,
+        database: &[u8; 16],
+        key: &[u8],
+        sealed: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        // On a blocking thread (a restore): waiting here cannot stall request handling.
+        self.bound_write_buffer();
+        self.record_put(database, key, sealed)
     }
 
     fn record_get(&self, database: &[u8; 16], key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
