@@ -7,7 +7,7 @@
 #   scripts/crash-soak.sh                  # seeds 1..50
 #   scripts/crash-soak.sh 100 199          # seeds 100..199
 #   KILLS=100 scripts/crash-soak.sh 1 10   # 100 kills per load run (ENVAULT_CRASH_KILLS)
-#   FILTER=shred scripts/crash-soak.sh     # only tests whose name starts with "shred"
+#   FILTER=shred scripts/crash-soak.sh     # only tests whose name contains "shred"
 #   DISK_FULL=1 scripts/crash-soak.sh      # also run tests/suite/disk_full.rs per seed (needs root
 #                                          # to mount a tmpfs; see that file)
 #   KEEP_GOING=1 scripts/crash-soak.sh     # run every seed, report all failures at the end
@@ -42,7 +42,7 @@ for seed in $(seq "$first" "$last"); do
     t0=$(date +%s)
     status=ok
     if ! ENVAULT_CRASH_SEED="$seed" ENVAULT_CRASH_KILLS="$kills" \
-        cargo test --release --test suite -- --nocapture "crash_consistency::$filter" >"$log" 2>&1; then
+        cargo test --release --test suite -- --nocapture "${filter:-crash_consistency::}" >"$log" 2>&1; then
         status=FAILED
     fi
     if [[ "$disk_full" == 1 && "$status" == ok ]]; then

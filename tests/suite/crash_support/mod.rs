@@ -56,7 +56,7 @@ impl Drop for SeedReport {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(
-                "\n[{test}] FAILED with seed {seed}; reproduce with:\n  ENVAULT_CRASH_SEED={seed} cargo test --release --test suite {binary}::{test} -- --nocapture\n",
+                "\n[{binary}: {test}] FAILED with seed {seed}; reproduce with:\n  ENVAULT_CRASH_SEED={seed} cargo test --release --test suite {test} -- --nocapture\n",
                 binary = self.binary,
                 test = self.test,
                 seed = self.seed
