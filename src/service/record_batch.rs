@@ -68,41 +68,35 @@ impl Vault {
         database: &str,
         ops: Vec<BatchOp>,
     ) -> Result<Vec<BatchOutcome>, ServiceError> {
-        let result = self.record_batch_inner(who, database, ops).await;
+        let result: Result<Vec<BatchOutcome>, ServiceError> = async move {
+            let _gate = self.records.gate().read().await;
+            let db = self.usable_database(who, database)?;
+            let written_bytes = self.validate_batch(&ops)?;
+            let writes = ops.iter().any(|op| !matches!(op, BatchOp::Get { .. }));
+            let lock = self.database_lock(db);
+            // Writers share the lock; a backup takes it exclusively for its snapshot.
+            let _writing = if writes {
+                Some(lock.read().await)
+            } else {
+                None
+            };
+            if written_bytes > 0 {
+                self.records.disk_space().ensure_room(written_bytes)?;
+            }
+            let mut outcomes = Vec::with_capacity(ops.len());
+            // Reads stop adding values once the answer holds `max_record_size` bytes of them, so
+            // a batch's answer is no bigger than the largest single GET.
+            let mut read_budget = self.records.limits().max_record_size;
+            for op in ops {
+                outcomes.push(self.run_batch_op(db, op, &mut read_budget).await);
+            }
+            if writes {
+                self.flusher.durable().await?;
+            }
+            Ok(outcomes)
+        }
+        .await;
         self.audit_denial(who, Action::RecordsBatch, database, result)
-    }
-
-    async fn record_batch_inner(
-        &self,
-        who: &Principal,
-        database: &str,
-        ops: Vec<BatchOp>,
-    ) -> Result<Vec<BatchOutcome>, ServiceError> {
-        let _gate = self.records.gate().read().await;
-        let db = self.usable_database(who, database)?;
-        let written_bytes = self.validate_batch(&ops)?;
-        let writes = ops.iter().any(|op| !matches!(op, BatchOp::Get { .. }));
-        let lock = self.database_lock(db);
-        // Writers share the lock; a backup takes it exclusively for its snapshot.
-        let _writing = if writes {
-            Some(lock.read().await)
-        } else {
-            None
-        };
-        if written_bytes > 0 {
-            self.records.disk_space().ensure_room(written_bytes)?;
-        }
-        let mut outcomes = Vec::with_capacity(ops.len());
-        // Reads stop adding values once the answer holds `max_record_size` bytes of them, so
-        // a batch's answer is no bigger than the largest single GET.
-        let mut read_budget = self.records.limits().max_record_size;
-        for op in ops {
-            outcomes.push(self.run_batch_op(db, op, &mut read_budget).await);
-        }
-        if writes {
-            self.flusher.durable().await?;
-        }
-        Ok(outcomes)
     }
 
     /// Checks the whole batch before any of it runs; returns the bytes its puts will write.

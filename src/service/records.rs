@@ -130,32 +130,6 @@ impl Vault {
         Ok(cipher)
     }
 
-    /// Seals and stores a record; returns once it is durable.
-    async fn put_record_inner(
-        &self,
-        who: &Principal,
-        database: &str,
-        key: &str,
-        value: &[u8],
-    ) -> Result<(), ServiceError> {
-        let _gate = self.records.gate().read().await;
-        let db = self.usable_database(who, database)?;
-        let lock = self.database_lock(db);
-        let _writing = lock.read().await;
-        self.validate_record_key(key)?;
-        if value.len() > self.records.limits().max_record_size {
-            return Err(ServiceError::TooLarge(format!(
-                "record value exceeds {} bytes",
-                self.records.limits().max_record_size
-            )));
-        }
-        self.records
-            .disk_space()
-            .ensure_room((key.len() + value.len()) as u64)?;
-        self.seal_and_store(db, key, value).await?;
-        self.flusher.durable().await
-    }
-
     /// Seals a validated record and hands it to the store (durable at the next flush). The
     /// caller holds the gate and the database's write lock.
     pub(super) async fn seal_and_store(
@@ -178,19 +152,6 @@ impl Vault {
             .record_put_async(*db.as_bytes(), key.as_bytes().to_vec(), sealed)
             .await?;
         Ok(())
-    }
-
-    /// Reads and opens a record.
-    async fn get_record_inner(
-        &self,
-        who: &Principal,
-        database: &str,
-        key: &str,
-    ) -> Result<Vec<u8>, ServiceError> {
-        let _gate = self.records.gate().read().await;
-        let db = self.usable_database(who, database)?;
-        self.validate_record_key(key)?;
-        self.load_and_open(db, key).await
     }
 
     /// Reads and opens one record of a usable database (the caller holds the gate).
@@ -222,22 +183,6 @@ impl Vault {
         Ok(plain)
     }
 
-    /// Deletes a record; returns once durable. `not_found` if it did not exist.
-    async fn delete_record_inner(
-        &self,
-        who: &Principal,
-        database: &str,
-        key: &str,
-    ) -> Result<(), ServiceError> {
-        let _gate = self.records.gate().read().await;
-        let db = self.usable_database(who, database)?;
-        let lock = self.database_lock(db);
-        let _writing = lock.read().await;
-        self.validate_record_key(key)?;
-        self.remove_record(db, key).await?;
-        self.flusher.durable().await
-    }
-
     /// Removes one record (durable at the next flush); `not_found` if it did not exist. The
     /// caller holds the gate and the database's write lock.
     pub(super) async fn remove_record(&self, db: Uuid, key: &str) -> Result<(), ServiceError> {
@@ -251,38 +196,6 @@ impl Vault {
             Err(ServiceError::NotFound(format!("no record {key:?}")))
         }
     }
-
-    /// Lists record keys by prefix, in pages.
-    async fn list_records_inner(
-        &self,
-        who: &Principal,
-        database: &str,
-        query: RecordListQuery,
-    ) -> Result<RecordPage, ServiceError> {
-        let _gate = self.records.gate().read().await;
-        let db = self.usable_database(who, database)?;
-        let limit = query.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(ServiceError::BadRequest("limit must be 1 to 1000".into()));
-        }
-        let prefix = query.prefix.unwrap_or_default();
-        let mut keys = self.store_call(|store| {
-            store.record_keys(
-                db.as_bytes(),
-                prefix.as_bytes(),
-                query.after.as_deref().map(str::as_bytes),
-                limit + 1,
-            )
-        })?;
-        let more = keys.len() > limit;
-        keys.truncate(limit);
-        let keys: Vec<String> = keys
-            .into_iter()
-            .map(|k| String::from_utf8_lossy(&k).into_owned())
-            .collect();
-        let next = if more { keys.last().cloned() } else { None };
-        Ok(RecordPage { keys, next })
-    }
 }
 
 impl Vault {
@@ -294,7 +207,25 @@ impl Vault {
         key: &str,
         value: &[u8],
     ) -> Result<(), ServiceError> {
-        let result = self.put_record_inner(who, database, key, value).await;
+        let result: Result<(), ServiceError> = async move {
+            let _gate = self.records.gate().read().await;
+            let db = self.usable_database(who, database)?;
+            let lock = self.database_lock(db);
+            let _writing = lock.read().await;
+            self.validate_record_key(key)?;
+            if value.len() > self.records.limits().max_record_size {
+                return Err(ServiceError::TooLarge(format!(
+                    "record value exceeds {} bytes",
+                    self.records.limits().max_record_size
+                )));
+            }
+            self.records
+                .disk_space()
+                .ensure_room((key.len() + value.len()) as u64)?;
+            self.seal_and_store(db, key, value).await?;
+            self.flusher.durable().await
+        }
+        .await;
         self.audit_denial(who, Action::RecordsWrite, database, result)
     }
 
@@ -305,7 +236,13 @@ impl Vault {
         database: &str,
         key: &str,
     ) -> Result<Vec<u8>, ServiceError> {
-        let result = self.get_record_inner(who, database, key).await;
+        let result: Result<Vec<u8>, ServiceError> = async move {
+            let _gate = self.records.gate().read().await;
+            let db = self.usable_database(who, database)?;
+            self.validate_record_key(key)?;
+            self.load_and_open(db, key).await
+        }
+        .await;
         self.audit_denial(who, Action::RecordsRead, database, result)
     }
 
@@ -316,7 +253,16 @@ impl Vault {
         database: &str,
         key: &str,
     ) -> Result<(), ServiceError> {
-        let result = self.delete_record_inner(who, database, key).await;
+        let result: Result<(), ServiceError> = async move {
+            let _gate = self.records.gate().read().await;
+            let db = self.usable_database(who, database)?;
+            let lock = self.database_lock(db);
+            let _writing = lock.read().await;
+            self.validate_record_key(key)?;
+            self.remove_record(db, key).await?;
+            self.flusher.durable().await
+        }
+        .await;
         self.audit_denial(who, Action::RecordsDelete, database, result)
     }
 
@@ -327,7 +273,32 @@ impl Vault {
         database: &str,
         query: RecordListQuery,
     ) -> Result<RecordPage, ServiceError> {
-        let result = self.list_records_inner(who, database, query).await;
+        let result: Result<RecordPage, ServiceError> = async move {
+            let _gate = self.records.gate().read().await;
+            let db = self.usable_database(who, database)?;
+            let limit = query.limit.unwrap_or(100);
+            if !(1..=1000).contains(&limit) {
+                return Err(ServiceError::BadRequest("limit must be 1 to 1000".into()));
+            }
+            let prefix = query.prefix.unwrap_or_default();
+            let mut keys = self.store_call(|store| {
+                store.record_keys(
+                    db.as_bytes(),
+                    prefix.as_bytes(),
+                    query.after.as_deref().map(str::as_bytes),
+                    limit + 1,
+                )
+            })?;
+            let more = keys.len() > limit;
+            keys.truncate(limit);
+            let keys: Vec<String> = keys
+                .into_iter()
+                .map(|k| String::from_utf8_lossy(&k).into_owned())
+                .collect();
+            let next = if more { keys.last().cloned() } else { None };
+            Ok(RecordPage { keys, next })
+        }
+        .await;
         self.audit_denial(who, Action::RecordsList, database, result)
     }
 }
