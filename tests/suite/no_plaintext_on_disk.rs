@@ -5,57 +5,15 @@
 
 use crate::common;
 use crate::common::files_under;
+use crate::lifecycle_support::{encodings, hex_upper, Needle};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use base64::Engine as _;
 use common::{allow_databases, Daemon};
 use uuid::Uuid;
-
-/// A value that must not be found, and how to name it in a failure.
-struct Needle {
-    what: String,
-    bytes: Vec<u8>,
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-/// The value as raw bytes, base64 (standard and URL-safe, padded or not) and hex (both cases).
-fn encodings(what: &str, value: &[u8]) -> Vec<Needle> {
-    let forms = [
-        ("raw", value.to_vec()),
-        ("base64", STANDARD.encode(value).into_bytes()),
-        (
-            "base64 unpadded",
-            STANDARD_NO_PAD.encode(value).into_bytes(),
-        ),
-        ("base64url", URL_SAFE.encode(value).into_bytes()),
-        (
-            "base64url unpadded",
-            URL_SAFE_NO_PAD.encode(value).into_bytes(),
-        ),
-        ("hex", hex_lower(value).into_bytes()),
-        ("HEX", hex_upper(value).into_bytes()),
-    ];
-    let mut needles: Vec<Needle> = Vec::new();
-    for (form, bytes) in forms {
-        if !needles.iter().any(|n| n.bytes == bytes) {
-            needles.push(Needle {
-                what: format!("{what} ({form})"),
-                bytes,
-            });
-        }
-    }
-    needles
-}
 
 /// Offset of the first occurrence of `needle` in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
